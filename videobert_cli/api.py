@@ -1,0 +1,291 @@
+"""The public library API: everything the CLI does, as functions.
+
+In-memory functions (:func:`extract_video`, :func:`extract_text`, :func:`fuse`) return feature
+containers; file functions (:func:`extract_video_files`, :func:`extract_text_files`,
+:func:`fuse_files`, :func:`run`) write HDF5 files. Stages are cached per configuration so that
+calling a function in a loop loads each model once.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, TextIO
+
+from videobert_cli import __version__
+from videobert_cli.config import PipelineConfig
+from videobert_cli.errors import FeatureFileError, InputError, UsageError
+from videobert_cli.features import FusedFeatures, SourceInfo, TextFeatures, VideoFeatures
+from videobert_cli.pipeline.inputs import output_names, plan_inputs
+from videobert_cli.pipeline.runner import RunObserver, RunOptions, RunReport, run_batch, source_info
+from videobert_cli.pipeline.signals import StopFlag
+
+_STAGES: dict[tuple[str, PipelineConfig], object] = {}
+
+
+def _stage(kind: str, config: PipelineConfig, **extra):
+    from videobert_cli.pipeline import stages
+
+    key = (kind, config, tuple(sorted(extra.items())))
+    if key not in _STAGES:
+        factory = {"video": stages.VideoStage, "text": stages.TextStage, "fusion": stages.FusionStage}[kind]
+        _STAGES[key] = factory(config, **extra)
+    return _STAGES[key]
+
+
+def _transcript_of(source, *, literal: bool = False):
+    from videobert_cli.text.transcripts import Transcript, parse_text, parse_transcript
+
+    if isinstance(source, Transcript):
+        return source
+    if literal:
+        return parse_text(str(source))
+    return parse_transcript(source)
+
+
+def extract_video(path: str | Path, config: PipelineConfig | None = None) -> VideoFeatures:
+    """CNN features of the sampled frames of one video (in memory)."""
+    config = config or PipelineConfig()
+    return _stage("video", config).extract(path)
+
+
+def extract_text(source, config: PipelineConfig | None = None, *, literal: bool = False) -> TextFeatures:
+    """Token and cue features of a transcript file, a :class:`Transcript`, or (``literal``) a string."""
+    config = config or PipelineConfig()
+    return _stage("text", config).extract(_transcript_of(source, literal=literal))
+
+
+def _fusion_stage(config: PipelineConfig, video: VideoFeatures | None, text: TextFeatures | None):
+    from videobert_cli.text.models import registered_text_models
+
+    if video is None and text is None:
+        raise UsageError("nothing to fuse: give video features, text features, or both")
+    video_dim = int(video.features.shape[1]) if video is not None else None
+    text_dim = int(text.token_features.shape[1]) if text is not None else None
+    video_model = video.attrs.get("model_name") if video is not None else None
+    text_model = text.attrs.get("model_name") if text is not None else None
+    if video_dim is None:
+        from videobert_cli.video.models import get_video_model_entry
+
+        video_model = config.video_model.name
+        video_dim = get_video_model_entry(video_model).feature_dim()
+    if text_dim is None:
+        text_model = config.text_model.name
+        alias = {a.name: a for a in registered_text_models()}.get(text_model)
+        text_dim = alias.feature_dim if alias is not None else _stage("text", config).feature_dim
+    return _stage(
+        "fusion", config, video_dim=video_dim, text_dim=text_dim, video_model=video_model, text_model=text_model
+    )
+
+
+def fuse(
+    video: VideoFeatures | None, text: TextFeatures | None, config: PipelineConfig | None = None
+) -> FusedFeatures:
+    """Fuse video and text features with the fusion Transformer (either side may be None)."""
+    config = config or PipelineConfig()
+    return _fusion_stage(config, video, text).fuse(video, text)
+
+
+# --- file-level helpers ----------------------------------------------------------------------
+@dataclass
+class FileResult:
+    """One input of a file command: where it went, or why it failed."""
+
+    input: str
+    output: str | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class FileResults:
+    results: list[FileResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [r for r in self.results if r.error]
+
+
+def _outputs_for(inputs: list[Path], output: str | Path, suffix_hint: str) -> list[Path]:
+    output = Path(output)
+    if output.suffix in (".h5", ".hdf5"):
+        if len(inputs) != 1:
+            raise UsageError(
+                f"-o {output} names one file but {len(inputs)} inputs were given",
+                hint="give -o a directory to write one .h5 per input",
+            )
+        return [output]
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"-o {output} exists and is not a directory", hint=f"use a directory or a {suffix_hint} file name")
+    names = output_names([(path, None) for path in inputs])
+    return [output / name for name in names]
+
+
+def _write(path: Path, *, config: PipelineConfig, source: SourceInfo | None, extra: dict, **groups) -> None:
+    from videobert_cli.store.hdf5 import write_feature_file
+
+    write_feature_file(
+        path,
+        source=source,
+        tool_version=__version__,
+        config_hash=config.fingerprint(),
+        extra_attrs=extra,
+        dtype=config.output.dtype,
+        compression=config.output.compression,
+        **groups,
+    )
+
+
+def extract_video_files(
+    videos: Iterable[str | Path], output: str | Path, config: PipelineConfig | None = None, *, on_done=None
+) -> FileResults:
+    """Write ``video/`` features of each video to ``output`` (a .h5 file for one video, else a directory)."""
+    config = config or PipelineConfig()
+    paths = [Path(v) for v in videos]
+    results = FileResults()
+    for path, destination in zip(paths, _outputs_for(paths, output, ".h5")):
+        result = FileResult(str(path))
+        try:
+            features = extract_video(path, config)
+            _write(destination, config=config, source=source_info(path), extra={"created_by": "videobert extract-video"},
+                   video=features)
+            result.output = str(destination)
+        except InputError as error:
+            result.error, result.reason = str(error), error.reason
+        results.results.append(result)
+        if on_done is not None:
+            on_done(result)
+    return results
+
+
+def extract_text_files(
+    transcripts: Iterable[str | Path],
+    output: str | Path,
+    config: PipelineConfig | None = None,
+    *,
+    texts: Iterable[str] = (),
+    on_done=None,
+) -> FileResults:
+    """Write ``text/`` features of each transcript (and each literal text) to ``output``."""
+    config = config or PipelineConfig()
+    paths = [Path(t) for t in transcripts]
+    literals = list(texts)
+    names = [*paths, *(Path(f"text-{i}.txt") for i in range(len(literals)))]
+    destinations = _outputs_for(names, output, ".h5")
+    results = FileResults()
+    for index, destination in enumerate(destinations):
+        is_literal = index >= len(paths)
+        source = literals[index - len(paths)] if is_literal else paths[index]
+        result = FileResult("--text" if is_literal else str(source))
+        try:
+            features = extract_text(source, config, literal=is_literal)
+            _write(destination, config=config, source=None if is_literal else source_info(Path(source)),
+                   extra={"created_by": "videobert extract-text"}, text=features)
+            result.output = str(destination)
+        except InputError as error:
+            result.error, result.reason = str(error), error.reason
+        results.results.append(result)
+        if on_done is not None:
+            on_done(result)
+    return results
+
+
+def _group_feature_files(paths: list[Path]) -> list[tuple[str, Path | None, Path | None]]:
+    """Pair files holding video/ and text/ features: by stem, or the only two given."""
+    from videobert_cli.store.hdf5 import read_attrs  # noqa: F401  (validates on load)
+    from videobert_cli.store.hdf5 import load
+
+    kinds: list[tuple[Path, bool, bool]] = []
+    for path in paths:
+        data = load(path)
+        kinds.append((path, data.video is not None, data.text is not None))
+    if len(paths) == 2 and paths[0].stem != paths[1].stem:
+        (a, av, at), (b, bv, bt) = kinds
+        if av and not at and bt and not bv:
+            return [(a.stem, a, b)]
+        if bv and not bt and at and not av:
+            return [(b.stem, b, a)]
+    groups: dict[str, list] = {}
+    for path, has_video, has_text in kinds:
+        entry = groups.setdefault(path.stem, [path.stem, None, None])
+        if has_video:
+            if entry[1] is not None:
+                raise UsageError(f"two files with video features for {path.stem!r}: {entry[1]} and {path}")
+            entry[1] = path
+        if has_text:
+            if entry[2] is not None and entry[2] != entry[1]:
+                raise UsageError(f"two files with text features for {path.stem!r}: {entry[2]} and {path}")
+            entry[2] = path
+    return [tuple(entry) for entry in groups.values()]
+
+
+def fuse_files(
+    inputs: Iterable[str | Path], output: str | Path, config: PipelineConfig | None = None, *, on_done=None
+) -> FileResults:
+    """Fuse the video and text features of HDF5 files (paired by stem) into new files.
+
+    Each output holds the ``video/`` and ``text/`` groups it was made from plus ``fused/``, the
+    same layout as ``run`` writes.
+    """
+    from videobert_cli.store.hdf5 import load
+
+    config = config or PipelineConfig()
+    paths = [Path(p) for p in inputs]
+    for path in paths:
+        if not path.is_file():
+            raise FeatureFileError("file not found", path=path, hint="give HDF5 files written by extract-video/extract-text")
+    groups = _group_feature_files(paths)
+    destinations = _outputs_for([Path(stem + ".h5") for stem, _, _ in groups], output, ".h5")
+    results = FileResults()
+    for (stem, video_path, text_path), destination in zip(groups, destinations):
+        result = FileResult(" + ".join(str(p) for p in (video_path, text_path) if p is not None))
+        try:
+            video = load(video_path).video if video_path is not None else None
+            text_file = load(text_path) if text_path is not None else None
+            text = text_file.text if text_file is not None else None
+            fused = fuse(video, text, config)
+            source = None
+            attrs = load(video_path).attrs if video_path is not None else (text_file.attrs if text_file else {})
+            if attrs.get("source_path"):
+                source = SourceInfo(attrs["source_path"], int(attrs.get("source_size", 0)),
+                                    float(attrs.get("source_mtime", 0.0)), attrs.get("source_sha256") or None)
+            _write(destination, config=config, source=source, extra={"created_by": "videobert fuse"},
+                   video=video, text=text, fused=fused)
+            result.output = str(destination)
+        except InputError as error:
+            result.error, result.reason = str(error), error.reason
+        results.results.append(result)
+        if on_done is not None:
+            on_done(result)
+    return results
+
+
+def run(
+    inputs: Iterable[str],
+    out_dir: str | Path,
+    config: PipelineConfig | None = None,
+    options: RunOptions | None = None,
+    *,
+    recursive: bool = False,
+    pattern: str | None = None,
+    list_files: Iterable[str | Path] = (),
+    transcripts_dir: str | Path | None = None,
+    stdin: TextIO | None = None,
+    observer: RunObserver | None = None,
+    stop: StopFlag | None = None,
+) -> RunReport:
+    """The whole pipeline per video: one HDF5 file per video in ``out_dir`` plus ``manifest.jsonl``.
+
+    ``inputs`` are files, directories, or ``-`` (paths on ``stdin``). Returns a
+    :class:`RunReport`; its ``exit_code`` is what the CLI exits with.
+    """
+    items = plan_inputs(
+        list(inputs),
+        recursive=recursive,
+        pattern=pattern,
+        list_files=list_files,
+        stdin=stdin if stdin is not None else sys.stdin,
+        transcripts_dir=transcripts_dir,
+    )
+    return run_batch(items, out_dir, config, options, observer=observer, stop=stop)

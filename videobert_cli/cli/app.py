@@ -1,0 +1,56 @@
+"""The `videobert` command: assembles the command modules; holds no logic of its own."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from videobert_cli import __version__
+from videobert_cli.cli import extract_text, extract_video, fuse, inspect_cmd, models, run
+from videobert_cli.cli.common import STATE
+
+app = typer.Typer(
+    name="videobert",
+    help="VideoBERT-style features: CNN features of frames, BERT features of words, fused by a "
+    "Transformer, written to self-describing HDF5.\n\nStart with: videobert run VIDEO_DIR -o OUT_DIR",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"videobert-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N (auto picks CUDA when present).")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Frames or text windows per model call.")] = 32,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; errors only.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
+) -> None:
+    STATE.device = device
+    STATE.batch_size = batch_size
+    STATE.quiet = quiet
+    STATE.debug = debug
+
+
+app.command("extract-video", help=extract_video.HELP)(extract_video.extract_video_command)
+app.command("extract-text", help=extract_text.HELP)(extract_text.extract_text_command)
+app.command("fuse", help=fuse.HELP)(fuse.fuse_command)
+app.command("run", help=run.HELP)(run.run_command)
+app.command("models", help=models.HELP)(models.models_command)
+app.command("inspect", help=inspect_cmd.HELP)(inspect_cmd.inspect_command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

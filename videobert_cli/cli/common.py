@@ -1,0 +1,138 @@
+"""What every command shares: global state, config building, and the one error funnel."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+
+from videobert_cli.config import (
+    FusionConfigOptions,
+    OutputConfig,
+    PipelineConfig,
+    RuntimeConfig,
+    SamplingConfig,
+    TextModelConfig,
+    VideoModelConfig,
+)
+from videobert_cli.errors import EXIT_INTERRUPTED, VideoBertError
+
+EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a bug in videobert-cli, not in the input
+
+
+@dataclass
+class GlobalState:
+    device: str = "auto"
+    batch_size: int = 32
+    quiet: bool = False
+    debug: bool = False
+
+
+STATE = GlobalState()
+stderr = Console(stderr=True, highlight=False)
+stdout = Console(highlight=False)
+
+
+def say(message: str) -> None:
+    """A progress/status line on stderr, unless --quiet."""
+    if not STATE.quiet:
+        stderr.print(message)
+
+
+def fail(message: str, code: int) -> None:
+    stderr.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(command: Callable) -> Callable:
+    """Turn core exceptions into one-line messages and exit codes (tracebacks only with --debug)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except VideoBertError as error:
+            if STATE.debug:
+                traceback.print_exc(file=sys.stderr)
+            fail(str(error).replace("\n", " "), error.exit_code)
+        except KeyboardInterrupt:
+            stderr.print("interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED)
+        except Exception as error:  # a bug: say so in one line, keep the traceback for --debug
+            if STATE.debug:
+                traceback.print_exc(file=sys.stderr)
+            fail(
+                f"internal error: {error.__class__.__name__}: {str(error).splitlines()[0] if str(error) else ''} "
+                "(run again with --debug for a traceback and report it)",
+                EXIT_INTERNAL,
+            )
+
+    return wrapper
+
+
+def build_config(
+    *,
+    fps: Optional[float] = None,
+    num_frames: Optional[int] = None,
+    video_model: str = "efficientnet-lite0",
+    video_weights: str = "default",
+    text_model: str = "all-minilm-l6-v2",
+    max_length: Optional[int] = None,
+    fusion_weights: Optional[Path] = None,
+    fusion_seed: int = 0,
+    d_model: int = 256,
+    layers: int = 2,
+    heads: int = 4,
+    device: Optional[str] = None,
+    batch_size: Optional[int] = None,
+    precision: str = "auto",
+    dtype: str = "float32",
+    compression: Optional[str] = None,
+) -> PipelineConfig:
+    """A PipelineConfig from command-line values (command flags override global ones)."""
+    from videobert_cli.errors import UsageError
+
+    if fps is not None and num_frames is not None:
+        raise UsageError("--fps and --num-frames are mutually exclusive", hint="give one of them")
+    sampling = SamplingConfig(fps=None, num_frames=num_frames) if num_frames is not None else SamplingConfig(fps=fps or 1.0)
+    return PipelineConfig(
+        sampling=sampling,
+        video_model=VideoModelConfig(name=video_model, weights=video_weights),
+        text_model=TextModelConfig(name=text_model, max_length=max_length),
+        fusion=FusionConfigOptions(
+            weights_path=str(fusion_weights) if fusion_weights else None,
+            seed=fusion_seed,
+            d_model=d_model,
+            num_layers=layers,
+            num_heads=heads,
+            ff_dim=4 * d_model,
+        ),
+        runtime=RuntimeConfig(
+            device=device or STATE.device,
+            batch_size=batch_size or STATE.batch_size,
+            precision=precision,
+        ),
+        output=OutputConfig(dtype=dtype, compression=compression),
+    )
+
+
+def report_file_results(results, noun: str) -> int:
+    """Print per-file outcomes; exit code 1 when any input failed."""
+    for result in results.results:
+        if result.error:
+            stderr.print(f"[red]failed[/] {result.error}", soft_wrap=True)
+        else:
+            say(f"[green]wrote[/] {result.output}")
+    failed = len(results.failed)
+    if failed:
+        stderr.print(f"{failed} of {len(results.results)} {noun} failed")
+        return 1
+    return 0

@@ -1,0 +1,49 @@
+"""`videobert extract-video`: per-frame CNN features of videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from videobert_cli.cli import options as opt
+from videobert_cli.cli.common import build_config, handle_errors, report_file_results
+
+HELP = """Decode videos, sample frames and write their CNN features to HDF5 (group video/).
+
+Each sampled frame is the one on screen at t = 0, 1/fps, 2/fps, ... (or at the centres of N
+equal spans with --num-frames); its exact timestamp and frame index are stored.
+
+Examples:
+
+  videobert extract-video clip.mp4 -o clip.h5
+
+  videobert extract-video videos/*.mp4 -o features/ --fps 2
+
+  videobert extract-video clip.mkv -o clip.h5 --video-model resnet50 --num-frames 16
+"""
+
+
+@handle_errors
+def extract_video_command(
+    videos: Annotated[list[Path], typer.Argument(help="Video files (.mp4, .mkv, .webm, ...).", show_default=False)],
+    output: opt.Output,
+    fps: opt.Fps = None,
+    num_frames: opt.NumFrames = None,
+    video_model: opt.VideoModel = "efficientnet-lite0",
+    video_weights: opt.VideoWeights = "default",
+    device: opt.Device = None,
+    batch_size: opt.BatchSize = None,
+    precision: opt.Precision = "auto",
+    dtype: opt.Dtype = "float32",
+    compression: opt.Compression = None,
+) -> None:
+    from videobert_cli.api import extract_video_files
+
+    config = build_config(
+        fps=fps, num_frames=num_frames, video_model=video_model, video_weights=video_weights,
+        device=device, batch_size=batch_size, precision=precision, dtype=dtype, compression=compression,
+    )
+    results = extract_video_files(videos, output, config)
+    raise typer.Exit(report_file_results(results, "videos"))

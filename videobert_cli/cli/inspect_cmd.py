@@ -1,0 +1,60 @@
+"""`videobert inspect`: a file's groups, datasets, shapes and metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.tree import Tree
+
+from videobert_cli.cli.common import handle_errors, stdout
+
+HELP = """Print the groups, datasets (shape, dtype) and attributes of a videobert HDF5 file.
+
+Examples:
+
+  videobert inspect features/clip.h5
+
+  videobert inspect features/clip.h5 --json | jq '.[] | select(.kind=="dataset") | .name'
+"""
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+@handle_errors
+def inspect_command(
+    path: Annotated[Path, typer.Argument(help="A .h5 file written by videobert.", show_default=False)],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a tree.")] = False,
+) -> None:
+    from videobert_cli.errors import FeatureFileError
+    from videobert_cli.store.hdf5 import describe
+
+    if not path.is_file():
+        raise FeatureFileError("file not found", path=path)
+    rows = describe(path)
+    if json_output:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    root = Tree(f"[bold]{path}[/]")
+    nodes = {"/": root}
+    for row in rows:
+        name = row["name"]
+        if name == "/":
+            node = root
+        else:
+            parent = nodes.get(name.rsplit("/", 1)[0] or "/", root)
+            label = (
+                f"[bold cyan]{name.rsplit('/', 1)[-1]}/[/]"
+                if row["kind"] == "group"
+                else f"[green]{name.rsplit('/', 1)[-1]}[/] {tuple(row['shape'])} {row['dtype']}"
+            )
+            node = parent.add(label)
+            nodes[name] = node
+        for key, value in row.get("attrs", {}).items():
+            node.add(f"[dim]@{key}[/] = {_short(value)}")
+    stdout.print(root)

@@ -1,0 +1,45 @@
+"""`videobert models`: what can be used, its feature size, and whether it works offline."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from videobert_cli.cli.common import handle_errors, stdout
+
+HELP = """List video and text models with feature dimension and offline availability.
+
+"offline" means the weights are on this machine (installed package or cache): the model
+loads without network access.
+
+Examples:
+
+  videobert models
+
+  videobert models --all --json
+"""
+
+
+@handle_errors
+def models_command(
+    all_models: Annotated[bool, typer.Option("--all", help="Also list every torchvision classification model.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    from videobert_cli.catalog import list_models
+
+    rows = list_models(include_all_torchvision=all_models)
+    if json_output:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="videobert models")
+    for column in ("kind", "name", "feature dim", "offline", "description"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["kind"], row["name"], str(row["feature_dim"]),
+            "[green]yes[/]" if row["offline"] else "[yellow]no (downloads)[/]", row["description"],
+        )
+    stdout.print(table)

@@ -1,0 +1,52 @@
+"""Shared option aliases, so a flag reads the same in every command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+Device = Annotated[
+    Optional[str],
+    typer.Option("--device", help="auto | cpu | cuda | cuda:N (auto: CUDA when present). Overrides the global flag."),
+]
+BatchSize = Annotated[
+    Optional[int], typer.Option("--batch-size", min=1, help="Frames (or text windows) per model call. [default: 32]")
+]
+Precision = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="fp32 | bf16 | fp16 | auto. auto = fp32 on CPU, fp16 on CUDA. bf16 is ~2.5x faster on CPUs with AMX/AVX-512 bf16.",
+    ),
+]
+Output = Annotated[Path, typer.Option("--output", "-o", help="A .h5 file (one input) or a directory (one .h5 per input).")]
+
+Fps = Annotated[Optional[float], typer.Option("--fps", help="Frames sampled per second of video. [default: 1.0]")]
+NumFrames = Annotated[
+    Optional[int], typer.Option("--num-frames", min=1, help="Sample exactly N frames spread uniformly (instead of --fps).")
+]
+VideoModel = Annotated[str, typer.Option("--video-model", help="Video model: efficientnet-lite0 (bundled) or a torchvision name.")]
+VideoWeights = Annotated[
+    str,
+    typer.Option(
+        "--video-weights",
+        help="default | a torchvision weights name (IMAGENET1K_V2) | none (random, for timing) | path to .safetensors/.pth.",
+    ),
+]
+TextModel = Annotated[
+    str, typer.Option("--text-model", help="all-minilm-l6-v2 (bundled), a Hugging Face name, or a local model directory.")
+]
+MaxLength = Annotated[
+    Optional[int], typer.Option("--max-length", help="Tokens per text window incl. [CLS]/[SEP] (default: the model's maximum).")
+]
+FusionWeights = Annotated[
+    Optional[Path], typer.Option("--fusion-weights", help="Trained fusion checkpoint (.safetensors). Without it: seeded init.")
+]
+FusionSeed = Annotated[int, typer.Option("--fusion-seed", help="Seed of the untrained fusion initialisation.")]
+DModel = Annotated[int, typer.Option("--d-model", help="Width of the fusion Transformer (untrained fusion only).")]
+Layers = Annotated[int, typer.Option("--layers", help="Fusion Transformer layers (untrained fusion only).")]
+Heads = Annotated[int, typer.Option("--heads", help="Attention heads (untrained fusion only).")]
+Dtype = Annotated[str, typer.Option("--dtype", help="Stored feature dtype: float32 | float16.")]
+Compression = Annotated[Optional[str], typer.Option("--compression", help="HDF5 compression: lzf | gzip (default: none).")]

@@ -1,0 +1,116 @@
+"""`videobert run`: the whole pipeline over many videos, one HDF5 file per video."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from videobert_cli.cli import options as opt
+from videobert_cli.cli.common import STATE, build_config, handle_errors, stderr
+
+HELP = """Run decode -> video model -> text model -> fusion -> HDF5 for every video.
+
+Each video is paired with the transcript of the same stem (.srt, .vtt, .json, .txt), next to
+it or under --transcripts DIR. One OUT_DIR/<name>.h5 per video (video/, text/, fused/) and
+OUT_DIR/manifest.jsonl with one record per input (status, reason, timings).
+
+Re-runs skip inputs whose output is complete and was made from the same input (size+mtime, or
+sha256 with --verify-hash) and configuration; --force redoes everything. A failed video never
+stops the batch. One run per OUT_DIR at a time.
+
+Exit codes: 0 all ok or skipped, 1 some inputs failed, 2 usage or configuration error (bad
+flag, missing model, unwritable output), 75 OUT_DIR locked by another run, 130 interrupted,
+70 internal error.
+
+Examples:
+
+  videobert run videos/ -o features/
+
+  videobert run videos/ -o features/ --recursive --transcripts asr/ --fps 2
+
+  find /data -name '*.mp4' | videobert run - -o features/ --json > summary.json
+
+  videobert run videos/ -o features/ --dry-run
+"""
+
+
+@handle_errors
+def run_command(
+    inputs: Annotated[
+        list[str], typer.Argument(help="Video files, directories, or - to read paths from stdin.", show_default=False)
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory (one .h5 per video).")],
+    transcripts: Annotated[
+        Optional[Path], typer.Option("--transcripts", help="Directory of transcripts (default: next to each video).")
+    ] = None,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-directories.")] = False,
+    glob: Annotated[Optional[str], typer.Option("--glob", help="Only files matching this pattern (e.g. '*.mp4').")] = None,
+    from_file: Annotated[
+        Optional[list[Path]], typer.Option("--from-file", help="A file listing video paths, one per line.")
+    ] = None,
+    fps: opt.Fps = None,
+    num_frames: opt.NumFrames = None,
+    video_model: opt.VideoModel = "efficientnet-lite0",
+    video_weights: opt.VideoWeights = "default",
+    text_model: opt.TextModel = "all-minilm-l6-v2",
+    max_length: opt.MaxLength = None,
+    fusion_weights: opt.FusionWeights = None,
+    fusion_seed: opt.FusionSeed = 0,
+    d_model: opt.DModel = 256,
+    layers: opt.Layers = 2,
+    heads: opt.Heads = 4,
+    device: opt.Device = None,
+    batch_size: opt.BatchSize = None,
+    precision: opt.Precision = "auto",
+    dtype: opt.Dtype = "float32",
+    compression: opt.Compression = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo every input, even if up to date.")] = False,
+    verify_hash: Annotated[
+        bool, typer.Option("--verify-hash", help="Detect changed inputs by sha256 instead of size+mtime.")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be processed and why; load no model.")] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1.0, help="Seconds the decoder may go without progress on one video.")
+    ] = 120.0,
+    wait_lock: Annotated[
+        float, typer.Option("--wait-lock", min=0.0, help="Seconds to wait if another run holds OUT_DIR (default: fail).")
+    ] = 0.0,
+    require_transcript: Annotated[
+        bool, typer.Option("--require-transcript", help="Fail videos without a transcript instead of video-only output.")
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON on stdout.")] = False,
+) -> None:
+    from videobert_cli.api import run
+    from videobert_cli.cli.progress import RichRunObserver, summary_table
+    from videobert_cli.pipeline.runner import RunOptions
+
+    config = build_config(
+        fps=fps, num_frames=num_frames, video_model=video_model, video_weights=video_weights,
+        text_model=text_model, max_length=max_length, fusion_weights=fusion_weights, fusion_seed=fusion_seed,
+        d_model=d_model, layers=layers, heads=heads, device=device, batch_size=batch_size,
+        precision=precision, dtype=dtype, compression=compression,
+    )
+    options = RunOptions(
+        force=force, verify_hash=verify_hash, dry_run=dry_run, timeout=timeout, wait_lock=wait_lock,
+        require_transcript=require_transcript,
+    )
+    with RichRunObserver(quiet=STATE.quiet or dry_run) as observer:
+        report = run(
+            inputs, output, config, options, recursive=recursive, pattern=glob, list_files=from_file or [],
+            transcripts_dir=transcripts, observer=observer,
+        )
+    if json_output:
+        summary = report.summary()
+        if dry_run:
+            summary["plan"] = [
+                {"input": r.input, "output": r.output, "action": "process" if r.status == "pending" else "skip",
+                 "why": r.decision, "transcript": r.transcript}
+                for r in report.records
+            ]
+        typer.echo(json.dumps(summary, default=str, indent=2))
+    elif not STATE.quiet or report.exit_code:
+        stderr.print(summary_table(report))
+    raise typer.Exit(report.exit_code)

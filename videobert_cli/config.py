@@ -1,0 +1,194 @@
+"""Frozen configuration dataclasses shared by the library and the CLI.
+
+A :class:`PipelineConfig` fully determines the features a run produces; its
+:meth:`~PipelineConfig.fingerprint` is stored in every output file so that a later run can tell
+whether an existing output was made with the same settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field, replace
+
+from videobert_cli.errors import ConfigError
+
+DEFAULT_VIDEO_MODEL = "efficientnet-lite0"
+DEFAULT_TEXT_MODEL = "all-minilm-l6-v2"
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+FEATURE_DTYPES = ("float32", "float16")
+COMPRESSIONS = (None, "lzf", "gzip")
+
+
+def offline_mode() -> bool:
+    """True when the user asked for no network access (our flag or the Hugging Face one)."""
+    return any(
+        os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+        for var in ("VIDEOBERT_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Which frames of a video are encoded: ``fps`` frames per second, or ``num_frames`` in all."""
+
+    fps: float | None = 1.0
+    num_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_frames is not None:
+            if self.num_frames < 1:
+                raise ConfigError(f"--num-frames must be at least 1, got {self.num_frames}")
+        elif self.fps is None or not math.isfinite(self.fps) or self.fps <= 0:
+            raise ConfigError(f"--fps must be a positive number, got {self.fps}")
+
+    @property
+    def mode(self) -> str:
+        return "num_frames" if self.num_frames is not None else "fps"
+
+    def to_dict(self) -> dict:
+        if self.num_frames is not None:
+            return {"mode": "num_frames", "num_frames": self.num_frames}
+        return {"mode": "fps", "fps": self.fps}
+
+
+@dataclass(frozen=True)
+class VideoModelConfig:
+    """The frame encoder: a registry name and which weights to load.
+
+    ``weights``: ``"default"`` (the model's default pretrained weights), a torchvision weights
+    enum member name such as ``"IMAGENET1K_V1"``, ``"none"`` (random initialisation seeded by
+    ``seed``; for tests and timing), or a path to a local ``.safetensors``/``.pth`` state dict.
+    """
+
+    name: str = DEFAULT_VIDEO_MODEL
+    weights: str = "default"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TextModelConfig:
+    """The text encoder: a Hugging Face name or local directory, and the window length."""
+
+    name: str = DEFAULT_TEXT_MODEL
+    max_length: int | None = None  # tokens per window including [CLS]/[SEP]; None = model maximum
+
+    def __post_init__(self) -> None:
+        if self.max_length is not None and self.max_length < 8:
+            raise ConfigError(f"--max-length must be at least 8 tokens, got {self.max_length}")
+
+
+@dataclass(frozen=True)
+class FusionConfigOptions:
+    """How fusion weights are obtained: a checkpoint, or a seeded initialisation of this shape."""
+
+    weights_path: str | None = None
+    seed: int = 0
+    d_model: int = 256
+    num_layers: int = 2
+    num_heads: int = 4
+    ff_dim: int = 1024
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and how models run. None of this changes the features beyond numerical precision."""
+
+    device: str = "auto"
+    batch_size: int = 32
+    precision: str = "auto"
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"unknown precision {self.precision!r}", hint=f"use one of {', '.join(PRECISIONS)}"
+            )
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """How features are stored in HDF5."""
+
+    dtype: str = "float32"
+    compression: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in FEATURE_DTYPES:
+            raise ConfigError(f"unknown feature dtype {self.dtype!r}", hint="use float32 or float16")
+        if self.compression not in COMPRESSIONS:
+            raise ConfigError(
+                f"unknown compression {self.compression!r}", hint="use lzf, gzip, or leave it out"
+            )
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Everything that determines the features of a run."""
+
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    video_model: VideoModelConfig = field(default_factory=VideoModelConfig)
+    text_model: TextModelConfig = field(default_factory=TextModelConfig)
+    fusion: FusionConfigOptions = field(default_factory=FusionConfigOptions)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def with_(self, **changes) -> "PipelineConfig":
+        """A copy with some sections replaced."""
+        return replace(self, **changes)
+
+    def fingerprint(self, *, identities: dict | None = None) -> str:
+        """A short hash of every setting that changes the stored features.
+
+        ``identities`` adds facts known only after loading (e.g. the weights' sha256), so that
+        swapping a weights file under the same path also invalidates earlier outputs. The
+        runtime section is left out on purpose: device and batch size do not change features.
+        """
+        payload = {
+            "sampling": self.sampling.to_dict(),
+            "video_model": asdict(self.video_model),
+            "text_model": asdict(self.text_model),
+            "fusion": asdict(self.fusion),
+            "output": asdict(self.output),
+            "precision": self.runtime.precision,
+            "identities": identities or {},
+        }
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def resolve_device(device: str) -> str:
+    """Turn ``auto``/``cpu``/``cuda``/``cuda:N`` into a concrete torch device string."""
+    import torch
+
+    device = (device or "auto").strip().lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"--device {device} was requested but CUDA is not available",
+                hint="use --device cpu or --device auto",
+            )
+        if ":" in device:
+            index = device.split(":", 1)[1]
+            if not index.isdigit() or int(index) >= torch.cuda.device_count():
+                raise ConfigError(
+                    f"--device {device}: no such GPU ({torch.cuda.device_count()} visible)",
+                    hint="list GPUs with nvidia-smi",
+                )
+        return device
+    raise ConfigError(f"unknown device {device!r}", hint="use auto, cpu, cuda or cuda:N")
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """The documented default: fp32 on CPU (bit-faithful features), fp16 on CUDA."""
+    if precision != "auto":
+        return precision
+    return "fp16" if device.startswith("cuda") else "fp32"

@@ -1,0 +1,240 @@
+"""Decoding in a separate process, so that a decoder that hangs or crashes costs one video.
+
+decord is a C++ library: on some corrupt files it blocks forever in ``get_batch``
+(dmlc/decord #269) or takes the process down. The worker process decodes, resizes and crops;
+the parent encodes. A stalled worker is killed after the timeout and a crashed one is
+replaced; both are reported for that one video, and the batch goes on. While the parent
+encodes the tail of one video the worker already decodes the next one.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from videobert_cli.config import PipelineConfig
+from videobert_cli.errors import DecodeTimeoutError, InputError, VideoDecodeError
+from videobert_cli.video.models import Preprocessing
+
+#: decoded chunks allowed in flight between the worker and the parent (bounds memory)
+_QUEUE_CHUNKS = 4
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    job_id: int
+    path: str
+    config: PipelineConfig
+    preprocessing: Preprocessing
+    chunk_frames: int
+
+
+def default_decode(job: DecodeJob, emit: Callable[[tuple], None]) -> None:
+    """Decode one job in the worker, emitting ("info", ...), ("chunk", ...) messages."""
+    from videobert_cli.pipeline.stages import decode_crops
+    from videobert_cli.pipeline.timing import StageTimer
+
+    timer = StageTimer()
+    info, chunks = decode_crops(job.path, job.config, job.preprocessing, chunk_frames=job.chunk_frames, timer=timer)
+    emit(("info", info))
+    for chunk in chunks:
+        emit(("chunk", chunk.frame_indices, chunk.timestamps, chunk.crops.numpy()))
+    emit(("timings", timer.as_dict()))
+
+
+def _worker_main(jobs: mp.Queue, results: mp.Queue, decode: Callable) -> None:
+    # The parent handles Ctrl-C; the worker must not die of it mid-chunk.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import torch
+
+    torch.set_num_threads(1)  # resize/crop is light; leave the cores to the encoder
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        try:
+            decode(job, lambda message: results.put((job.job_id, *message)))
+            results.put((job.job_id, "done"))
+        except InputError as error:
+            results.put((job.job_id, "error", error.__class__.__name__, error.message, error.hint))
+        except MemoryError:
+            results.put((job.job_id, "error", "ResourceError", "out of memory while decoding", None))
+        except Exception as error:  # anything else from the decoder is this video's failure
+            results.put((job.job_id, "error", "VideoDecodeError", f"{error.__class__.__name__}: {error}"[:300], None))
+
+
+def _error_from(name: str, message: str, hint: str | None, path: str) -> InputError:
+    from videobert_cli import errors
+
+    cls = getattr(errors, name, VideoDecodeError)
+    if not (isinstance(cls, type) and issubclass(cls, InputError)):
+        cls = VideoDecodeError
+    return cls(message, path=path, hint=hint)
+
+
+class DecodeWorker:
+    """A restartable decode process with a per-video stall timeout and a total time budget."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 120.0,
+        decode: Callable[[DecodeJob, Callable], None] = default_decode,
+    ):
+        self.timeout = timeout
+        self._decode = decode
+        self._context = mp.get_context("spawn")  # fork after torch/decord threads is unsafe
+        self._process = None
+        self._jobs = None
+        self._results = None
+        self._next_id = 0
+        self._queued: list[DecodeJob] = []
+
+    # -- process management --------------------------------------------------------------
+    def _start(self) -> None:
+        self._jobs = self._context.Queue()
+        self._results = self._context.Queue(maxsize=_QUEUE_CHUNKS)
+        self._process = self._context.Process(
+            target=_worker_main, args=(self._jobs, self._results, self._decode), daemon=True, name="videobert-decode"
+        )
+        self._process.start()
+
+    def _kill(self) -> None:
+        if self._process is not None:
+            if self._process.is_alive():
+                self._process.kill()
+            self._process.join(timeout=5)
+        for q in (self._jobs, self._results):
+            if q is not None:
+                q.cancel_join_thread()
+                q.close()
+        self._process = self._jobs = self._results = None
+        self._queued.clear()
+
+    def close(self) -> None:
+        """Stop the worker process."""
+        if self._process is not None and self._process.is_alive() and self._jobs is not None:
+            self._jobs.put(None)
+            self._process.join(timeout=2)
+        self._kill()
+
+    def __enter__(self) -> "DecodeWorker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- jobs ---------------------------------------------------------------------------------
+    def submit(self, path: str, config: PipelineConfig, preprocessing: Preprocessing, chunk_frames: int = 16) -> DecodeJob:
+        """Queue a video; the worker starts on it as soon as it is free."""
+        if self._process is None or not self._process.is_alive():
+            self._kill()
+            self._start()
+        job = DecodeJob(self._next_id, str(path), config, preprocessing, chunk_frames)
+        self._next_id += 1
+        self._jobs.put(job)
+        self._queued.append(job)
+        return job
+
+    def _receive(self, job: DecodeJob, deadline: float):
+        while True:
+            remaining = min(self.timeout, deadline - time.monotonic())
+            if remaining <= 0:
+                raise queue.Empty
+            try:
+                message = self._results.get(timeout=min(remaining, 1.0))
+            except queue.Empty:
+                if not self._process.is_alive():
+                    code = self._process.exitcode
+                    how = f"signal {-code}" if code and code < 0 else f"exit code {code}"
+                    self._kill()
+                    raise VideoDecodeError(
+                        f"decoder crashed ({how}); the file is probably corrupt", path=job.path
+                    ) from None
+                if time.monotonic() >= self._stall_deadline:
+                    raise queue.Empty from None
+                continue
+            if message[0] != job.job_id:
+                continue  # leftovers of a job abandoned after an error
+            self._stall_deadline = time.monotonic() + self.timeout
+            return message[1:]
+
+    def stream(self, job: DecodeJob, timings: dict | None = None, on_done: Callable[[], None] | None = None):
+        """Receive ``job``'s video info and an iterator of crop chunks.
+
+        The iterator raises :class:`DecodeTimeoutError` if the worker makes no progress for
+        ``timeout`` seconds or the video takes longer than ``timeout + 20 x its duration``.
+        """
+        from videobert_cli.pipeline.stages import CropChunk
+
+        if not self._queued or self._queued[0].job_id != job.job_id:
+            raise RuntimeError("jobs must be streamed in submission order")
+        self._stall_deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + self.timeout
+
+        def fail_timeout(what: str):
+            self._kill()
+            return DecodeTimeoutError(
+                f"decoder made no progress for {self.timeout:g} s ({what}); stopped",
+                path=job.path,
+                hint="the file may be damaged; raise --timeout if it is just very slow",
+            )
+
+        try:
+            message = self._receive(job, deadline)
+        except queue.Empty:
+            raise fail_timeout("opening the video") from None
+        if message[0] == "error":
+            self._queued.pop(0)
+            raise _error_from(*message[1:], path=job.path)
+        info = message[1]
+        deadline = time.monotonic() + self.timeout + 20.0 * max(info.duration, 0.0)
+
+        def chunks() -> Iterator[CropChunk]:
+            import torch
+
+            while True:
+                try:
+                    message = self._receive(job, deadline)
+                except queue.Empty:
+                    raise fail_timeout("decoding frames") from None
+                kind = message[0]
+                if kind == "chunk":
+                    _, indices, stamps, crops = message
+                    yield CropChunk(np.asarray(indices), np.asarray(stamps), torch.from_numpy(crops))
+                elif kind == "timings":
+                    if timings is not None:
+                        timings.update(message[1])
+                elif kind == "done":
+                    self._queued.pop(0)
+                    if on_done is not None:
+                        on_done()
+                    return
+                elif kind == "error":
+                    self._queued.pop(0)
+                    raise _error_from(*message[1:], path=job.path)
+
+        return info, chunks()
+
+    def has_pending(self) -> bool:
+        """Whether a submitted job has not been fully received (its frames are still queued)."""
+        return bool(self._queued)
+
+    def abandon(self) -> None:
+        """Forget queued jobs after a failure by restarting the worker (stale output is dropped)."""
+        self._kill()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+
+def worker_cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

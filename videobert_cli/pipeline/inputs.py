@@ -1,0 +1,198 @@
+"""Finding the videos of a run, their transcripts, and safe, stable output names."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterable, TextIO
+
+from videobert_cli.errors import UsageError
+
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".wmv", ".mpg", ".mpeg", ".ts", ".3gp", ".ogv",
+)
+#: transcript suffixes in the order they are preferred when several sit next to a video
+TRANSCRIPT_SUFFIXES = (".srt", ".vtt", ".json", ".txt")
+
+
+@dataclass(frozen=True)
+class VideoInput:
+    """One video of a run: where it is, where its output goes, and its transcript (if any)."""
+
+    path: Path
+    output_name: str  # relative POSIX path under the output directory, ends with .h5
+    transcript: Path | None = None
+    #: the directory the video was found under (None for an explicit file); used for pairing
+    root: Path | None = None
+
+
+def _walk(directory: Path, *, recursive: bool, pattern: str | None) -> list[Path]:
+    found: list[Path] = []
+    if recursive:
+        for current, dirnames, filenames in os.walk(directory, followlinks=False):
+            dirnames.sort()
+            for name in sorted(filenames):
+                found.append(Path(current) / name)
+            # symlinked directories are not walked (loops), but symlinked files are taken
+    else:
+        found = sorted(p for p in directory.iterdir() if not p.is_dir())
+    selected = []
+    for path in found:
+        name = path.name
+        if pattern is not None:
+            relative = path.relative_to(directory).as_posix()
+            if not (fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(relative, pattern)):
+                continue
+        elif path.suffix.lower() not in VIDEO_EXTENSIONS:
+            continue
+        if name.startswith("."):
+            continue
+        selected.append(path)
+    return selected
+
+
+def read_path_list(stream: TextIO) -> list[str]:
+    """Paths one per line (blank lines and ``#`` comments skipped), as from ``find``."""
+    return [line.rstrip("\n\r") for line in stream if line.strip() and not line.lstrip().startswith("#")]
+
+
+def expand_inputs(
+    specs: Iterable[str],
+    *,
+    recursive: bool = False,
+    pattern: str | None = None,
+    list_files: Iterable[str | Path] = (),
+    stdin: TextIO | None = None,
+) -> list[tuple[Path, Path | None]]:
+    """Resolve command-line inputs into ``(video path, root directory or None)`` pairs.
+
+    ``-`` reads paths from ``stdin``; directories are listed (recursively with ``recursive``)
+    and filtered by ``pattern`` or the known video extensions; explicit files are always taken
+    (a bad one is reported per input, not rejected up front). Duplicates are dropped.
+    """
+    expanded: list[tuple[Path, Path | None]] = []
+    pending = list(specs)
+    for list_file in list_files:
+        try:
+            with open(list_file, encoding="utf-8", errors="surrogateescape") as handle:
+                pending.extend(read_path_list(handle))
+        except OSError as exc:
+            raise UsageError(f"cannot read list file: {exc.strerror}", path=list_file) from exc
+    for spec in pending:
+        if spec == "-":
+            pending_stdin = read_path_list(stdin if stdin is not None else sys.stdin)
+            expanded.extend((Path(p), None) for p in pending_stdin)
+            continue
+        path = Path(spec)
+        if path.is_dir():
+            expanded.extend((found, path) for found in _walk(path, recursive=recursive, pattern=pattern))
+        else:
+            expanded.append((path, None))
+    seen: set[str] = set()
+    unique = []
+    for path, root in expanded:
+        key = os.path.abspath(path)
+        if key not in seen:
+            seen.add(key)
+            unique.append((path, root))
+    return unique
+
+
+def _safe_relative(parts: Iterable[str]) -> str:
+    """Join name parts into a relative POSIX path that cannot leave the output directory."""
+    clean = []
+    for part in parts:
+        if part in ("", ".", ".."):
+            continue
+        clean.append(part.replace("/", "_").replace("\\", "_").replace("\x00", "_"))
+    if not clean:
+        raise ValueError("empty output name")
+    return str(PurePosixPath(*clean))
+
+
+def output_names(videos: list[tuple[Path, Path | None]]) -> list[str]:
+    """Stable output names: the video's path under its input directory with ``.h5``.
+
+    Videos whose names collide (``a/x.mp4`` and ``b/x.mp4`` given as files, or ``x.mp4`` and
+    ``x.mkv`` in one folder) keep their extension in the name (``x.mp4.h5``); if that still
+    collides, a short hash of the absolute path is added (``x.mp4-1a2b3c4d.h5``). A name is
+    never reused for two inputs of one run, so nothing is overwritten.
+    """
+    def relative_parts(path: Path, root: Path | None) -> list[str]:
+        if root is None:
+            return [path.name]
+        return list(path.relative_to(root).parts)
+
+    first: list[str] = []
+    for path, root in videos:
+        parts = relative_parts(path, root)
+        parts[-1] = Path(parts[-1]).stem or parts[-1]
+        first.append(_safe_relative(parts) + ".h5")
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, name in enumerate(first):
+        groups[name.lower()].append(index)  # case-insensitive file systems collide too
+    names = list(first)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        second = {i: _safe_relative(relative_parts(*videos[i])) + ".h5" for i in members}
+        counts = defaultdict(int)
+        for name in second.values():
+            counts[name.lower()] += 1
+        for i, name in second.items():
+            if counts[name.lower()] > 1:
+                digest = hashlib.sha256(os.path.abspath(videos[i][0]).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+                name = name[: -len(".h5")] + f"-{digest}.h5"
+            names[i] = name
+    return names
+
+
+def find_transcript(video: Path, root: Path | None, transcripts_dir: Path | None) -> Path | None:
+    """The transcript with the video's stem: in ``transcripts_dir`` (mirroring the video's
+    sub-folder, then flat) or, without it, next to the video. Preference: .srt, .vtt, .json, .txt.
+    """
+    candidates_dirs: list[Path] = []
+    if transcripts_dir is not None:
+        if root is not None:
+            candidates_dirs.append(transcripts_dir / video.parent.relative_to(root))
+        candidates_dirs.append(transcripts_dir)
+    else:
+        candidates_dirs.append(video.parent)
+    for directory in candidates_dirs:
+        for suffix in TRANSCRIPT_SUFFIXES:
+            candidate = directory / (video.stem + suffix)
+            if candidate.is_file() or (candidate.exists() and not candidate.is_dir()):
+                return candidate
+    return None
+
+
+def plan_inputs(
+    specs: Iterable[str],
+    *,
+    recursive: bool = False,
+    pattern: str | None = None,
+    list_files: Iterable[str | Path] = (),
+    stdin: TextIO | None = None,
+    transcripts_dir: str | Path | None = None,
+    with_transcripts: bool = True,
+) -> list[VideoInput]:
+    """Everything a run will process, with output names and paired transcripts."""
+    videos = expand_inputs(specs, recursive=recursive, pattern=pattern, list_files=list_files, stdin=stdin)
+    names = output_names(videos)
+    tdir = Path(transcripts_dir) if transcripts_dir is not None else None
+    if tdir is not None and not tdir.is_dir():
+        raise UsageError(f"--transcripts {tdir}: not a directory", path=tdir)
+    return [
+        VideoInput(
+            path=path,
+            output_name=name,
+            transcript=find_transcript(path, root, tdir) if with_transcripts else None,
+            root=root,
+        )
+        for (path, root), name in zip(videos, names)
+    ]

@@ -1,0 +1,496 @@
+"""The batch runner behind ``videobert run``: one HDF5 file per video, unattended-safe.
+
+Guarantees (see README "Batch runs"): one bad input never stops the batch; every input gets a
+record in ``OUT_DIR/manifest.jsonl``; outputs appear atomically; a re-run skips inputs whose
+output is complete and was made from the same input with the same configuration; one run per
+output directory at a time; Ctrl-C/SIGTERM stop after the current video.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Protocol
+
+from videobert_cli import __version__
+from videobert_cli.config import PipelineConfig
+from videobert_cli.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    InputError,
+    OutputError,
+    ResourceError,
+    TranscriptError,
+    VideoBertError,
+)
+from videobert_cli.features import SourceInfo
+from videobert_cli.hashing import file_sha256
+from videobert_cli.pipeline.inputs import VideoInput
+from videobert_cli.pipeline.lock import OutputLock
+from videobert_cli.pipeline.signals import StopFlag, graceful_signals
+from videobert_cli.pipeline.timing import StageTimer
+
+MANIFEST_NAME = "manifest.jsonl"
+
+STATUS_OK = "ok"
+STATUS_SKIPPED = "skipped"
+STATUS_FAILED = "failed"
+STATUS_PENDING = "pending"  # dry run: would be processed
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a batch behaves (what is computed is in :class:`PipelineConfig`)."""
+
+    force: bool = False
+    verify_hash: bool = False
+    dry_run: bool = False
+    timeout: float = 120.0  # seconds the decoder may go without progress
+    wait_lock: float = 0.0
+    require_transcript: bool = False
+    chunk_frames: int = 16
+
+
+@dataclass
+class RunRecord:
+    """What happened to one input (one line of the manifest)."""
+
+    input: str
+    output: str
+    status: str
+    decision: str = ""  # new / changed input / changed configuration / incomplete / up to date / forced
+    reason: str = ""  # machine-readable failure class (errors.VideoBertError.reason)
+    message: str = ""
+    transcript: str | None = None
+    frames: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    timings: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    fingerprint: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"type": "input", **asdict(self)}, ensure_ascii=False, default=str)
+
+
+@dataclass
+class RunReport:
+    """The outcome of a run: records per input, counts and the exit code."""
+
+    output_dir: str
+    records: list[RunRecord] = field(default_factory=list)
+    started_at: str = ""
+    finished_at: str = ""
+    seconds: float = 0.0
+    interrupted: bool = False
+    dry_run: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(1 for record in self.records if record.status == status)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_SOME_FAILED if self.count(STATUS_FAILED) else EXIT_OK
+
+    def summary(self) -> dict:
+        return {
+            "output_dir": self.output_dir,
+            "total": len(self.records),
+            "ok": self.count(STATUS_OK),
+            "skipped": self.count(STATUS_SKIPPED),
+            "failed": self.count(STATUS_FAILED),
+            "pending": self.count(STATUS_PENDING),
+            "interrupted": self.interrupted,
+            "dry_run": self.dry_run,
+            "seconds": round(self.seconds, 3),
+            "exit_code": self.exit_code,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "failures": [
+                {"input": r.input, "reason": r.reason, "message": r.message}
+                for r in self.records
+                if r.status == STATUS_FAILED
+            ],
+        }
+
+
+class RunObserver(Protocol):
+    """Progress callbacks (the CLI draws a progress bar with them; the core draws nothing)."""
+
+    def on_start(self, total: int) -> None: ...
+    def on_input_start(self, item: VideoInput) -> None: ...
+    def on_input_done(self, record: RunRecord) -> None: ...
+    def on_message(self, message: str) -> None: ...
+
+
+class _SilentObserver:
+    def on_start(self, total: int) -> None:
+        pass
+
+    def on_input_start(self, item: VideoInput) -> None:
+        pass
+
+    def on_input_done(self, record: RunRecord) -> None:
+        pass
+
+    def on_message(self, message: str) -> None:
+        pass
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def source_info(path: Path, *, with_hash: bool = False) -> SourceInfo:
+    """Size, mtime (and optionally sha256) of an input file."""
+    stat = path.stat()
+    return SourceInfo(
+        path=str(path.resolve()),
+        size=stat.st_size,
+        mtime=stat.st_mtime,
+        sha256=file_sha256(path) if with_hash else None,
+    )
+
+
+def _transcript_identity(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        stat = path.stat()
+    except OSError:
+        return {"path": str(path)}
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime}
+
+
+def decide(item: VideoInput, output: Path, config_hash: str, options: RunOptions) -> tuple[bool, str]:
+    """Whether ``item`` must be (re)processed, and why; never loads a model."""
+    from videobert_cli.store.hdf5 import read_attrs
+
+    if options.force:
+        return True, "forced"
+    if not output.exists():
+        return True, "new"
+    try:
+        attrs = read_attrs(output)
+    except Exception:
+        return True, "unreadable output"
+    if not attrs.get("complete"):
+        return True, "incomplete output"
+    if attrs.get("config_hash") != config_hash:
+        return True, "changed configuration"
+    try:
+        current = source_info(item.path)
+    except OSError:
+        return True, "new"
+    if options.verify_hash:
+        stored = attrs.get("source_sha256")
+        if not stored or stored != file_sha256(item.path):
+            return True, "changed input (content hash)"
+    elif attrs.get("source_size") != current.size or not math.isclose(
+        float(attrs.get("source_mtime", -1.0)), current.mtime, abs_tol=1e-6
+    ):
+        return True, "changed input"
+    stored_transcript = attrs.get("transcript_source") or {}
+    current_transcript = _transcript_identity(item.transcript)
+    if stored_transcript.get("path") != current_transcript.get("path"):
+        return True, "transcript added or removed"
+    if current_transcript and (
+        stored_transcript.get("size") != current_transcript.get("size")
+        or not math.isclose(float(stored_transcript.get("mtime", -1.0)), current_transcript.get("mtime", -2.0), abs_tol=1e-6)
+    ):
+        return True, "changed transcript"
+    return False, "up to date"
+
+
+class _Manifest:
+    """Append-only JSON lines, flushed per record so a killed run still tells what it did."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._handle = open(path, "w", encoding="utf-8")
+
+    def write(self, record: dict | RunRecord) -> None:
+        line = record.to_json() if isinstance(record, RunRecord) else json.dumps(record, default=str)
+        self._handle.write(line + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _ensure_output_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create output directory: {exc.strerror}", path=out_dir) from exc
+    if not out_dir.is_dir():
+        raise OutputError("output path exists and is not a directory", path=out_dir)
+    probe = out_dir / f".videobert-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(
+            f"output directory is not writable: {exc.strerror}",
+            path=out_dir,
+            hint="choose another -o directory or fix its permissions/free space",
+        ) from exc
+
+
+def _safe_output_path(out_dir: Path, name: str) -> Path:
+    output = (out_dir / name).resolve()
+    root = out_dir.resolve()
+    if root != output and root not in output.parents:
+        raise OutputError(f"refusing to write outside the output directory: {name}", path=out_dir)
+    return out_dir / name
+
+
+def _clean_stale_temps(out_dir: Path) -> int:
+    from videobert_cli.store.hdf5 import clean_stale_temp_files
+
+    removed = 0
+    for current, dirnames, _ in os.walk(out_dir):
+        removed += clean_stale_temp_files(current)
+    return removed
+
+
+class Pipeline:
+    """The three stages, loaded lazily and once (a run with nothing to do loads no model)."""
+
+    def __init__(self, config: PipelineConfig):
+        self.config = config
+        self._video = self._text = self._fusion = None
+
+    @property
+    def video(self):
+        if self._video is None:
+            from videobert_cli.pipeline.stages import VideoStage
+
+            self._video = VideoStage(self.config)
+        return self._video
+
+    @property
+    def text(self):
+        if self._text is None:
+            from videobert_cli.pipeline.stages import TextStage
+
+            self._text = TextStage(self.config)
+        return self._text
+
+    @property
+    def fusion(self):
+        if self._fusion is None:
+            from videobert_cli.pipeline.stages import FusionStage
+
+            self._fusion = FusionStage(
+                self.config,
+                video_dim=self.video.feature_dim,
+                text_dim=self.text.feature_dim,
+                video_model=self.video.model.name,
+                text_model=self.text.model.name,
+            )
+        return self._fusion
+
+    def identities(self) -> dict:
+        return {
+            "video": self.video.identity(),
+            "text": self.text.identity(),
+            "fusion": {k: v for k, v in self.fusion.attrs.items() if k != "checkpoint_metadata"},
+        }
+
+
+def _failure(record: RunRecord, error: BaseException) -> None:
+    record.status = STATUS_FAILED
+    if isinstance(error, VideoBertError):
+        record.reason = error.reason
+        record.message = str(error)
+    elif isinstance(error, MemoryError) or "out of memory" in str(error).lower():
+        record.reason = ResourceError.reason
+        record.message = f"{record.input}: out of memory - lower --batch-size or sample fewer frames"
+    else:
+        record.reason = "internal"
+        last = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+        where = f" at {Path(last.filename).name}:{last.lineno}" if last else ""
+        record.message = f"{record.input}: unexpected {error.__class__.__name__}: {str(error)[:200]}{where}"
+
+
+def run_batch(
+    inputs: list[VideoInput],
+    out_dir: str | Path,
+    config: PipelineConfig | None = None,
+    options: RunOptions | None = None,
+    *,
+    observer: RunObserver | None = None,
+    stop: StopFlag | None = None,
+    decode: Callable | None = None,
+) -> RunReport:
+    """Process ``inputs`` into ``out_dir``; see the module docstring for the guarantees.
+
+    ``decode`` replaces the worker's decode function (a module-level callable; tests use it to
+    simulate hanging decoders).
+    """
+    from videobert_cli.pipeline.decode_worker import DecodeWorker, default_decode
+    from videobert_cli.store.hdf5 import write_feature_file
+    from videobert_cli.text.transcripts import parse_transcript
+
+    config = config or PipelineConfig()
+    options = options or RunOptions()
+    observer = observer or _SilentObserver()
+    stop = stop or StopFlag()
+    out_dir = Path(out_dir)
+    report = RunReport(output_dir=str(out_dir), started_at=_now(), dry_run=options.dry_run)
+    started = time.perf_counter()
+    config_hash = config.fingerprint()
+
+    _ensure_output_dir(out_dir)
+    with OutputLock(out_dir, wait=options.wait_lock):
+        removed = _clean_stale_temps(out_dir)
+        if removed:
+            observer.on_message(f"removed {removed} temporary file(s) left by an interrupted run")
+        plan = []
+        for item in inputs:
+            output = _safe_output_path(out_dir, item.output_name)
+            needed, why = decide(item, output, config_hash, options)
+            plan.append((item, output, needed, why))
+
+        if options.dry_run:
+            for item, output, needed, why in plan:
+                report.records.append(
+                    RunRecord(
+                        input=str(item.path),
+                        output=str(output),
+                        status=STATUS_PENDING if needed else STATUS_SKIPPED,
+                        decision=why,
+                        transcript=str(item.transcript) if item.transcript else None,
+                    )
+                )
+            report.finished_at = _now()
+            report.seconds = time.perf_counter() - started
+            return report
+
+        pipeline = Pipeline(config)
+        manifest = _Manifest(out_dir / MANIFEST_NAME)
+        manifest.write({"type": "run", "started_at": report.started_at, "tool_version": __version__,
+                        "config_hash": config_hash, "inputs": len(plan), "pid": os.getpid()})
+        observer.on_start(len(plan))
+        worker = DecodeWorker(timeout=options.timeout, decode=decode or default_decode)
+        todo = [entry for entry in plan if entry[2]]
+        submitted: dict[int, object] = {}
+
+        def submit(position: int) -> None:
+            if position < len(todo) and position not in submitted:
+                item = todo[position][0]
+                submitted[position] = worker.submit(
+                    str(item.path), config, pipeline.video.model.preprocessing, options.chunk_frames
+                )
+
+        try:
+            with graceful_signals(stop, on_first=lambda name: observer.on_message(
+                f"{name}: finishing the current video, then stopping (again to stop now)")):
+                position = 0
+                for item, output, needed, why in plan:
+                    if stop.is_set():
+                        report.interrupted = True
+                        break
+                    record = RunRecord(
+                        input=str(item.path),
+                        output=str(output),
+                        status=STATUS_SKIPPED,
+                        decision=why,
+                        transcript=str(item.transcript) if item.transcript else None,
+                    )
+                    observer.on_input_start(item)
+                    if needed:
+                        item_started = time.perf_counter()
+                        timer = StageTimer()
+                        this_position = position
+                        position += 1
+
+                        def get_job(p=this_position):
+                            submit(p)
+                            return submitted.pop(p)
+
+                        try:
+                            _process_one(item, output, get_job, worker, pipeline, config, options, record, timer,
+                                         config_hash, lambda p=position: submit(p), write_feature_file, parse_transcript)
+                            record.status = STATUS_OK
+                        except KeyboardInterrupt:
+                            raise
+                        except Exception as error:  # one input's failure is recorded, the batch goes on
+                            _failure(record, error)
+                            if worker.has_pending():
+                                # a half-consumed job would feed stale frames to the next video
+                                worker.abandon()
+                                submitted.clear()
+                            if isinstance(error, OutputError):
+                                # out of space or read-only: later videos would fail the same way
+                                manifest.write(record)
+                                report.records.append(record)
+                                observer.on_input_done(record)
+                                raise
+                        record.seconds = round(time.perf_counter() - item_started, 4)
+                        record.timings = timer.as_dict()
+                    manifest.write(record)
+                    report.records.append(record)
+                    observer.on_input_done(record)
+        except KeyboardInterrupt:
+            report.interrupted = True
+        finally:
+            worker.close()
+            report.finished_at = _now()
+            report.seconds = time.perf_counter() - started
+            manifest.write({"type": "summary", **report.summary()})
+            manifest.close()
+    return report
+
+
+def _process_one(item, output, get_job, worker, pipeline, config, options, record, timer, config_hash,
+                 submit_next, write_feature_file, parse_transcript) -> None:
+    transcript = None
+    if item.transcript is not None:
+        transcript = parse_transcript(item.transcript)
+        record.warnings.extend(transcript.warnings)
+        if not transcript.cues:
+            record.warnings.append(f"{item.transcript}: transcript has no text; video only")
+            transcript = None
+    elif options.require_transcript:
+        raise TranscriptError("no transcript with the same stem", path=item.path,
+                              hint="pass --transcripts DIR or drop --require-transcript")
+    else:
+        record.warnings.append("no transcript found; video features only")
+
+    decode_timings: dict = {}
+    info, chunks = worker.stream(get_job(), timings=decode_timings, on_done=submit_next)
+    video = pipeline.video.encode_chunks(info, chunks, timer, path=str(item.path))
+    for stage, seconds in decode_timings.items():
+        timer.add(stage, seconds)
+    text = pipeline.text.extract(transcript, timer) if transcript is not None else None
+    fused = pipeline.fusion.fuse(video, text, timer)
+    record.frames = len(video)
+    record.tokens = len(text) if text is not None else 0
+    with timer.stage("write"):
+        write_feature_file(
+            output,
+            video=video,
+            text=text,
+            fused=fused,
+            source=source_info(item.path, with_hash=options.verify_hash),
+            tool_version=__version__,
+            config_hash=config_hash,
+            extra_attrs={
+                "transcript_source": _transcript_identity(item.transcript),
+                "created_by": "videobert run",
+            },
+            dtype=config.output.dtype,
+            compression=config.output.compression,
+        )

@@ -1,0 +1,290 @@
+"""The pipeline stages: video (decode -> preprocess -> encode), text, and fusion.
+
+Each stage owns its model, built once and reused for every input. Stages return in-memory
+feature containers; writing is the runner's business.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from videobert_cli.config import PipelineConfig, resolve_device, resolve_precision
+from videobert_cli.errors import ConfigError, FeatureFileError
+from videobert_cli.features import FusedFeatures, TextFeatures, VideoFeatures
+from videobert_cli.pipeline.prefetch import prefetch
+from videobert_cli.pipeline.timing import StageTimer
+from videobert_cli.text.encoder import TextEncoder
+from videobert_cli.text.models import load_text_model
+from videobert_cli.text.transcripts import Transcript
+from videobert_cli.video.decode import (
+    DEFAULT_CHUNK_FRAMES,
+    VideoInfo,
+    iter_frame_chunks,
+    open_video,
+    plan_sampling,
+    probe_video,
+)
+from videobert_cli.video.encoder import FrameEncoder
+from videobert_cli.video.models import Preprocessing, load_video_model
+from videobert_cli.video.preprocess import resize_and_crop
+
+
+@dataclass
+class CropChunk:
+    """A decoded, resized and cropped run of sampled frames."""
+
+    frame_indices: np.ndarray  # (n,) int64
+    timestamps: np.ndarray  # (n,) float64 seconds
+    crops: torch.Tensor  # (n, 3, S, S) uint8
+
+
+def decode_crops(
+    path: str | Path,
+    config: PipelineConfig,
+    preprocessing: Preprocessing,
+    *,
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+    decode_threads: int = 1,
+    timer: StageTimer | None = None,
+) -> tuple[VideoInfo, Iterator[CropChunk]]:
+    """Open ``path``, plan the sampled frames and return an iterator of cropped chunks.
+
+    Frames are decoded in playback order, ``chunk_frames`` at a time, and dropped as soon as
+    they are cropped, so memory does not grow with the video's length.
+    """
+    timer = timer or StageTimer()
+    with timer.stage("decode"):
+        reader = open_video(path, num_threads=decode_threads)
+        info = probe_video(reader, path)
+        indices = plan_sampling(info, config.sampling)
+
+    def chunks() -> Iterator[CropChunk]:
+        iterator = iter_frame_chunks(reader, indices, chunk_frames=chunk_frames, path=path)
+        while True:
+            started = time.perf_counter()
+            try:
+                chunk_indices, frames = next(iterator)
+            except StopIteration:
+                return
+            decoded = time.perf_counter()
+            crops = resize_and_crop(frames, preprocessing)
+            del frames
+            timer.add("decode", decoded - started)
+            timer.add("preprocess", time.perf_counter() - decoded)
+            yield CropChunk(chunk_indices, info.frame_starts[chunk_indices], crops)
+
+    return info, chunks()
+
+
+class VideoStage:
+    """Frame sampling and CNN features for whole videos."""
+
+    def __init__(self, config: PipelineConfig, *, device: str | None = None):
+        self.config = config
+        self.device = resolve_device(device or config.runtime.device)
+        self.precision = resolve_precision(config.runtime.precision, self.device)
+        self.model = load_video_model(config.video_model)
+        self.encoder = FrameEncoder(self.model, device=self.device, precision=self.precision)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.model.feature_dim
+
+    def identity(self) -> dict:
+        return self.model.identity()
+
+    def encode_chunks(
+        self, info: VideoInfo, chunks: Iterator[CropChunk], timer: StageTimer, *, path: str = ""
+    ) -> VideoFeatures:
+        """Encode streamed crop chunks in full batches; decode runs ahead in a thread."""
+        batch_size = self.config.runtime.batch_size
+        features: list[np.ndarray] = []
+        indices: list[np.ndarray] = []
+        stamps: list[np.ndarray] = []
+        pending: list[torch.Tensor] = []
+        pending_rows = 0
+
+        def flush() -> None:
+            nonlocal pending, pending_rows
+            if not pending:
+                return
+            with timer.stage("encode"):
+                features.append(self.encoder.encode(torch.cat(pending)))
+            pending, pending_rows = [], 0
+
+        stream = prefetch(chunks, depth=2)
+        while True:
+            waited = time.perf_counter()
+            chunk = next(stream, None)
+            timer.add("idle", time.perf_counter() - waited)
+            if chunk is None:
+                break
+            indices.append(chunk.frame_indices)
+            stamps.append(chunk.timestamps)
+            pending.append(chunk.crops)
+            pending_rows += len(chunk.frame_indices)
+            if pending_rows >= batch_size:
+                flush()
+        flush()
+        return VideoFeatures(
+            features=np.concatenate(features) if features else np.zeros((0, self.feature_dim), np.float32),
+            timestamps=np.concatenate(stamps) if stamps else np.zeros(0),
+            frame_indices=np.concatenate(indices).astype(np.int64) if indices else np.zeros(0, np.int64),
+            attrs={
+                **self.identity(),
+                "sampling": self.config.sampling.to_dict(),
+                "precision": self.precision,
+                "source_path": str(path),
+                **info.to_attrs(),
+            },
+        )
+
+    def extract(self, path: str | Path, timer: StageTimer | None = None) -> VideoFeatures:
+        """Features of the sampled frames of one video."""
+        timer = timer or StageTimer()
+        info, chunks = decode_crops(path, self.config, self.model.preprocessing, timer=timer)
+        return self.encode_chunks(info, chunks, timer, path=str(path))
+
+
+class TextStage:
+    """Token and cue features of transcripts."""
+
+    def __init__(self, config: PipelineConfig, *, device: str | None = None):
+        self.config = config
+        self.device = resolve_device(device or config.runtime.device)
+        self.precision = resolve_precision(config.runtime.precision, self.device)
+        # fp16 BERT on CPU is not supported; text always follows the device's documented default
+        self.model = load_text_model(config.text_model)
+        self.encoder = TextEncoder(
+            self.model, device=self.device, precision=self.precision, batch_size=config.runtime.batch_size
+        )
+
+    @property
+    def feature_dim(self) -> int:
+        return self.model.hidden_size
+
+    def identity(self) -> dict:
+        return self.model.identity()
+
+    def extract(self, transcript: Transcript, timer: StageTimer | None = None) -> TextFeatures:
+        timer = timer or StageTimer()
+        with timer.stage("text"):
+            features = self.encoder.encode(transcript)
+        features.attrs["source_path"] = transcript.source or ""
+        features.attrs["precision"] = self.precision
+        return features
+
+
+def fusion_token_times(text: TextFeatures) -> np.ndarray:
+    """Times fed to the fusion time embedding for text tokens.
+
+    Stored token times are their cue's span; for fusion each token gets a point inside that
+    span, in token order, so word order within a cue is visible to the (order-free) encoder.
+    """
+    times = np.array(text.token_start, dtype=np.float64, copy=True)
+    if len(times) == 0:
+        return times
+    for cue in np.unique(text.token_cue):
+        rows = np.flatnonzero(text.token_cue == cue)
+        start, end = text.token_start[rows[0]], text.token_end[rows[0]]
+        if np.isfinite(start) and np.isfinite(end):
+            times[rows] = start + (np.arange(len(rows)) + 0.5) / len(rows) * (end - start)
+    return times
+
+
+class FusionStage:
+    """The fusion Transformer, from a checkpoint or a seeded initialisation."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        *,
+        video_dim: int,
+        text_dim: int,
+        video_model: str | None = None,
+        text_model: str | None = None,
+        device: str | None = None,
+    ):
+        from videobert_cli.fusion.checkpoint import load_fusion_weights, weights_sha256
+        from videobert_cli.fusion.model import FusionConfig, build_fusion
+
+        options = config.fusion
+        self.device = resolve_device(device or config.runtime.device)
+        if options.weights_path:
+            model, fusion_config, metadata = load_fusion_weights(
+                options.weights_path,
+                expect_video_dim=video_dim,
+                expect_text_dim=text_dim,
+                expect_video_model=video_model,
+                expect_text_model=text_model,
+            )
+            self.attrs = {
+                "trained": True,
+                "weights_path": str(options.weights_path),
+                "weights_sha256": weights_sha256(options.weights_path),
+                "checkpoint_metadata": metadata,
+                "seed": -1,
+            }
+        else:
+            fusion_config = FusionConfig(
+                video_dim=video_dim,
+                text_dim=text_dim,
+                d_model=options.d_model,
+                num_layers=options.num_layers,
+                num_heads=options.num_heads,
+                ff_dim=options.ff_dim,
+            )
+            model = build_fusion(fusion_config, seed=options.seed)
+            self.attrs = {"trained": False, "weights_path": "", "weights_sha256": "", "seed": options.seed}
+        self.model = model.to(self.device).eval()
+        self.fusion_config = fusion_config
+        self.attrs["config"] = fusion_config.to_dict()
+        self.attrs["text_level"] = "tokens"
+        self.attrs["layout"] = "[CLS] video... text..."
+
+    def fuse(
+        self, video: VideoFeatures | None, text: TextFeatures | None, timer: StageTimer | None = None
+    ) -> FusedFeatures:
+        """Fuse one video's features with its transcript's (either may be None)."""
+        from videobert_cli.fusion.model import fuse_one
+
+        timer = timer or StageTimer()
+        for name, features, dim in (
+            ("video", video, self.fusion_config.video_dim),
+            ("text", text, self.fusion_config.text_dim),
+        ):
+            if features is None or len(features) == 0:
+                continue
+            width = (features.features if name == "video" else features.token_features).shape[1]
+            if width != dim:
+                raise ConfigError(f"{name} features are {width}-d but the fusion model expects {dim}-d")
+        with timer.stage("fuse"):
+            out = fuse_one(
+                self.model,
+                video.features if video is not None else None,
+                video.timestamps if video is not None else None,
+                text.token_features if text is not None else None,
+                fusion_token_times(text) if text is not None else None,
+            )
+        return FusedFeatures(
+            sequence=out["sequence"],
+            modality=out["modality"],
+            time=out["time"],
+            source_index=out["source_index"],
+            cls=out["cls"],
+            attrs=dict(self.attrs),
+        )
+
+
+def require_group(features, name: str, path: str):
+    """The named group of a loaded feature file, or a clear error."""
+    group = getattr(features, name)
+    if group is None:
+        raise FeatureFileError(f"has no {name}/ group", path=path, hint=f"make it with `videobert extract-{name}`")
+    return group

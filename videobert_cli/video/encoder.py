@@ -1,0 +1,44 @@
+"""Runs a loaded frame model over batches of preprocessed crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from videobert_cli.precision import autocast, check_precision
+from videobert_cli.video.models import LoadedVideoModel
+from videobert_cli.video.preprocess import normalize
+
+
+class FrameEncoder:
+    """Holds one video model on one device and turns uint8 crops into feature rows."""
+
+    def __init__(self, model: LoadedVideoModel, *, device: str = "cpu", precision: str = "fp32"):
+        check_precision(precision, device)
+        self.model = model
+        self.device = device
+        self.precision = precision
+        # channels-last pays off wherever reduced precision kernels run (measured in
+        # docs/benchmarks.md); fp32 on CPU is left in the default layout.
+        self.channels_last = device.startswith("cuda") or precision != "fp32"
+        module = model.module.to(device)
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        self.module = module.eval()
+        if device.startswith("cuda"):
+            torch.backends.cudnn.benchmark = True
+
+    @property
+    def feature_dim(self) -> int:
+        return self.model.feature_dim
+
+    def encode(self, crops: torch.Tensor) -> np.ndarray:
+        """uint8 (N, 3, S, S) crops -> float32 (N, feature_dim) features."""
+        if crops.shape[0] == 0:
+            return np.zeros((0, self.feature_dim), dtype=np.float32)
+        with torch.inference_mode(), autocast(self.precision, self.device):
+            batch = normalize(
+                crops, self.model.preprocessing, device=self.device, channels_last=self.channels_last
+            )
+            features = self.module(batch)
+        return features.float().cpu().numpy()
