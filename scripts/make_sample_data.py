@@ -14,12 +14,14 @@ build.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -128,8 +130,10 @@ def paint_street(i: int, t: float, h: int, w: int) -> np.ndarray:
     """0-1.5 s: daytime road, a red car drives right, lane dashes scroll.
     1.5-3 s: night, two headlights approach from the right."""
     day = t < 1.5
-    img = gradient(h, w, (120, 180, 250), (200, 230, 255)) if day else gradient(
-        h, w, (5, 5, 30), (30, 30, 70)
+    img = (
+        gradient(h, w, (120, 180, 250), (200, 230, 255))
+        if day
+        else gradient(h, w, (5, 5, 30), (30, 30, 70))
     )
     road_top = int(h * 0.55)
     img[road_top:] = (90, 90, 90) if day else (30, 30, 35)
@@ -161,6 +165,10 @@ class VideoSpec:
     seconds: int
     paint: Painter
     options: dict[str, str]
+    #: tried when decord cannot read what ``codec`` produced: (encoder, its options)
+    fallback: tuple[str, dict[str, str]] | None = None
+    #: an optional file is left out (not shipped broken) when decord cannot read it
+    optional: bool = False
 
     @property
     def frames(self) -> int:
@@ -169,6 +177,10 @@ class VideoSpec:
 
 def x264_options(fps: int) -> dict[str, str]:
     # threads=1: x264's multi-threaded lookahead/slices make output depend on scheduling.
+    # asm=0 (plain C): with its AVX-512 code x264 reads uninitialised memory when a side is
+    # not a multiple of 16 (320x180, 180x320), so bytes changed from run to run (seen with
+    # MALLOC_PERTURB_); and its SIMD levels do not all give the same bits, so the C path also
+    # makes the output independent of the CPU. For these tiny clips it costs about a second.
     # A fixed GOP of one second and no scene-cut keyframes keep the stream layout stable.
     return {
         "preset": "medium",
@@ -178,6 +190,7 @@ def x264_options(fps: int) -> dict[str, str]:
         "sc_threshold": "0",
         "threads": "1",
         "flags": "+bitexact",
+        "x264-params": "asm=0",
     }
 
 
@@ -194,23 +207,49 @@ def vpx_options(fps: int) -> dict[str, str]:
     }
 
 
+def mpeg4_options(fps: int) -> dict[str, str]:
+    return {"qscale": "4", "g": str(fps), "threads": "1", "flags": "+bitexact"}
+
+
 VIDEOS: tuple[VideoSpec, ...] = (
     VideoSpec("kitchen.mp4", "mp4", "libx264", 320, 180, 25, 6, paint_kitchen, x264_options(25)),
     VideoSpec("portrait.mp4", "mp4", "libx264", 180, 320, 30, 4, paint_portrait, x264_options(30)),
-    VideoSpec("square.mkv", "matroska", "libx264", 240, 240, 24, 5, paint_square, x264_options(24)),
-    VideoSpec("street.webm", "webm", "libvpx-vp9", 256, 144, 25, 3, paint_street, vpx_options(25)),
+    VideoSpec(
+        "square.mkv",
+        "matroska",
+        "libx264",
+        240,
+        240,
+        24,
+        5,
+        paint_square,
+        x264_options(24),
+        fallback=("mpeg4", mpeg4_options(24)),
+    ),
+    VideoSpec(
+        "street.webm",
+        "webm",
+        "libvpx-vp9",
+        256,
+        144,
+        25,
+        3,
+        paint_street,
+        vpx_options(25),
+        optional=True,
+    ),
 )
 
 
-def encode(spec: VideoSpec, path: Path) -> None:
-    """Encode ``spec`` to ``path`` (written to a temporary name first, then renamed)."""
+def encode(spec: VideoSpec, path: Path, codec: str, options: dict[str, str]) -> None:
+    """Encode ``spec`` with ``codec`` to ``path`` (via a temporary name, then renamed)."""
     tmp = path.with_name(path.name + ".part")
     # fflags=+bitexact: no encoder version strings and, for Matroska/WebM, a fixed segment
     # UID instead of a random one, so that the bytes only depend on the frames.
     with av.open(
         str(tmp), "w", format=spec.container, container_options={"fflags": "+bitexact"}
     ) as out:
-        stream = out.add_stream(spec.codec, rate=Fraction(spec.fps, 1), options=spec.options)
+        stream = out.add_stream(codec, rate=Fraction(spec.fps, 1), options=options)
         stream.width = spec.width
         stream.height = spec.height
         stream.pix_fmt = "yuv420p"
@@ -295,16 +334,21 @@ def write_transcripts(out: Path, stems: set[str]) -> list[str]:
 
 
 # --- verification --------------------------------------------------------------------------
-def check_with_decord(spec: VideoSpec, path: Path) -> str | None:
+def load_decord() -> Any:
+    """The decord module, or None where it is not installed (the check is then skipped)."""
+    try:
+        import decord
+    except ImportError:
+        return None
+    return decord
+
+
+def check_with_decord(decord: Any, spec: VideoSpec, path: Path) -> str | None:
     """Why decord cannot read ``path`` as expected, or None when it decodes correctly.
 
     decord (what the pipeline decodes with) bundles its own, older FFmpeg, so a file PyAV
     wrote is only useful here if decord agrees on frame count, rate, size and timestamps.
     """
-    try:
-        import decord
-    except ImportError:
-        return None  # cannot check here; the README records what was checked
     try:
         vr = decord.VideoReader(str(path))
         n = len(vr)
@@ -329,38 +373,131 @@ def describe(path: Path) -> dict[str, object]:
     """Stream facts of an encoded video, read back with PyAV (for the README)."""
     with av.open(str(path)) as c:
         s = c.streams.video[0]
-        frames = sum(1 for _ in c.demux(s) if _.size)
+        frames = sum(1 for packet in c.demux(s) if packet.size)
         return {
             "codec": s.codec_context.name,
+            "pix_fmt": s.codec_context.pix_fmt,
             "width": s.codec_context.width,
             "height": s.codec_context.height,
             "fps": float(s.average_rate),
             "frames": frames,
-            "container": c.format.name,
+            "seconds": frames / float(s.average_rate),
         }
+
+
+CODEC_NAMES = {"h264": "H.264", "vp9": "VP9", "vp8": "VP8", "mpeg4": "MPEG-4 Part 2"}
+CONTAINER_NAMES = {"mp4": "MP4", "matroska": "Matroska", "webm": "WebM"}
+
+
+def write_readme(
+    out: Path, rows: list[tuple[VideoSpec, dict[str, object]]], texts: list[str], notes: list[str]
+) -> None:
+    """Write ``README.md`` describing the files just generated (sizes and checksums included)."""
+    lines = [
+        "# Sample data",
+        "",
+        "Tiny synthetic videos with matching transcripts, for tests, demos and the README",
+        "examples. Each video shows coloured shapes moving over a gradient background and has a",
+        "scene change halfway through; the transcripts describe what is on screen.",
+        "",
+        "| file | size | resolution | fps | duration | frames | codec |",
+        "|---|---:|---|---:|---:|---:|---|",
+    ]
+    for spec, info in rows:
+        codec = CODEC_NAMES.get(str(info["codec"]), str(info["codec"]))
+        container = CONTAINER_NAMES.get(spec.container, spec.container)
+        lines.append(
+            f"| `{spec.name}` | {(out / spec.name).stat().st_size:,} B "
+            f"| {info['width']}x{info['height']} | {info['fps']:g} | {info['seconds']:g} s "
+            f"| {info['frames']} | {codec} ({info['pix_fmt']}) in {container} |"
+        )
+    lines += ["", "| transcript | size | format | cues |", "|---|---:|---|---|"]
+    kinds = {
+        ".srt": "SubRip",
+        ".vtt": "WebVTT",
+        ".txt": "plain text, one line per cue",
+        ".json": "Whisper-style JSON (`segments`)",
+    }
+    for name in texts:
+        path = out / name
+        body = path.read_text(encoding="utf-8")
+        if name.endswith(".json"):
+            count = len(json.loads(body)["segments"])
+        elif name.endswith(".txt"):
+            count = sum(1 for line in body.splitlines() if line.strip())
+        else:
+            count = body.count("-->")
+        lines.append(f"| `{name}` | {path.stat().st_size:,} B | {kinds[path.suffix]} | {count} |")
+    lines += [
+        "",
+        "## Regenerate",
+        "",
+        "```",
+        "python scripts/make_sample_data.py            # writes sample_data/",
+        "python scripts/make_sample_data.py OUT_DIR    # or somewhere else",
+        "```",
+        "",
+        "The script needs only PyAV and numpy. Frames are drawn with numpy (no randomness) and",
+        "encoded single-threaded with fixed settings and FFmpeg's bitexact flags; x264 runs its",
+        "plain-C code path (`asm=0`), because its AVX-512 code reads uninitialised memory at",
+        "sizes that are not multiples of 16, which made bytes differ between runs. Re-running",
+        "with the same PyAV wheel rewrites byte-identical files (checksums below); another",
+        "PyAV/FFmpeg/x264/libvpx build may encode slightly different bytes of the same content.",
+        "Each video is checked with decord (frame count = fps x duration, frame rate, size,",
+        "timestamps), which the pipeline decodes with; an optional format decord cannot read",
+        "would be left out.",
+        "",
+    ]
+    if notes:
+        lines += ["Notes from the last run:", ""] + [f"- {note}" for note in notes] + [""]
+    lines += ["SHA-256:", "", "```"]
+    for name in [spec.name for spec, _ in rows] + texts:
+        digest = hashlib.sha256((out / name).read_bytes()).hexdigest()
+        lines.append(f"{digest}  {name}")
+    lines += ["```", ""]
+    (out / "README.md").write_text("\n".join(lines), encoding="utf-8", newline="\n")
 
 
 def main(argv: list[str]) -> int:
     out = Path(argv[1]) if len(argv) > 1 else DEFAULT_OUT
     out.mkdir(parents=True, exist_ok=True)
-    made: set[str] = set()
+    rows: list[tuple[VideoSpec, dict[str, object]]] = []
+    notes: list[str] = []
+    failed = False
+    decord = load_decord()
+    if decord is None:
+        notes.append("decord was not installed, so the videos were not checked with it")
     for spec in VIDEOS:
         path = out / spec.name
-        encode(spec, path)
-        problem = check_with_decord(spec, path)
+        attempts = [(spec.codec, spec.options)] + ([spec.fallback] if spec.fallback else [])
+        problem: str | None = None
+        for codec, options in attempts:
+            encode(spec, path, codec, options)
+            problem = None if decord is None else check_with_decord(decord, spec, path)
+            if problem is None:
+                break
+            print(f"{spec.name}: decord cannot read the {codec} encode: {problem}", file=sys.stderr)
+            notes.append(f"`{spec.name}` with {codec}: decord cannot read it ({problem})")
         if problem is not None:
-            # Optional formats (WebM) are dropped rather than shipped broken.
             path.unlink()
-            print(f"skipped {spec.name}: {problem}", file=sys.stderr)
+            if spec.optional:
+                print(f"skipped {spec.name}", file=sys.stderr)
+                continue
+            failed = True
             continue
-        made.add(Path(spec.name).stem)
         info = describe(path)
+        rows.append((spec, info))
         print(
             f"{spec.name}: {path.stat().st_size} bytes, {info['width']}x{info['height']}, "
-            f"{info['fps']:g} fps, {info['frames']} frames, {info['codec']} in {info['container']}"
+            f"{info['fps']:g} fps, {info['frames']} frames, {info['codec']}"
         )
-    for name in write_transcripts(out, made):
+    texts = write_transcripts(out, {Path(spec.name).stem for spec, _ in rows})
+    for name in texts:
         print(f"{name}: {(out / name).stat().st_size} bytes")
+    write_readme(out, rows, texts, notes)
+    if failed:
+        print("error: some required videos cannot be decoded by decord", file=sys.stderr)
+        return 1
     return 0
 
 

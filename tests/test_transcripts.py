@@ -288,6 +288,20 @@ def test_vtt_header_without_blank_line_and_block_without_timing(tmp_path: Path) 
     assert result.warnings == ("ignored 1 WebVTT block(s) without a timing line (line 5)",)
 
 
+def test_vtt_timing_line_right_after_junk_block_still_counts(tmp_path: Path) -> None:
+    text = "WEBVTT\n\nstray one\nstray two\n00:01.000 --> 00:02.000\nkept\n"
+    result = parse_transcript(write(tmp_path, "a.vtt", text))
+    assert timed(result) == [("kept", 1.0, 2.0)]
+    assert result.warnings == ("ignored 1 WebVTT block(s) without a timing line (line 3)",)
+
+
+def test_vtt_note_block_hides_its_lines(tmp_path: Path) -> None:
+    text = "WEBVTT\n\nNOTE\n00:01.000 --> 00:02.000\nnot a cue\n\n00:03.000 --> 00:04.000\ncue\n"
+    result = parse_transcript(write(tmp_path, "a.vtt", text))
+    assert timed(result) == [("cue", 3.0, 4.0)]
+    assert result.warnings == ()
+
+
 def test_vtt_malformed_timestamp(tmp_path: Path) -> None:
     path = write(tmp_path, "a.vtt", "WEBVTT\n\n1\n00:01.000 --> 00:0x.000\nbad\n")
     with pytest.raises(TranscriptError) as info:
@@ -381,6 +395,15 @@ def test_latin1_fallback_when_cp1252_fails(tmp_path: Path) -> None:
     assert untimed(result) == ["caf\u00e9\x81"]
     assert result.encoding == "latin-1"
     assert result.warnings == ("not valid UTF-8; decoded as latin-1",)
+
+
+def test_bom_with_invalid_bytes_is_replaced_not_fatal(tmp_path: Path) -> None:
+    result = parse_transcript(write(tmp_path, "a.txt", b"\xef\xbb\xbfok \xff\xfe end\n"))
+    assert untimed(result) == ["ok \ufffd\ufffd end"]
+    assert result.encoding == "utf-8-sig"
+    assert result.warnings == (
+        "has a UTF-8 byte-order mark but is not valid UTF-8; undecodable bytes replaced",
+    )
 
 
 def test_utf8_bom(tmp_path: Path) -> None:
@@ -549,3 +572,34 @@ def test_cue_and_transcript_are_frozen() -> None:
         result.cues = ()  # type: ignore[misc]
     assert cue.timed
     assert Cue("x", 1.0, 2.0) == cue
+
+
+# --- the shipped sample transcripts -----------------------------------------------------------
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
+
+
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason="sample_data/ not generated")
+def test_sample_transcripts_parse() -> None:
+    kitchen = parse_transcript(SAMPLE / "kitchen.srt")
+    assert [(c.start, c.end) for c in kitchen.cues] == [
+        (0.0, 1.5),
+        (1.5, 3.0),
+        (3.0, 4.5),
+        (4.5, 6.0),
+    ]
+    assert (
+        kitchen.cues[0].text == "A red square slides to the right across a warm orange background."
+    )
+    portrait = parse_transcript(SAMPLE / "portrait.vtt")
+    assert [(c.start, c.end) for c in portrait.cues] == [(0.0, 2.0), (2.0, 3.0), (3.0, 4.0)]
+    assert (
+        untimed(parse_transcript(SAMPLE / "square.txt"))[1] == "Then a grey checkerboard appears."
+    )
+    street = parse_transcript(SAMPLE / "street.json")
+    assert timed(street)[1] == (
+        "Night falls and two headlights come closer from the right.",
+        1.5,
+        3.0,
+    )
+    for t in (kitchen, portrait, street):
+        assert t.warnings == () and t.encoding == "utf-8"

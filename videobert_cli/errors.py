@@ -23,15 +23,24 @@ class VideoBertError(Exception):
     #: short machine-readable reason, written to the run manifest
     reason: str = "error"
 
-    def __init__(self, message: str, *, path: str | Path | None = None, hint: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        hint: str | None = None,
+        reason: str | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.path = str(path) if path is not None else None
         self.hint = hint
+        if reason is not None:
+            self.reason = reason  # a finer code than the class default, e.g. "truncated"
 
     def __str__(self) -> str:
         parts = [self.message]
-        if self.path and self.path not in self.message:
+        if self.path and not self.message.startswith(self.path):
             parts[0] = f"{self.path}: {self.message}"
         if self.hint:
             parts.append(self.hint)

@@ -10,6 +10,7 @@ import typer
 
 from videobert_cli.cli import options as opt
 from videobert_cli.cli.common import STATE, build_config, handle_errors, stderr
+from videobert_cli.errors import UsageError
 
 HELP = """Run decode -> video model -> text model -> fusion -> HDF5 for every video.
 
@@ -40,9 +41,10 @@ Examples:
 @handle_errors
 def run_command(
     inputs: Annotated[
-        list[str], typer.Argument(help="Video files, directories, or - to read paths from stdin.", show_default=False)
-    ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory (one .h5 per video).")],
+        Optional[list[str]],
+        typer.Argument(help="Video files, directories, or - to read paths from stdin.", show_default=False),
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory (one .h5 per video).")] = ...,
     transcripts: Annotated[
         Optional[Path], typer.Option("--transcripts", help="Directory of transcripts (default: next to each video).")
     ] = None,
@@ -87,6 +89,8 @@ def run_command(
     from videobert_cli.cli.progress import RichRunObserver, summary_table
     from videobert_cli.pipeline.runner import RunOptions
 
+    if not inputs and not from_file:
+        raise UsageError("no inputs", hint="give video files or directories, - for stdin, or --from-file LIST")
     config = build_config(
         fps=fps, num_frames=num_frames, video_model=video_model, video_weights=video_weights,
         text_model=text_model, max_length=max_length, fusion_weights=fusion_weights, fusion_seed=fusion_seed,
@@ -99,7 +103,7 @@ def run_command(
     )
     with RichRunObserver(quiet=STATE.quiet or dry_run) as observer:
         report = run(
-            inputs, output, config, options, recursive=recursive, pattern=glob, list_files=from_file or [],
+            inputs or [], output, config, options, recursive=recursive, pattern=glob, list_files=from_file or [],
             transcripts_dir=transcripts, observer=observer,
         )
     if json_output:

@@ -49,34 +49,61 @@ def default_decode(job: DecodeJob, emit: Callable[[tuple], None]) -> None:
     emit(("timings", timer.as_dict()))
 
 
-def _worker_main(jobs: mp.Queue, results: mp.Queue, decode: Callable) -> None:
+def _capture_stderr():
+    """Send fd 2 (where ffmpeg and decord print) to a private temp file we can read back."""
+    import tempfile
+
+    log = tempfile.TemporaryFile(mode="w+b")
+    os.dup2(log.fileno(), 2)
+    return log
+
+
+def _read_log(log) -> str:
+    log.seek(0)
+    text = log.read()[-4000:].decode("utf-8", "replace")
+    log.seek(0)
+    log.truncate()
+    return text
+
+
+def _worker_main(jobs: mp.Queue, results: mp.Queue, decode: Callable, quiet_decoder: bool = True) -> None:
     # The parent handles Ctrl-C; the worker must not die of it mid-chunk.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
     torch.set_num_threads(1)  # resize/crop is light; leave the cores to the encoder
+    log = _capture_stderr() if quiet_decoder else None
     while True:
         job = jobs.get()
         if job is None:
             return
+        if log is not None:
+            _read_log(log)
         try:
             decode(job, lambda message: results.put((job.job_id, *message)))
             results.put((job.job_id, "done"))
         except InputError as error:
-            results.put((job.job_id, "error", error.__class__.__name__, error.message, error.hint))
+            if log is not None and getattr(error, "raw", None) is not None:
+                from videobert_cli.video.decode import decode_failure
+
+                error = decode_failure(job.path, error.raw, _read_log(log))
+            results.put((job.job_id, "error", error.__class__.__name__, error.message, error.hint, error.reason))
         except MemoryError:
-            results.put((job.job_id, "error", "ResourceError", "out of memory while decoding", None))
-        except Exception as error:  # anything else from the decoder is this video's failure
-            results.put((job.job_id, "error", "VideoDecodeError", f"{error.__class__.__name__}: {error}"[:300], None))
+            results.put((job.job_id, "error", "ResourceError", "out of memory while decoding", None, "out-of-memory"))
+        except Exception as error:  # anything else is still only this video's failure
+            from_decoder = "decord" in (type(error).__module__ or "") or "DECORD" in type(error).__name__
+            results.put((job.job_id, "error", "VideoDecodeError", f"{error.__class__.__name__}: {error}"[:300],
+                         None if from_decoder else "this is a bug in videobert-cli; please report it",
+                         "corrupt" if from_decoder else "internal"))
 
 
-def _error_from(name: str, message: str, hint: str | None, path: str) -> InputError:
+def _error_from(name: str, message: str, hint: str | None, reason: str | None, path: str) -> InputError:
     from videobert_cli import errors
 
     cls = getattr(errors, name, VideoDecodeError)
     if not (isinstance(cls, type) and issubclass(cls, InputError)):
         cls = VideoDecodeError
-    return cls(message, path=path, hint=hint)
+    return cls(message, path=path, hint=hint, reason=reason)
 
 
 class DecodeWorker:
@@ -156,7 +183,7 @@ class DecodeWorker:
                     how = f"signal {-code}" if code and code < 0 else f"exit code {code}"
                     self._kill()
                     raise VideoDecodeError(
-                        f"decoder crashed ({how}); the file is probably corrupt", path=job.path
+                        f"decoder crashed ({how}); the file is probably corrupt", path=job.path, reason="decoder-crash"
                     ) from None
                 if time.monotonic() >= self._stall_deadline:
                     raise queue.Empty from None

@@ -111,7 +111,7 @@ def _safe_relative(parts: Iterable[str]) -> str:
             continue
         clean.append(part.replace("/", "_").replace("\\", "_").replace("\x00", "_"))
     if not clean:
-        raise ValueError("empty output name")
+        clean = ["_unnamed"]  # an input called ".." or "/" still gets a name inside OUT_DIR
     return str(PurePosixPath(*clean))
 
 

