@@ -361,7 +361,7 @@ def slow_corpus(tmp_path_factory) -> Path:
     """Eight videos that take a few seconds in all with resnet18 at 10 fps."""
     root = tmp_path_factory.mktemp("slow")
     for index in range(8):
-        make_video(root / f"v{index}.mp4", width=64, height=48, fps=10, num_frames=20)
+        make_video(root / f"v{index}.mp4", width=64, height=48, fps=10, num_frames=12)
     return root
 
 

