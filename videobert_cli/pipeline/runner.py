@@ -381,6 +381,11 @@ def run_batch(
             return report
 
         pipeline = Pipeline(config)
+        if any(entry[2] for entry in plan):
+            # load every model before the first video: a missing model fails the run before
+            # anything is written, and per-video timings measure work, not loading
+            observer.on_message("loading models")
+            pipeline.fusion
         manifest = _Manifest(out_dir / MANIFEST_NAME)
         manifest.write({"type": "run", "started_at": report.started_at, "tool_version": __version__,
                         "config_hash": config_hash, "inputs": len(plan), "pid": os.getpid()})
