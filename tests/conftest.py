@@ -85,7 +85,9 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     """Give each test an empty HOME and caches, and offline mode; returns the HOME directory.
 
     The directory is separate from ``tmp_path``, so tests that list ``tmp_path`` see only their
-    own files. Child processes (the decode worker of ``run``) inherit the same environment.
+    own files. Subprocesses started by a test inherit this environment; ``run``'s decode
+    workers come from a forkserver that keeps the environment it was started with (that of an
+    earlier test, or the session's) - isolated and offline either way.
     """
     home = tmp_path_factory.mktemp("home")
     for name, value in {**_cache_env(home), **OFFLINE_ENV}.items():

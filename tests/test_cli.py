@@ -317,14 +317,11 @@ def test_unknown_video_model_is_exit_2(tmp_path: Path, clip: Path) -> None:
     assert "unknown video model 'no-such-net'" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: `run` with an unknown/unavailable video model exits 1 and records every video as "
-    "failed (reason 'config') instead of exiting 2 before processing: pipeline/runner.py builds the "
-    "VideoStage lazily inside the per-input try/except (submit() -> pipeline.video), so the "
-    "ConfigError is treated as an input failure",
-)
 def test_run_unknown_video_model_is_exit_2(tmp_path: Path, clip: Path) -> None:
+    """A bad model is a configuration error of the whole run: exit 2, nothing written."""
     result = invoke("--quiet", "run", clip, "-o", tmp_path / "out", "--video-model", "no-such-net")
     assert result.exit_code == 2
     assert "unknown video model 'no-such-net'" in result.stderr
+    assert len(lines(result.stderr)) == 1
+    assert not list((tmp_path / "out").glob("*.h5"))
+    assert not (tmp_path / "out" / "manifest.jsonl").exists()

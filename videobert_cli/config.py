@@ -30,14 +30,54 @@ def offline_mode() -> bool:
     )
 
 
+#: clip sampling used when a clip model is chosen without --clip-len/--clip-fps
+#: (torchvision's Kinetics recipe: 16 frames at 15 fps; VideoBERT used 30 frames at 20 fps)
+DEFAULT_CLIP_LEN = 16
+DEFAULT_CLIP_FPS = 15.0
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Which frames of a video are encoded: ``fps`` frames per second, or ``num_frames`` in all."""
+    """Which frames of a video are encoded.
+
+    Frame models: ``fps`` frames per second, or ``num_frames`` in all. Clip models: frames are
+    taken at ``clip_fps`` and grouped into clips of ``clip_len`` frames starting every
+    ``clip_stride`` frames (default: ``clip_len``, no overlap); a last clip shorter than
+    ``clip_len`` is padded by repeating its last frame, or dropped with ``drop_tail``.
+    """
 
     fps: float | None = 1.0
     num_frames: int | None = None
+    clip_len: int | None = None
+    clip_fps: float | None = None
+    clip_stride: int | None = None
+    drop_tail: bool = False
+
+    @property
+    def is_clip(self) -> bool:
+        return self.clip_len is not None
+
+    def for_clips(self) -> "SamplingConfig":
+        """This sampling with clip defaults filled in (for clip models)."""
+        clip_len = self.clip_len or DEFAULT_CLIP_LEN
+        return SamplingConfig(
+            fps=None,
+            num_frames=None,
+            clip_len=clip_len,
+            clip_fps=self.clip_fps or DEFAULT_CLIP_FPS,
+            clip_stride=self.clip_stride or clip_len,
+            drop_tail=self.drop_tail,
+        )
 
     def __post_init__(self) -> None:
+        if self.clip_len is not None or self.clip_fps is not None or self.clip_stride is not None:
+            for name in ("clip_len", "clip_stride"):
+                value = getattr(self, name)
+                if value is not None and value < 1:
+                    raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+            if self.clip_fps is not None and (not math.isfinite(self.clip_fps) or self.clip_fps <= 0):
+                raise ConfigError(f"--clip-fps must be a positive number, got {self.clip_fps}")
+            return
         if self.num_frames is not None:
             if self.num_frames < 1:
                 raise ConfigError(f"--num-frames must be at least 1, got {self.num_frames}")
@@ -46,9 +86,14 @@ class SamplingConfig:
 
     @property
     def mode(self) -> str:
+        if self.is_clip:
+            return "clips"
         return "num_frames" if self.num_frames is not None else "fps"
 
     def to_dict(self) -> dict:
+        if self.is_clip:
+            return {"mode": "clips", "clip_len": self.clip_len, "clip_fps": self.clip_fps,
+                    "clip_stride": self.clip_stride, "drop_tail": self.drop_tail}
         if self.num_frames is not None:
             return {"mode": "num_frames", "num_frames": self.num_frames}
         return {"mode": "fps", "fps": self.fps}

@@ -27,6 +27,9 @@ class VideoFeatures:
     timestamps: np.ndarray  # (N,) float64, presentation time of each frame used, seconds
     frame_indices: np.ndarray  # (N,) int64, index of each frame in decode order
     attrs: dict[str, Any] = field(default_factory=dict)
+    #: optional per-row datasets, first dimension N: clip_end, clip_real_frames,
+    #: clip_frame_indices (clip models), word_ids, word_paths (visual vocabulary)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.features.shape[0])

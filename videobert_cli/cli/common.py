@@ -96,13 +96,25 @@ def build_config(
     precision: str = "auto",
     dtype: str = "float32",
     compression: Optional[str] = None,
+    clip_len: Optional[int] = None,
+    clip_fps: Optional[float] = None,
+    clip_stride: Optional[int] = None,
+    drop_tail: bool = False,
 ) -> PipelineConfig:
     """A PipelineConfig from command-line values (command flags override global ones)."""
     from videobert_cli.errors import UsageError
 
     if fps is not None and num_frames is not None:
         raise UsageError("--fps and --num-frames are mutually exclusive", hint="give one of them")
-    sampling = SamplingConfig(fps=None, num_frames=num_frames) if num_frames is not None else SamplingConfig(fps=fps or 1.0)
+    if clip_len is not None or clip_fps is not None or clip_stride is not None or drop_tail:
+        if fps is not None or num_frames is not None:
+            raise UsageError("--fps/--num-frames are for frame models; clip models use --clip-fps/--clip-len")
+        sampling = SamplingConfig(fps=None, clip_len=clip_len, clip_fps=clip_fps, clip_stride=clip_stride,
+                                  drop_tail=drop_tail)
+    elif num_frames is not None:
+        sampling = SamplingConfig(fps=None, num_frames=num_frames)
+    else:
+        sampling = SamplingConfig(fps=fps or 1.0)
     return PipelineConfig(
         sampling=sampling,
         video_model=VideoModelConfig(name=video_model, weights=video_weights),

@@ -22,6 +22,13 @@ Examples:
   videobert extract-video videos/*.mp4 -o features/ --fps 2
 
   videobert extract-video clip.mkv -o clip.h5 --video-model resnet50 --num-frames 16
+
+  videobert extract-video clip.mp4 -o clip.h5 --video-model s3d --clip-fps 20 --clip-len 30
+
+Clip models (s3d, r3d_18, r2plus1d_18, mc3_18, mvit_v2_s, ...) encode clips of --clip-len
+frames taken at --clip-fps, one every --clip-stride frames; each clip's start/end time is
+stored. A last clip shorter than --clip-len is padded by repeating its last frame (--drop-tail
+drops it).
 """
 
 
@@ -31,6 +38,10 @@ def extract_video_command(
     output: opt.Output,
     fps: opt.Fps = None,
     num_frames: opt.NumFrames = None,
+    clip_len: opt.ClipLen = None,
+    clip_fps: opt.ClipFps = None,
+    clip_stride: opt.ClipStride = None,
+    drop_tail: opt.DropTail = False,
     video_model: opt.VideoModel = "efficientnet-lite0",
     video_weights: opt.VideoWeights = "default",
     device: opt.Device = None,
@@ -42,7 +53,8 @@ def extract_video_command(
     from videobert_cli.api import extract_video_files
 
     config = build_config(
-        fps=fps, num_frames=num_frames, video_model=video_model, video_weights=video_weights,
+        fps=fps, num_frames=num_frames, clip_len=clip_len, clip_fps=clip_fps, clip_stride=clip_stride,
+        drop_tail=drop_tail, video_model=video_model, video_weights=video_weights,
         device=device, batch_size=batch_size, precision=precision, dtype=dtype, compression=compression,
     )
     results = extract_video_files(videos, output, config)

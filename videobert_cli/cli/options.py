@@ -50,3 +50,15 @@ Layers = Annotated[int, typer.Option("--layers", help="Fusion Transformer layers
 Heads = Annotated[int, typer.Option("--heads", help="Attention heads (untrained fusion only).")]
 Dtype = Annotated[str, typer.Option("--dtype", help="Stored feature dtype: float32 | float16.")]
 Compression = Annotated[Optional[str], typer.Option("--compression", help="HDF5 compression: lzf | gzip (default: none).")]
+ClipLen = Annotated[
+    Optional[int], typer.Option("--clip-len", min=1, help="Clip models: frames per clip. [default: 16; VideoBERT: 30]")
+]
+ClipFps = Annotated[
+    Optional[float], typer.Option("--clip-fps", help="Clip models: frames per second inside clips. [default: 15; VideoBERT: 20]")
+]
+ClipStride = Annotated[
+    Optional[int], typer.Option("--clip-stride", min=1, help="Clip models: frames between clip starts. [default: clip length]")
+]
+DropTail = Annotated[
+    bool, typer.Option("--drop-tail", help="Clip models: drop a last clip shorter than --clip-len (default: pad it).")
+]

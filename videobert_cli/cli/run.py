@@ -55,6 +55,10 @@ def run_command(
     ] = None,
     fps: opt.Fps = None,
     num_frames: opt.NumFrames = None,
+    clip_len: opt.ClipLen = None,
+    clip_fps: opt.ClipFps = None,
+    clip_stride: opt.ClipStride = None,
+    drop_tail: opt.DropTail = False,
     video_model: opt.VideoModel = "efficientnet-lite0",
     video_weights: opt.VideoWeights = "default",
     text_model: opt.TextModel = "all-minilm-l6-v2",
@@ -92,7 +96,8 @@ def run_command(
     if not inputs and not from_file:
         raise UsageError("no inputs", hint="give video files or directories, - for stdin, or --from-file LIST")
     config = build_config(
-        fps=fps, num_frames=num_frames, video_model=video_model, video_weights=video_weights,
+        fps=fps, num_frames=num_frames, clip_len=clip_len, clip_fps=clip_fps, clip_stride=clip_stride,
+        drop_tail=drop_tail, video_model=video_model, video_weights=video_weights,
         text_model=text_model, max_length=max_length, fusion_weights=fusion_weights, fusion_seed=fusion_seed,
         d_model=d_model, layers=layers, heads=heads, device=device, batch_size=batch_size,
         precision=precision, dtype=dtype, compression=compression,

@@ -398,7 +398,7 @@ def run_batch(
             if position < len(todo) and position not in submitted:
                 item = todo[position][0]
                 submitted[position] = worker.submit(
-                    str(item.path), config, pipeline.video.model.preprocessing, options.chunk_frames
+                    str(item.path), pipeline.video.decode_config, pipeline.video.model.preprocessing, options.chunk_frames
                 )
 
         try:

@@ -82,6 +82,20 @@ def decode_crops(
     return info, chunks()
 
 
+def resolve_sampling(sampling, kind: str, model_name: str):
+    """The sampling a model of ``kind`` uses: clip defaults for clip models; refuse mismatches."""
+    from videobert_cli.config import SamplingConfig  # noqa: F401
+
+    if kind == "clip":
+        return sampling.for_clips()
+    if sampling.is_clip:
+        raise ConfigError(
+            f"--clip-len/--clip-fps/--clip-stride need a clip model, but {model_name!r} encodes single frames",
+            hint="choose a clip model (s3d, r3d_18, r2plus1d_18, mc3_18, mvit_v2_s) or use --fps/--num-frames",
+        )
+    return sampling
+
+
 class VideoStage:
     """Frame sampling and CNN features for whole videos."""
 
@@ -91,6 +105,7 @@ class VideoStage:
         self.precision = resolve_precision(config.runtime.precision, self.device)
         self.model = load_video_model(config.video_model)
         self.encoder = FrameEncoder(self.model, device=self.device, precision=self.precision)
+        self.sampling = resolve_sampling(config.sampling, self.model.kind, self.model.name)
 
     @property
     def feature_dim(self) -> int:
@@ -103,6 +118,8 @@ class VideoStage:
         self, info: VideoInfo, chunks: Iterator[CropChunk], timer: StageTimer, *, path: str = ""
     ) -> VideoFeatures:
         """Encode streamed crop chunks in full batches; decode runs ahead in a thread."""
+        if self.model.kind == "clip":
+            return self._encode_clips(info, chunks, timer, path=path)
         batch_size = self.config.runtime.batch_size
         features: list[np.ndarray] = []
         indices: list[np.ndarray] = []
@@ -138,18 +155,100 @@ class VideoStage:
             frame_indices=np.concatenate(indices).astype(np.int64) if indices else np.zeros(0, np.int64),
             attrs={
                 **self.identity(),
-                "sampling": self.config.sampling.to_dict(),
+                "sampling": self.sampling.to_dict(),
                 "precision": self.precision,
                 "source_path": str(path),
                 **info.to_attrs(),
             },
         )
 
+    def _encode_clips(self, info: VideoInfo, chunks: Iterator[CropChunk], timer: StageTimer, *, path: str) -> VideoFeatures:
+        """Group streamed frames into clips (bounded buffer) and encode batches of clips."""
+        from videobert_cli.video.decode import plan_sampling, plan_clips
+
+        sampling = self.sampling
+        num_sampled = len(plan_sampling(info, sampling))
+        origin = float(np.min(info.frame_starts))
+        plan = plan_clips(num_sampled, sampling, origin=origin, duration=info.duration)
+        clips_per_batch = max(1, self.config.runtime.batch_size // sampling.clip_len)
+        frames: list[torch.Tensor] = []  # sampled crops not yet released
+        frame_indices: list[int] = []
+        first_kept = 0  # sampled-frame number of frames[0]
+        features: list[np.ndarray] = []
+        pending: list[torch.Tensor] = []
+        clip_frame_indices = np.zeros((len(plan.starts), sampling.clip_len), dtype=np.int64)
+        next_clip = 0
+
+        def flush() -> None:
+            nonlocal pending
+            if pending:
+                with timer.stage("encode"):
+                    features.append(self.encoder.encode(torch.stack(pending)))
+                pending = []
+
+        def emit_ready(final: bool) -> None:
+            nonlocal next_clip, first_kept, frames, frame_indices
+            available = first_kept + len(frames)
+            while next_clip < len(plan.starts):
+                start, real = int(plan.starts[next_clip]), int(plan.real_frames[next_clip])
+                if start + real > available:
+                    break
+                if start + real < start + sampling.clip_len and not final and available < num_sampled:
+                    break  # a padded tail clip waits for the end of the stream
+                local = [start - first_kept + k for k in range(real)]
+                clip = [frames[i] for i in local] + [frames[local[-1]]] * (sampling.clip_len - real)
+                clip_frame_indices[next_clip] = [frame_indices[i] for i in local] + [frame_indices[local[-1]]] * (
+                    sampling.clip_len - real)
+                pending.append(torch.stack(clip))
+                next_clip += 1
+                if len(pending) >= clips_per_batch:
+                    flush()
+            # release frames no later clip needs
+            keep_from = int(plan.starts[next_clip]) if next_clip < len(plan.starts) else available
+            drop = max(0, keep_from - first_kept)
+            frames, frame_indices, first_kept = frames[drop:], frame_indices[drop:], first_kept + drop
+
+        stream = prefetch(chunks, depth=2)
+        while True:
+            waited = time.perf_counter()
+            chunk = next(stream, None)
+            timer.add("idle", time.perf_counter() - waited)
+            if chunk is None:
+                break
+            frames.extend(chunk.crops.unbind(0))
+            frame_indices.extend(int(i) for i in chunk.frame_indices)
+            emit_ready(final=False)
+        emit_ready(final=True)
+        flush()
+        return VideoFeatures(
+            features=np.concatenate(features) if features else np.zeros((0, self.feature_dim), np.float32),
+            timestamps=plan.start_times.astype(np.float64),
+            frame_indices=clip_frame_indices[:, 0].copy(),
+            attrs={
+                **self.identity(),
+                "sampling": sampling.to_dict(),
+                "precision": self.precision,
+                "source_path": str(path),
+                "tail_rule": "dropped (--drop-tail)" if sampling.drop_tail else "padded by repeating the last frame",
+                **info.to_attrs(),
+            },
+            extra={
+                "clip_end": plan.end_times.astype(np.float64),
+                "clip_real_frames": plan.real_frames.astype(np.int64),
+                "clip_frame_indices": clip_frame_indices,
+            },
+        )
+
     def extract(self, path: str | Path, timer: StageTimer | None = None) -> VideoFeatures:
         """Features of the sampled frames of one video."""
         timer = timer or StageTimer()
-        info, chunks = decode_crops(path, self.config, self.model.preprocessing, timer=timer)
+        info, chunks = decode_crops(path, self.decode_config, self.model.preprocessing, timer=timer)
         return self.encode_chunks(info, chunks, timer, path=str(path))
+
+    @property
+    def decode_config(self) -> PipelineConfig:
+        """The configuration the decoder needs (sampling resolved for this model's kind)."""
+        return self.config.with_(sampling=self.sampling)
 
 
 class TextStage:

@@ -264,11 +264,19 @@ def _str1d(values: Any, name: str, n: int) -> np.ndarray:
 def _prepare_video(v: VideoFeatures, dtype: str) -> dict[str, np.ndarray]:
     feats = _float2d(v.features, "video.features", dtype)
     n = feats.shape[0]
-    return {
+    arrays = {
         "features": feats,
         "timestamps": _float1d(v.timestamps, "video.timestamps", n),
         "frame_indices": _int1d(v.frame_indices, "video.frame_indices", n, np.int64),
     }
+    for key, value in (v.extra or {}).items():
+        if key not in VIDEO_EXTRA_DATASETS:
+            raise ValueError(f"video: unknown extra dataset {key!r} (known: {sorted(VIDEO_EXTRA_DATASETS)})")
+        value = np.asarray(value)
+        if value.ndim == 0 or value.shape[0] != n or value.dtype == object:
+            raise ValueError(f"video.{key}: expected a numeric array with {n} rows, got {value.shape} {value.dtype}")
+        arrays[key] = value
+    return arrays
 
 
 def _prepare_text(t: TextFeatures, dtype: str) -> dict[str, np.ndarray]:
@@ -319,11 +327,21 @@ def _prepare_fused(f: FusedFeatures, dtype: str) -> dict[str, np.ndarray]:
 # dataset writing
 # --------------------------------------------------------------------------------------------
 # units/description of every dataset; the schema doc repeats these.
+#: optional datasets of video/ (VideoFeatures.extra), one row per feature row
+VIDEO_EXTRA_DATASETS: dict[str, tuple[str | None, str]] = {
+    "clip_end": ("seconds", "end time of each clip (its start is in timestamps)"),
+    "clip_real_frames": ("frames", "frames of the clip present in the video (< clip_len: padded tail)"),
+    "clip_frame_indices": ("frames", "index of every frame of each clip in decode order (clip_len columns)"),
+    "word_ids": (None, "visual word of each row in the vocabulary named by the group's vocab_* attributes"),
+    "word_paths": (None, "path of each visual word through the hierarchical k-means tree (levels columns)"),
+}
+
 _DATASET_INFO: dict[str, dict[str, tuple[str | None, str]]] = {
     "video": {
-        "features": (None, "per-frame visual feature vectors, one row per sampled frame"),
-        "timestamps": ("seconds", "presentation time of each sampled frame"),
-        "frame_indices": ("frames", "index of each sampled frame in decode order"),
+        "features": (None, "per-frame visual feature vectors, one row per sampled frame (or clip)"),
+        "timestamps": ("seconds", "presentation time of each sampled frame (clip models: clip start)"),
+        "frame_indices": ("frames", "index of each sampled frame in decode order (clips: first frame)"),
+        **VIDEO_EXTRA_DATASETS,
     },
     "text": {
         "token_features": (None, "contextual feature vector of each content token"),
@@ -769,6 +787,7 @@ def _load_video(g: h5py.Group, path: Path) -> VideoFeatures:
         timestamps=_dataset(g, "timestamps", path),
         frame_indices=_dataset(g, "frame_indices", path),
         attrs=_read_attrs(g),
+        extra={key: _dataset(g, key, path) for key in VIDEO_EXTRA_DATASETS if key in g},
     )
 
 

@@ -209,10 +209,20 @@ def _plausible_times(starts: np.ndarray) -> bool:
     return len(starts) < 2 or len(np.unique(starts)) > len(starts) // 2
 
 
+#: decord reports frame times as float32 (about 0.1 ms of error an hour into a video); times
+#: closer than this count as equal when choosing the frame on screen at a sample time
+TIME_TOLERANCE = 5e-4
+
+
 def frame_at(frame_starts: np.ndarray, t: float) -> int:
     """Index of the frame on screen at time ``t``: the last one that starts at or before it."""
-    index = int(np.searchsorted(frame_starts, t + 1e-9, side="right")) - 1
+    index = int(np.searchsorted(frame_starts, t + TIME_TOLERANCE, side="right")) - 1
     return max(index, 0)
+
+
+def _sample_count(span: float, rate: float) -> int:
+    """Sample times 0, 1/rate, ... strictly inside a span (within the time tolerance), at least 1."""
+    return max(1, int(math.ceil((span - TIME_TOLERANCE) * rate)))
 
 
 def plan_sampling(info: VideoInfo, sampling: SamplingConfig) -> np.ndarray:
@@ -229,14 +239,54 @@ def plan_sampling(info: VideoInfo, sampling: SamplingConfig) -> np.ndarray:
     starts = info.frame_starts[order]
     origin = float(starts[0])
     span = info.duration - origin
-    if sampling.num_frames is not None:
+    if sampling.is_clip:
+        count = _sample_count(span, sampling.clip_fps)
+        targets = origin + np.arange(count) / sampling.clip_fps
+    elif sampling.num_frames is not None:
         count = sampling.num_frames
         targets = origin + (np.arange(count) + 0.5) * span / count
     else:
-        count = max(1, int(math.ceil(span * sampling.fps - 1e-9)))
+        count = _sample_count(span, sampling.fps)
         targets = origin + np.arange(count) / sampling.fps
     picks = np.array([order[frame_at(starts, t)] for t in targets], dtype=np.int64)
     return picks
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """Clips over the sampled frames: clip ``i`` uses sampled frames ``starts[i]`` onwards."""
+
+    starts: np.ndarray  # (C,) index of each clip's first sampled frame
+    real_frames: np.ndarray  # (C,) frames of the clip that exist (< clip_len: padded tail)
+    start_times: np.ndarray  # (C,) seconds
+    end_times: np.ndarray  # (C,) seconds
+
+
+def plan_clips(num_sampled: int, sampling: SamplingConfig, *, origin: float = 0.0, duration: float | None = None) -> ClipPlan:
+    """Clips of ``clip_len`` sampled frames every ``clip_stride`` frames.
+
+    A clip starting at sampled frame ``s`` spans ``[origin + s/clip_fps, origin + (s+len)/clip_fps)``
+    (clamped to the video's end). The last clip, when fewer than ``clip_len`` frames remain,
+    is kept and padded by repeating its last frame, or dropped with ``drop_tail``; a video
+    shorter than one clip yields one padded clip (none with ``drop_tail``).
+    """
+    length, stride, rate = sampling.clip_len, sampling.clip_stride or sampling.clip_len, sampling.clip_fps
+    starts = []
+    start = 0
+    while start < num_sampled:
+        if start + length > num_sampled and sampling.drop_tail:
+            break
+        starts.append(start)
+        if start + length >= num_sampled:
+            break
+        start += stride
+    starts_arr = np.asarray(starts, dtype=np.int64)
+    real = np.minimum(num_sampled - starts_arr, length).astype(np.int64)
+    start_times = origin + starts_arr / rate
+    end_times = origin + (starts_arr + length) / rate
+    if duration is not None:
+        end_times = np.minimum(end_times, duration)
+    return ClipPlan(starts_arr, real, start_times, end_times)
 
 
 def iter_frame_chunks(

@@ -20,7 +20,7 @@ class FrameEncoder:
         self.precision = precision
         # channels-last pays off wherever reduced precision kernels run (measured in
         # docs/benchmarks.md); fp32 on CPU is left in the default layout.
-        self.channels_last = device.startswith("cuda") or precision != "fp32"
+        self.channels_last = (device.startswith("cuda") or precision != "fp32") and model.kind == "frame"
         module = model.module.to(device)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
@@ -33,12 +33,23 @@ class FrameEncoder:
         return self.model.feature_dim
 
     def encode(self, crops: torch.Tensor) -> np.ndarray:
-        """uint8 (N, 3, S, S) crops -> float32 (N, feature_dim) features."""
+        """uint8 crops -> float32 (N, feature_dim) features.
+
+        Frame models take (N, 3, S, S); clip models take (N, T, 3, S, S) and see
+        (N, 3, T, S, S), torchvision's video layout.
+        """
         if crops.shape[0] == 0:
             return np.zeros((0, self.feature_dim), dtype=np.float32)
+        if self.device.startswith("cuda"):
+            crops = crops.pin_memory()  # lets the host-to-device copy run asynchronously
         with torch.inference_mode(), autocast(self.precision, self.device):
-            batch = normalize(
-                crops, self.model.preprocessing, device=self.device, channels_last=self.channels_last
-            )
+            if crops.ndim == 5:
+                clips, frames = crops.shape[:2]
+                batch = normalize(crops.flatten(0, 1), self.model.preprocessing, device=self.device)
+                batch = batch.view(clips, frames, *batch.shape[1:]).permute(0, 2, 1, 3, 4)
+            else:
+                batch = normalize(
+                    crops, self.model.preprocessing, device=self.device, channels_last=self.channels_last
+                )
             features = self.module(batch)
         return features.float().cpu().numpy()

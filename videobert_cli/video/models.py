@@ -53,11 +53,13 @@ class LoadedVideoModel:
     preprocessing: Preprocessing
     weights_name: str
     weights_sha256: str
+    kind: str = "frame"  # "frame": (B, 3, S, S) -> (B, D); "clip": (B, 3, T, S, S) -> (B, D)
 
     def identity(self) -> dict:
         """The facts that identify these features (stored in HDF5 and in run fingerprints)."""
         return {
             "model_name": self.name,
+            "model_kind": self.kind,
             "weights_name": self.weights_name,
             "weights_sha256": self.weights_sha256,
             "feature_layer": self.feature_layer,
@@ -76,6 +78,7 @@ class VideoModelEntry:
     weights_available: Callable[[str], bool]
     feature_dim: Callable[[], int]
     bundled: bool = False
+    kind: str = "frame"
 
 
 _REGISTRY: dict[str, VideoModelEntry] = {}
@@ -125,6 +128,12 @@ def strip_classifier(model: nn.Module) -> tuple[int, str]:
         if isinstance(module, nn.Linear):
             last_name, last_linear = module_name, module
     if last_linear is None:
+        # S3D-style heads: a 1x1x1 convolution classifier after global pooling
+        head = getattr(model, "classifier", None)
+        convs = [m for m in head.modules() if isinstance(m, nn.Conv3d)] if isinstance(head, nn.Module) else []
+        if convs and convs[-1].kernel_size == (1, 1, 1):
+            model.classifier = nn.Identity()
+            return convs[-1].in_channels, "input of classifier (1x1x1 conv; penultimate, pooled)"
         raise ConfigError("model has no linear classifier to strip; register it explicitly")
     parent = model
     *path, leaf = last_name.split(".")
@@ -174,12 +183,13 @@ def _finish(
     preprocessing: Preprocessing,
     weights_name: str,
     weights_sha256: str,
+    kind: str = "frame",
 ) -> LoadedVideoModel:
     feature_dim, layer = strip_classifier(model)
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    return LoadedVideoModel(name, model, feature_dim, layer, preprocessing, weights_name, weights_sha256)
+    return LoadedVideoModel(name, model, feature_dim, layer, preprocessing, weights_name, weights_sha256, kind)
 
 
 def _is_weights_path(weights: str) -> bool:
@@ -275,6 +285,13 @@ def torchvision_classification_models() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
+def torchvision_video_models() -> list[str]:
+    """Names of torchvision's video (clip) classification models: s3d, r3d_18, mvit_v2_s, ..."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models.video))
+
+
 def _torchvision_weights_enum(name: str):
     from torchvision.models import get_model_weights
 
@@ -300,18 +317,25 @@ def _torchvision_resolve_member(name: str, weights: str):
 
 def _torchvision_preprocessing(weights_member) -> Preprocessing:
     transform = weights_member.transforms()
+    # Video presets give a fixed (H, W) resize such as (128, 171), made for 4:3 Kinetics
+    # frames; resizing the short side to H keeps other aspect ratios unsquashed and is the
+    # same operation for 4:3 input. Video presets resize without antialiasing.
     return Preprocessing(
-        resize_size=int(transform.resize_size[0]),
+        resize_size=int(min(transform.resize_size)),
         crop_size=int(transform.crop_size[0]),
         mean=tuple(float(v) for v in transform.mean),
         std=tuple(float(v) for v in transform.std),
         interpolation=transform.interpolation.value,
-        antialias=bool(transform.antialias),
+        antialias=bool(getattr(transform, "antialias", False)),
     )
 
 
 def _torchvision_entry(name: str) -> VideoModelEntry | None:
-    if name not in torchvision_classification_models():
+    if name in torchvision_classification_models():
+        kind = "frame"
+    elif name in torchvision_video_models():
+        kind = "clip"
+    else:
         return None
 
     def load(config: VideoModelConfig) -> LoadedVideoModel:
@@ -322,7 +346,7 @@ def _torchvision_entry(name: str) -> VideoModelEntry | None:
         if config.weights == "none":
             with _seeded(config.seed):
                 model = torchvision.models.get_model(name, weights=None)
-            return _finish(name, model, preprocessing, f"none (random init, seed {config.seed})", "")
+            return _finish(name, model, preprocessing, f"none (random init, seed {config.seed})", "", kind)
         if _is_weights_path(config.weights):
             path = Path(config.weights)
             model = torchvision.models.get_model(name, weights=None)
@@ -333,7 +357,7 @@ def _torchvision_entry(name: str) -> VideoModelEntry | None:
                 raise ModelUnavailableError(
                     f"weights do not fit {name}: {str(exc).splitlines()[0]}", path=path
                 ) from exc
-            return _finish(name, model, preprocessing, f"file:{path.name}", cached_file_sha256(path))
+            return _finish(name, model, preprocessing, f"file:{path.name}", cached_file_sha256(path), kind)
         checkpoint = _torchvision_checkpoint_path(member)
         if not checkpoint.is_file() and offline_mode():
             raise ModelUnavailableError(
@@ -350,7 +374,7 @@ def _torchvision_entry(name: str) -> VideoModelEntry | None:
                 f"could not get weights {member} of {name}: {exc.__class__.__name__}: {str(exc)[:160]}",
                 hint=f"download {member.url} into {checkpoint.parent}, or pass --video-weights PATH",
             ) from exc
-        return _finish(name, model, preprocessing, str(member), cached_file_sha256(checkpoint))
+        return _finish(name, model, preprocessing, str(member), cached_file_sha256(checkpoint), kind)
 
     def weights_available(weights: str) -> bool:
         if weights == "none":
@@ -373,8 +397,9 @@ def _torchvision_entry(name: str) -> VideoModelEntry | None:
 
     return VideoModelEntry(
         name=name,
-        description=f"torchvision {name}",
+        description=f"torchvision {name}" + (" (clip model, Kinetics-400)" if kind == "clip" else ""),
         load=load,
         weights_available=weights_available,
         feature_dim=feature_dim,
+        kind=kind,
     )

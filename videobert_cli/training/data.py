@@ -1,0 +1,455 @@
+"""Training data: paired video/text samples streamed from the HDF5 files written by ``run``.
+
+A *file* is one feature file with ``video/`` and ``text/`` groups. A *pair* (one sample) is
+
+* ``pairs="video"``: all sampled frames of the file's video with all of its transcript's
+  tokens;
+* ``pairs="sentences"``: one cue (sentence) of the transcript with the frames whose
+  timestamps lie inside the cue's ``[start, end]`` span (the one frame nearest to the cue's
+  middle when no frame falls inside it). Untimed transcripts have no sentence pairs.
+
+Times are the ones ``videobert fuse`` feeds the fusion model: frame timestamps for video and
+:func:`~videobert_cli.pipeline.stages.fusion_token_times` for text (tokens spread evenly
+over their cue's span), in absolute seconds of the video.
+
+Nothing is held in memory beyond one batch: :class:`PairDataset` opens the file of an item
+when the item is read (h5py, reading only the rows it needs). :func:`scan_files` reads only
+attributes and shapes.
+
+Train/validation split (:func:`split_files`): files - not pairs - are held out, so the
+sentences of a validation video never appear in training. Each file gets the key
+``sha256(f"{seed}:{file name}")``; files are sorted by key and the first
+``max(1, round(val_fraction * n))`` are the validation split (none when ``val_fraction`` is
+0; at least one file always stays for training). The split depends only on the seed, the
+fraction and the set of file *names* (not their directories or the order given).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+import torch
+
+from videobert_cli.errors import ConfigError, FeatureFileError
+
+PAIR_MODES = ("video", "sentences")
+
+#: label value of positions that carry no prediction target (torch's CE ignore_index default)
+IGNORE = -100
+
+
+# --------------------------------------------------------------------------------------------
+# scanning and checking
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FileInfo:
+    """What :func:`scan_files` learns about one feature file without reading its arrays."""
+
+    path: Path
+    video_model: str | None
+    video_dim: int
+    text_model: str | None
+    text_dim: int
+    num_frames: int
+    num_tokens: int
+    num_cues: int
+    has_word_ids: bool
+    timed: bool  # every cue has finite start and end times
+
+
+def _attr_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _open(path: Path) -> h5py.File:
+    # same flags as the store: filesystems without flock must not break reading
+    return h5py.File(path, "r", locking="best-effort")
+
+
+def scan_file(path: str | Path) -> FileInfo:
+    """Check that ``path`` is a complete feature file with video/ and text/; describe it.
+
+    Raises:
+        FeatureFileError: not a (complete, supported) feature file, or a group is missing.
+    """
+    from videobert_cli.store.hdf5 import load
+
+    path = Path(path)
+    load(path, groups=[])  # validates format, schema version and completeness; reads no data
+    try:
+        with _open(path) as f:
+            for group in ("video", "text"):
+                if group not in f:
+                    raise FeatureFileError(
+                        f"has no {group}/ group",
+                        path=path,
+                        hint="train on files written by `videobert run` (video + transcript)",
+                    )
+            v, t = f["video"], f["text"]
+            vfeat, tfeat = v["features"], t["token_features"]
+            video_dim = int(v.attrs.get("feature_dim", vfeat.shape[1]))
+            text_dim = int(t.attrs.get("feature_dim", tfeat.shape[1]))
+            if vfeat.shape[1] != video_dim or (tfeat.shape[0] and tfeat.shape[1] != text_dim):
+                raise FeatureFileError(
+                    "feature_dim attribute disagrees with the stored features",
+                    path=path,
+                    hint="the file is damaged; re-run extraction",
+                )
+            cue_start = np.asarray(t["cue_start"][()], dtype=np.float64)
+            cue_end = np.asarray(t["cue_end"][()], dtype=np.float64)
+            return FileInfo(
+                path=path,
+                video_model=_attr_str(v.attrs.get("model_name")),
+                video_dim=video_dim,
+                text_model=_attr_str(t.attrs.get("model_name")),
+                text_dim=text_dim,
+                num_frames=int(vfeat.shape[0]),
+                num_tokens=int(tfeat.shape[0]),
+                num_cues=int(cue_start.shape[0]),
+                has_word_ids="word_ids" in v,
+                timed=bool(cue_start.size)
+                and bool(np.all(np.isfinite(cue_start)) and np.all(np.isfinite(cue_end))),
+            )
+    except KeyError as exc:
+        raise FeatureFileError(
+            f"a dataset is missing: {exc}", path=path, hint="the file does not follow the schema"
+        ) from None
+    except OSError as exc:
+        raise FeatureFileError(
+            f"cannot read feature file: {exc}", path=path, hint="the file is damaged"
+        ) from exc
+
+
+def scan_files(paths: Sequence[str | Path]) -> list[FileInfo]:
+    """:func:`scan_file` every path (in the given order); duplicates are an error."""
+    if not paths:
+        raise ConfigError("no feature files given", hint="pass the .h5 files written by `videobert run`")
+    seen: dict[Path, str] = {}
+    infos = []
+    for p in paths:
+        key = Path(p).resolve()
+        if key in seen:
+            raise ConfigError(f"feature file given twice: {p}", path=p, hint="pass each file once")
+        seen[key] = str(p)
+        infos.append(scan_file(p))
+    return infos
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    """The feature extractors (and widths) all files of a training run share."""
+
+    video_model: str | None
+    video_dim: int
+    text_model: str | None
+    text_dim: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "video_model": self.video_model,
+            "video_dim": self.video_dim,
+            "text_model": self.text_model,
+            "text_dim": self.text_dim,
+        }
+
+
+def common_space(infos: Sequence[FileInfo]) -> FeatureSpace:
+    """The shared feature space of ``infos``; ConfigError when files disagree.
+
+    Files whose features come from different models (``video/@model_name``,
+    ``text/@model_name``) or have different widths cannot be trained on together: the
+    fusion model's input projections are tied to one feature space.
+    """
+    first = infos[0]
+    for info in infos[1:]:
+        for modality in ("video", "text"):
+            a_model, a_dim = getattr(first, f"{modality}_model"), getattr(first, f"{modality}_dim")
+            b_model, b_dim = getattr(info, f"{modality}_model"), getattr(info, f"{modality}_dim")
+            if a_model != b_model or a_dim != b_dim:
+                raise ConfigError(
+                    f"{modality} features come from different models: {first.path} has "
+                    f"{a_model!r} ({a_dim}-d) but this file has {b_model!r} ({b_dim}-d)",
+                    path=info.path,
+                    hint=f"train on files extracted with one {modality} model; re-extract the "
+                    "others with `videobert run --"
+                    + ("video-model" if modality == "video" else "text-model")
+                    + f" {a_model}`",
+                )
+    return FeatureSpace(first.video_model, first.video_dim, first.text_model, first.text_dim)
+
+
+def split_key(seed: int, path: str | Path) -> str:
+    """The hex key that orders files for the validation split (see the module doc)."""
+    return hashlib.sha256(f"{int(seed)}:{Path(path).name}".encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def split_files(
+    paths: Sequence[str | Path], val_fraction: float, seed: int
+) -> tuple[list[Path], list[Path]]:
+    """Deterministic (train, val) split of ``paths`` by seed and file name; each keeps input order."""
+    if not (0.0 <= float(val_fraction) < 1.0):
+        raise ConfigError(
+            f"--val-fraction must be in [0, 1), got {val_fraction}", hint="use e.g. 0.2"
+        )
+    paths = [Path(p) for p in paths]
+    n = len(paths)
+    n_val = 0 if val_fraction == 0 or n < 2 else min(n - 1, max(1, round(val_fraction * n)))
+    # full path breaks ties between equal names in different directories
+    order = sorted(range(n), key=lambda i: (split_key(seed, paths[i]), str(paths[i])))
+    val_set = set(order[:n_val])
+    train = [p for i, p in enumerate(paths) if i not in val_set]
+    val = [p for i, p in enumerate(paths) if i in val_set]
+    return train, val
+
+
+# --------------------------------------------------------------------------------------------
+# samples and the dataset
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Sample:
+    """One video/text pair, as the fusion model takes it (float32 features, float64 times)."""
+
+    video: np.ndarray  # (Nv, Dv) float32
+    video_time: np.ndarray  # (Nv,) float64
+    text: np.ndarray  # (Nt, Dt) float32
+    text_time: np.ndarray  # (Nt,) float64
+    token_ids: np.ndarray  # (Nt,) int64
+    word_ids: np.ndarray | None  # (Nv,) int64 video vocabulary ids, when the file has them
+    text_key: int  # crc32 of the token ids: equal keys = identical transcripts
+    source: str  # "file.h5" or "file.h5#cue3"
+
+
+def text_key(token_ids: np.ndarray) -> int:
+    """A key equal for token-identical texts (used to avoid false negatives)."""
+    return int(zlib.crc32(np.ascontiguousarray(token_ids, dtype=np.int64).tobytes()))
+
+
+def _even_subsample(n: int, limit: int | None) -> np.ndarray:
+    """Indices of at most ``limit`` rows spread evenly over ``n`` (all rows when n <= limit)."""
+    if limit is None or n <= limit:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, limit)).astype(np.int64))
+
+
+@dataclass(frozen=True)
+class PairRef:
+    """Where one pair lives: a file and, for sentence pairs, a cue index (-1: whole video)."""
+
+    path: Path
+    cue: int = -1
+
+
+def build_pairs(infos: Sequence[FileInfo], mode: str) -> tuple[list[PairRef], list[str]]:
+    """The pairs of ``infos`` under ``mode``; also the reasons files gave no pair."""
+    if mode not in PAIR_MODES:
+        raise ConfigError(f"unknown --pairs {mode!r}", hint=f"use one of {', '.join(PAIR_MODES)}")
+    refs: list[PairRef] = []
+    skipped: list[str] = []
+    for info in infos:
+        if info.num_frames == 0 or info.num_tokens == 0:
+            skipped.append(f"{info.path}: no {'frames' if info.num_frames == 0 else 'text tokens'}")
+            continue
+        if mode == "video":
+            refs.append(PairRef(info.path))
+            continue
+        if not info.timed:
+            skipped.append(f"{info.path}: transcript has no times (no sentence pairs)")
+            continue
+        with _open(info.path) as f:
+            token_cue = np.asarray(f["text/token_cue"][()])
+        for cue in range(info.num_cues):
+            if np.any(token_cue == cue):  # cues whose text gave no token are not pairs
+                refs.append(PairRef(info.path, cue))
+    return refs, skipped
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Reads one pair per item from its HDF5 file (only the rows the pair needs).
+
+    ``max_frames``/``max_tokens`` bound the sequence lengths: longer pairs keep that many
+    rows spread evenly over the pair (frames and tokens keep their times and order).
+    """
+
+    def __init__(
+        self,
+        refs: Sequence[PairRef],
+        *,
+        max_frames: int | None = None,
+        max_tokens: int | None = None,
+        read_word_ids: bool = True,
+    ):
+        self.refs = list(refs)
+        self.max_frames = max_frames
+        self.max_tokens = max_tokens
+        self.read_word_ids = read_word_ids
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, index: int) -> Sample:
+        ref = self.refs[index]
+        try:
+            return self._read(ref)
+        except (OSError, KeyError, ValueError) as exc:
+            raise FeatureFileError(
+                f"cannot read training pair: {exc}", path=ref.path, hint="the file is damaged"
+            ) from exc
+
+    def _read(self, ref: PairRef) -> Sample:
+        from videobert_cli.pipeline.stages import fusion_token_times
+
+        with _open(ref.path) as f:
+            v, t = f["video"], f["text"]
+            vtimes = np.asarray(v["timestamps"][()], dtype=np.float64)
+            token_cue = np.asarray(t["token_cue"][()])
+            token_start = np.asarray(t["token_start"][()], dtype=np.float64)
+            token_end = np.asarray(t["token_end"][()], dtype=np.float64)
+            ttimes = fusion_token_times(
+                SimpleNamespace(token_start=token_start, token_end=token_end, token_cue=token_cue)
+            )
+            if ref.cue < 0:
+                vrows = np.arange(len(vtimes))
+                trows = np.arange(len(token_cue))
+            else:
+                start = float(t["cue_start"][ref.cue])
+                end = float(t["cue_end"][ref.cue])
+                vrows = np.flatnonzero((vtimes >= start) & (vtimes <= end))
+                if vrows.size == 0 and len(vtimes):
+                    vrows = np.array([int(np.argmin(np.abs(vtimes - (start + end) / 2)))])
+                trows = np.flatnonzero(token_cue == ref.cue)
+            vrows = vrows[_even_subsample(len(vrows), self.max_frames)]
+            trows = trows[_even_subsample(len(trows), self.max_tokens)]
+            all_ids = np.asarray(t["token_ids"][()], dtype=np.int64)
+            video = _rows(v["features"], vrows)
+            text = _rows(t["token_features"], trows)
+            word_ids = None
+            if self.read_word_ids and "word_ids" in v:
+                word_ids = np.asarray(v["word_ids"][()], dtype=np.int64)[vrows]
+        token_ids = all_ids[trows]
+        source = ref.path.name if ref.cue < 0 else f"{ref.path.name}#cue{ref.cue}"
+        return Sample(
+            video=video,
+            video_time=vtimes[vrows],
+            text=text,
+            text_time=ttimes[trows],
+            token_ids=token_ids,
+            word_ids=word_ids,
+            text_key=text_key(all_ids[np.flatnonzero(token_cue == ref.cue)] if ref.cue >= 0 else all_ids),
+            source=source,
+        )
+
+
+def _rows(dataset: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """``dataset[rows]`` as float32; a contiguous run is read as one slice."""
+    if rows.size == 0:
+        return np.zeros((0, dataset.shape[1]), dtype=np.float32)
+    lo, hi = int(rows[0]), int(rows[-1]) + 1
+    block = dataset[lo:hi]
+    if hi - lo != rows.size:
+        block = block[rows - lo]
+    return np.asarray(block, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# batching
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Batch:
+    """Samples padded to the longest of the batch; masks are True at real positions."""
+
+    video: torch.Tensor  # (B, Nv, Dv) float32
+    video_time: torch.Tensor  # (B, Nv) float64, NaN at padding
+    video_mask: torch.Tensor  # (B, Nv) bool
+    text: torch.Tensor  # (B, Nt, Dt) float32
+    text_time: torch.Tensor  # (B, Nt) float64
+    text_mask: torch.Tensor  # (B, Nt) bool
+    token_ids: torch.Tensor  # (B, Nt) int64, -1 at padding
+    word_ids: torch.Tensor | None  # (B, Nv) int64, -1 at padding; None unless every sample has them
+    text_key: torch.Tensor  # (B,) int64
+    sources: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.video.shape[0])
+
+    def to(self, device: str | torch.device) -> Batch:
+        move = lambda x: None if x is None else x.to(device)  # noqa: E731
+        return Batch(
+            move(self.video), move(self.video_time), move(self.video_mask), move(self.text),
+            move(self.text_time), move(self.text_mask), move(self.token_ids),
+            move(self.word_ids), move(self.text_key), list(self.sources),
+        )
+
+
+def collate(samples: Sequence[Sample]) -> Batch:
+    """Pad ``samples`` into a :class:`Batch`."""
+    b = len(samples)
+    nv = max((len(s.video_time) for s in samples), default=0)
+    nt = max((len(s.text_time) for s in samples), default=0)
+    dv = samples[0].video.shape[1]
+    dt = samples[0].text.shape[1]
+    video = np.zeros((b, nv, dv), np.float32)
+    vtime = np.full((b, nv), np.nan)
+    vmask = np.zeros((b, nv), bool)
+    text = np.zeros((b, nt, dt), np.float32)
+    ttime = np.full((b, nt), np.nan)
+    tmask = np.zeros((b, nt), bool)
+    ids = np.full((b, nt), -1, np.int64)
+    with_words = all(s.word_ids is not None for s in samples)
+    words = np.full((b, nv), -1, np.int64) if with_words else None
+    for i, s in enumerate(samples):
+        n, m = len(s.video_time), len(s.text_time)
+        video[i, :n], vtime[i, :n], vmask[i, :n] = s.video, s.video_time, True
+        text[i, :m], ttime[i, :m], tmask[i, :m] = s.text, s.text_time, True
+        ids[i, :m] = s.token_ids
+        if words is not None:
+            words[i, :n] = s.word_ids
+    return Batch(
+        video=torch.from_numpy(video),
+        video_time=torch.from_numpy(vtime),
+        video_mask=torch.from_numpy(vmask),
+        text=torch.from_numpy(text),
+        text_time=torch.from_numpy(ttime),
+        text_mask=torch.from_numpy(tmask),
+        token_ids=torch.from_numpy(ids),
+        word_ids=None if words is None else torch.from_numpy(words),
+        text_key=torch.tensor([s.text_key for s in samples], dtype=torch.int64),
+        sources=[s.source for s in samples],
+    )
+
+
+def collect_vocabularies(refs: Sequence[PairRef]) -> tuple[np.ndarray, int | None]:
+    """Sorted unique text token ids of the files of ``refs``, and the video vocabulary size.
+
+    The video vocabulary size is ``1 + max(video/word_ids)`` when every file has word ids,
+    else None. Reads only the id datasets, one file at a time.
+    """
+    ids: set[int] = set()
+    max_word = -1
+    all_words = True
+    for path in dict.fromkeys(r.path for r in refs):
+        with _open(path) as f:
+            ids.update(np.unique(np.asarray(f["text/token_ids"][()], dtype=np.int64)).tolist())
+            if "word_ids" in f["video"]:
+                w = np.asarray(f["video/word_ids"][()], dtype=np.int64)
+                if w.size:
+                    if w.min() < 0:
+                        raise ConfigError(
+                            "video/word_ids has negative ids", path=path,
+                            hint="word ids index a vocabulary: 0 .. size-1",
+                        )
+                    max_word = max(max_word, int(w.max()))
+            else:
+                all_words = False
+    vocab = np.array(sorted(ids), dtype=np.int64)
+    return vocab, (max_word + 1 if all_words and max_word >= 0 else None)
