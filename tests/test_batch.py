@@ -216,7 +216,7 @@ def test_hanging_decoder_is_stopped_and_the_batch_goes_on(tmp_path, tiny_bert):
     make_video(tmp_path / "in" / "z_good.mp4", num_frames=10, fps=10)
     items = plan_inputs([str(tmp_path / "in")])
     started = time.monotonic()
-    report = run_batch(items, tmp_path / "out", fast_config(tiny_bert), RunOptions(timeout=3),
+    report = run_batch(items, tmp_path / "out", fast_config(tiny_bert), RunOptions(timeout=6),
                        decode=faults.hang_on_marked_files)
     assert time.monotonic() - started < 60
     status = {Path(r.input).name: (r.status, r.reason) for r in report.records}

@@ -88,12 +88,6 @@ def test_models_table() -> None:
     assert len(rows) == 1 and "efficientnet-lit" in rows[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: cli/models.py's table truncates model names at the default 80 columns "
-    "('efficientnet-lit…'), the one column users copy into --video-model/"
-    "--text-model; the name column needs no_wrap/min_width (or overflow='fold')",
-)
 def test_models_table_shows_full_names_at_80_columns() -> None:
     result = invoke("models")
     assert "efficientnet-lite0" in result.stdout and "all-minilm-l6-v2" in result.stdout
@@ -160,12 +154,6 @@ def test_bad_video_is_one_line_without_traceback(tmp_path: Path, make) -> None:
     assert not (tmp_path / "x.h5").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: --debug does not show a traceback for a failed input of extract-video/extract-text/"
-    "fuse: api.extract_video_files() catches InputError and keeps only str(error), so "
-    "cli/common.handle_errors never sees it (its --debug branch is only for errors that escape)",
-)
 def test_bad_video_with_debug_shows_traceback(tmp_path: Path) -> None:
     result = invoke("--debug", "extract-video", tmp_path / "missing.mp4", "-o", tmp_path / "x.h5", *FAST_VIDEO)
     assert result.exit_code == 1

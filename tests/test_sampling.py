@@ -179,12 +179,6 @@ def test_fps_picks_frame_on_screen(tmp_path: Path, video_fps, frames, fps, expec
     assert decoded_identity(path, picks) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: video/decode.py frame_at() compares float64 targets with decord's float32-rounded "
-    "frame starts using a 1e-9 tolerance; a frame whose start rounds up (0.2 -> 0.20000000298) is "
-    "missed and the previous frame is taken (25 fps video, --fps 5 gives 0,4,9,14,... not 0,5,10,15)",
-)
 @pytest.mark.parametrize(
     "video_fps, frames, fps",
     [(25, 100, 5.0), (10, 33, 2.5), (30, 60, 3.0)],

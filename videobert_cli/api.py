@@ -87,6 +87,12 @@ def fuse(
     return _fusion_stage(config, video, text).fuse(video, text)
 
 
+def fuse_segments(video: VideoFeatures, text: TextFeatures, config: PipelineConfig | None = None):
+    """VideoBERT segments ([CLS] text [>] video [SEP]), one per cue; None if none aligns."""
+    config = config or PipelineConfig()
+    return _fusion_stage(config, video, text).fuse_segments(video, text)
+
+
 # --- file-level helpers ----------------------------------------------------------------------
 @dataclass
 class FileResult:
@@ -96,6 +102,7 @@ class FileResult:
     output: str | None = None
     error: str | None = None
     reason: str | None = None
+    exception: BaseException | None = None  # kept so the CLI can show a traceback with --debug
 
 
 @dataclass
@@ -152,7 +159,7 @@ def extract_video_files(
                    video=features)
             result.output = str(destination)
         except InputError as error:
-            result.error, result.reason = str(error), error.reason
+            result.error, result.reason, result.exception = str(error), error.reason, error
         results.results.append(result)
         if on_done is not None:
             on_done(result)
@@ -184,7 +191,7 @@ def extract_text_files(
                    extra={"created_by": "videobert extract-text"}, text=features)
             result.output = str(destination)
         except InputError as error:
-            result.error, result.reason = str(error), error.reason
+            result.error, result.reason, result.exception = str(error), error.reason, error
         results.results.append(result)
         if on_done is not None:
             on_done(result)
@@ -245,16 +252,19 @@ def fuse_files(
             text_file = load(text_path) if text_path is not None else None
             text = text_file.text if text_file is not None else None
             fused = fuse(video, text, config)
+            segments = None
+            if config.fusion.align == "sentences" and video is not None and text is not None:
+                segments = fuse_segments(video, text, config)
             source = None
             attrs = load(video_path).attrs if video_path is not None else (text_file.attrs if text_file else {})
             if attrs.get("source_path"):
                 source = SourceInfo(attrs["source_path"], int(attrs.get("source_size", 0)),
                                     float(attrs.get("source_mtime", 0.0)), attrs.get("source_sha256") or None)
             _write(destination, config=config, source=source, extra={"created_by": "videobert fuse"},
-                   video=video, text=text, fused=fused)
+                   video=video, text=text, fused=fused, segments=segments)
             result.output = str(destination)
         except InputError as error:
-            result.error, result.reason = str(error), error.reason
+            result.error, result.reason, result.exception = str(error), error.reason, error
         results.results.append(result)
         if on_done is not None:
             on_done(result)

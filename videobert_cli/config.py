@@ -19,6 +19,7 @@ DEFAULT_VIDEO_MODEL = "efficientnet-lite0"
 DEFAULT_TEXT_MODEL = "all-minilm-l6-v2"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 FEATURE_DTYPES = ("float32", "float16")
+ALIGN_MODES = ("none", "sentences")
 COMPRESSIONS = (None, "lzf", "gzip")
 
 
@@ -135,6 +136,12 @@ class FusionConfigOptions:
     num_layers: int = 2
     num_heads: int = 4
     ff_dim: int = 1024
+    #: "none", or "sentences": also write one VideoBERT segment per transcript cue
+    align: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.align not in ALIGN_MODES:
+            raise ConfigError(f"unknown --align {self.align!r}", hint=f"use one of {', '.join(ALIGN_MODES)}")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,15 @@ import numpy as np
 MODALITY_CLS = 0
 MODALITY_VIDEO = 1
 MODALITY_TEXT = 2
-MODALITY_NAMES = {MODALITY_CLS: "cls", MODALITY_VIDEO: "video", MODALITY_TEXT: "text"}
+MODALITY_SEP_VIDEO = 3  # VideoBERT's [>] between the text and the video of a segment
+MODALITY_SEP = 4  # [SEP] closing a segment
+MODALITY_NAMES = {
+    MODALITY_CLS: "cls",
+    MODALITY_VIDEO: "video",
+    MODALITY_TEXT: "text",
+    MODALITY_SEP_VIDEO: "[>]",
+    MODALITY_SEP: "[SEP]",
+}
 
 
 @dataclass
@@ -72,6 +80,28 @@ class FusedFeatures:
 
 
 @dataclass
+class FusedSegments:
+    """Sentence-aligned fused sequences in VideoBERT's layout, concatenated.
+
+    Segment ``i`` is rows ``offsets[i]:offsets[i+1]`` of the per-position arrays:
+    ``[CLS] text... [>] video... [SEP]`` for the cue ``cue_index[i]`` and the video positions
+    whose time span overlaps the cue.
+    """
+
+    sequence: np.ndarray  # (P, d_model)
+    modality: np.ndarray  # (P,) int8 MODALITY_* codes (incl. [>] and [SEP])
+    time: np.ndarray  # (P,) float64 seconds
+    source_index: np.ndarray  # (P,) int32 row in video/ or text/ tokens (-1: special token)
+    offsets: np.ndarray  # (S + 1,) int64
+    cue_index: np.ndarray  # (S,) int32 row in text/cue_*
+    cls: np.ndarray  # (S, d_model)
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.cue_index.shape[0])
+
+
+@dataclass
 class SourceInfo:
     """Identity of an input file, used for provenance and for skipping unchanged inputs."""
 
@@ -90,3 +120,4 @@ class FeatureFile:
     video: VideoFeatures | None = None
     text: TextFeatures | None = None
     fused: FusedFeatures | None = None
+    segments: FusedSegments | None = None

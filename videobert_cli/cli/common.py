@@ -100,6 +100,7 @@ def build_config(
     clip_fps: Optional[float] = None,
     clip_stride: Optional[int] = None,
     drop_tail: bool = False,
+    align: str = "none",
 ) -> PipelineConfig:
     """A PipelineConfig from command-line values (command flags override global ones)."""
     from videobert_cli.errors import UsageError
@@ -126,6 +127,7 @@ def build_config(
             num_layers=layers,
             num_heads=heads,
             ff_dim=4 * d_model,
+            align=align,
         ),
         runtime=RuntimeConfig(
             device=device or STATE.device,
@@ -140,6 +142,8 @@ def report_file_results(results, noun: str) -> int:
     """Print per-file outcomes; exit code 1 when any input failed."""
     for result in results.results:
         if result.error:
+            if STATE.debug and result.exception is not None:
+                traceback.print_exception(result.exception, file=sys.stderr)
             stderr.print(f"[red]failed[/] {result.error}", soft_wrap=True)
         else:
             say(f"[green]wrote[/] {result.output}")

@@ -36,6 +36,7 @@ def fuse_command(
     d_model: opt.DModel = 256,
     layers: opt.Layers = 2,
     heads: opt.Heads = 4,
+    align: opt.Align = "none",
     device: opt.Device = None,
     dtype: opt.Dtype = "float32",
     compression: opt.Compression = None,
@@ -43,7 +44,7 @@ def fuse_command(
     from videobert_cli.api import fuse_files
 
     config = build_config(
-        fusion_weights=fusion_weights, fusion_seed=fusion_seed, d_model=d_model, layers=layers, heads=heads,
+        fusion_weights=fusion_weights, fusion_seed=fusion_seed, d_model=d_model, layers=layers, heads=heads, align=align,
         device=device, dtype=dtype, compression=compression,
     )
     results = fuse_files(inputs, output, config)

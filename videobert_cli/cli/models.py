@@ -35,8 +35,11 @@ def models_command(
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="videobert models")
-    for column in ("kind", "name", "feature dim", "offline", "description"):
-        table.add_column(column)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("name", no_wrap=True, min_width=18)  # the value users type: never truncated
+    table.add_column("dim", no_wrap=True, justify="right")
+    table.add_column("offline", no_wrap=True)
+    table.add_column("description", overflow="fold")
     for row in rows:
         table.add_row(
             row["kind"], row["name"], str(row["feature_dim"]),

@@ -62,3 +62,10 @@ ClipStride = Annotated[
 DropTail = Annotated[
     bool, typer.Option("--drop-tail", help="Clip models: drop a last clip shorter than --clip-len (default: pad it).")
 ]
+Align = Annotated[
+    str,
+    typer.Option(
+        "--align",
+        help="none | sentences: also write one VideoBERT segment ([CLS] text [>] video [SEP]) per timed cue.",
+    ),
+]

@@ -68,6 +68,7 @@ def run_command(
     d_model: opt.DModel = 256,
     layers: opt.Layers = 2,
     heads: opt.Heads = 4,
+    align: opt.Align = "none",
     device: opt.Device = None,
     batch_size: opt.BatchSize = None,
     precision: opt.Precision = "auto",
@@ -99,7 +100,7 @@ def run_command(
         fps=fps, num_frames=num_frames, clip_len=clip_len, clip_fps=clip_fps, clip_stride=clip_stride,
         drop_tail=drop_tail, video_model=video_model, video_weights=video_weights,
         text_model=text_model, max_length=max_length, fusion_weights=fusion_weights, fusion_seed=fusion_seed,
-        d_model=d_model, layers=layers, heads=heads, device=device, batch_size=batch_size,
+        d_model=d_model, layers=layers, heads=heads, align=align, device=device, batch_size=batch_size,
         precision=precision, dtype=dtype, compression=compression,
     )
     options = RunOptions(

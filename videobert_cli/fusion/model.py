@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videobert_cli.errors import ConfigError
-from videobert_cli.features import MODALITY_CLS, MODALITY_TEXT, MODALITY_VIDEO
+from videobert_cli.features import MODALITY_CLS, MODALITY_SEP, MODALITY_SEP_VIDEO, MODALITY_TEXT, MODALITY_VIDEO
 
 #: standard deviation of the normal initialisation of weights and embeddings (BERT's value)
 INIT_STD = 0.02
@@ -270,6 +270,8 @@ class FusionTransformer(nn.Module):
         self.modality_embed = nn.Embedding(3, d)
         self.time_embed = TimeEmbedding(d, config.time_scale)
         self.cls_token = nn.Parameter(torch.zeros(d))
+        # VideoBERT's segment layout: [>] between text and video, [SEP] at the end
+        self.sep_tokens = nn.Parameter(torch.zeros(2, d))
         self.embed_dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(FusionLayer(config) for _ in range(config.num_layers))
         self.final_norm = nn.LayerNorm(d)
@@ -293,6 +295,7 @@ class FusionTransformer(nn.Module):
                 module.bias.zero_()
         self.cls_token.normal_(0.0, INIT_STD, generator=generator)
         self.time_embed.no_time.normal_(0.0, INIT_STD, generator=generator)
+        self.sep_tokens.normal_(0.0, INIT_STD, generator=generator)
 
     def _check_input(
         self,
@@ -332,8 +335,15 @@ class FusionTransformer(nn.Module):
         text: torch.Tensor,
         text_time: torch.Tensor,
         text_mask: torch.Tensor | None,
+        layout: str = "video_text",
     ) -> FusionOutput:
         """Encode a batch of video and text sequences jointly.
+
+        ``layout`` orders the output: ``"video_text"`` is ``[CLS] video... text...``;
+        ``"videobert"`` is VideoBERT's ``[CLS] text... [>] video... [SEP]`` with learned
+        separator vectors (modality codes MODALITY_SEP_VIDEO / MODALITY_SEP). Positions carry
+        no index embedding, so the layout changes the order of the output, and adds the two
+        separators, but nothing else.
 
         Args:
             video: (B, Nv, video_dim) features; Nv may be 0.
@@ -367,28 +377,36 @@ class FusionTransformer(nn.Module):
         video_time = torch.where(video_mask, video_time.to(device, torch.float64), nan)
         text_time = torch.where(text_mask, text_time.to(device, torch.float64), nan)
 
-        content = torch.cat(
-            [
-                self.cls_token.expand(b, 1, -1),
-                self.video_proj(video),
-                self.text_proj(text),
-            ],
-            dim=1,
-        )
-        modality = torch.cat(
-            [
-                torch.full((b, 1), MODALITY_CLS, dtype=torch.long, device=device),
-                torch.full((b, nv), MODALITY_VIDEO, dtype=torch.long, device=device),
-                torch.full((b, nt), MODALITY_TEXT, dtype=torch.long, device=device),
-            ],
-            dim=1,
-        )
-        time = torch.cat([nan.expand(b, 1), video_time, text_time], dim=1)
-        mask = torch.cat(
-            [torch.ones((b, 1), dtype=torch.bool, device=device), video_mask, text_mask], dim=1
-        )
+        def full(n: int, code: int) -> torch.Tensor:
+            return torch.full((b, n), code, dtype=torch.long, device=device)
 
-        x = content + self.modality_embed(modality) + self.time_embed(time)
+        one = torch.ones((b, 1), dtype=torch.bool, device=device)
+        cls = self.cls_token.expand(b, 1, -1)
+        if layout == "video_text":
+            parts = [
+                (cls, full(1, MODALITY_CLS), nan.expand(b, 1), one),
+                (self.video_proj(video), full(nv, MODALITY_VIDEO), video_time, video_mask),
+                (self.text_proj(text), full(nt, MODALITY_TEXT), text_time, text_mask),
+            ]
+        elif layout == "videobert":
+            parts = [
+                (cls, full(1, MODALITY_CLS), nan.expand(b, 1), one),
+                (self.text_proj(text), full(nt, MODALITY_TEXT), text_time, text_mask),
+                (self.sep_tokens[0].expand(b, 1, -1), full(1, MODALITY_SEP_VIDEO), nan.expand(b, 1), one),
+                (self.video_proj(video), full(nv, MODALITY_VIDEO), video_time, video_mask),
+                (self.sep_tokens[1].expand(b, 1, -1), full(1, MODALITY_SEP), nan.expand(b, 1), one),
+            ]
+        else:
+            raise ValueError(f"unknown layout {layout!r}")
+        content = torch.cat([part[0] for part in parts], dim=1)
+        modality = torch.cat([part[1] for part in parts], dim=1)
+        time = torch.cat([part[2] for part in parts], dim=1)
+        mask = torch.cat([part[3] for part in parts], dim=1)
+
+        # separators share the [CLS] modality embedding ("special token"); their own vectors
+        # tell them apart
+        embed_codes = torch.where(modality >= MODALITY_SEP_VIDEO, MODALITY_CLS, modality)
+        x = content + self.modality_embed(embed_codes) + self.time_embed(time)
         x = self.embed_dropout(x)
         for layer in self.layers:
             x = layer(x, mask)

@@ -485,6 +485,14 @@ def _process_one(item, output, get_job, worker, pipeline, config, options, recor
         timer.add(stage, seconds)
     text = pipeline.text.extract(transcript, timer) if transcript is not None else None
     fused = pipeline.fusion.fuse(video, text, timer)
+    segments = None
+    if config.fusion.align == "sentences":
+        if text is None:
+            record.warnings.append("--align sentences: no transcript, no segments")
+        else:
+            segments = pipeline.fusion.fuse_segments(video, text, timer)
+            if segments is None:
+                record.warnings.append("--align sentences: no cue could be aligned (untimed or outside the video)")
     record.frames = len(video)
     record.tokens = len(text) if text is not None else 0
     with timer.stage("write"):
@@ -493,6 +501,7 @@ def _process_one(item, output, get_job, worker, pipeline, config, options, recor
             video=video,
             text=text,
             fused=fused,
+            segments=segments,
             source=source_info(item.path, with_hash=options.verify_hash),
             tool_version=__version__,
             config_hash=config_hash,

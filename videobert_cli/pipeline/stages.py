@@ -16,7 +16,7 @@ import torch
 
 from videobert_cli.config import PipelineConfig, resolve_device, resolve_precision
 from videobert_cli.errors import ConfigError, FeatureFileError
-from videobert_cli.features import FusedFeatures, TextFeatures, VideoFeatures
+from videobert_cli.features import FusedFeatures, FusedSegments, TextFeatures, VideoFeatures
 from videobert_cli.pipeline.prefetch import prefetch
 from videobert_cli.pipeline.timing import StageTimer
 from videobert_cli.text.encoder import TextEncoder
@@ -378,6 +378,68 @@ class FusionStage:
             source_index=out["source_index"],
             cls=out["cls"],
             attrs=dict(self.attrs),
+        )
+
+
+    def fuse_segments(
+        self, video: VideoFeatures, text: TextFeatures, timer: StageTimer | None = None, *, batch_size: int = 16
+    ) -> FusedSegments | None:
+        """VideoBERT segments: each cue with the video positions inside its time span.
+
+        Returns None when nothing can be aligned (untimed transcript, no cue inside the video).
+        """
+        from videobert_cli.fusion.align import align_segments
+
+        timer = timer or StageTimer()
+        segments, stats = align_segments(video, text)
+        if not segments:
+            return None
+        token_times = fusion_token_times(text)
+        d = self.fusion_config.d_model
+        pieces: dict[str, list] = {k: [] for k in ("sequence", "modality", "time", "source_index", "cls")}
+        with timer.stage("fuse"), torch.inference_mode():
+            for start in range(0, len(segments), batch_size):
+                batch = segments[start : start + batch_size]
+                nv = max(len(seg.video_rows) for seg in batch)
+                nt = max(len(seg.text_rows) for seg in batch)
+                b = len(batch)
+                v = torch.zeros(b, nv, self.fusion_config.video_dim)
+                vt = torch.full((b, nv), float("nan"), dtype=torch.float64)
+                vm = torch.zeros(b, nv, dtype=torch.bool)
+                t = torch.zeros(b, nt, self.fusion_config.text_dim)
+                tt = torch.full((b, nt), float("nan"), dtype=torch.float64)
+                tm = torch.zeros(b, nt, dtype=torch.bool)
+                for row, seg in enumerate(batch):
+                    k, m = len(seg.video_rows), len(seg.text_rows)
+                    v[row, :k] = torch.from_numpy(np.asarray(video.features[seg.video_rows], dtype=np.float32))
+                    vt[row, :k] = torch.from_numpy(np.asarray(video.timestamps[seg.video_rows], dtype=np.float64))
+                    vm[row, :k] = True
+                    t[row, :m] = torch.from_numpy(np.asarray(text.token_features[seg.text_rows], dtype=np.float32))
+                    tt[row, :m] = torch.from_numpy(token_times[seg.text_rows])
+                    tm[row, :m] = True
+                out = self.model(v.to(self.device), vt, vm, t.to(self.device), tt, tm, layout="videobert")
+                for row, seg in enumerate(batch):
+                    keep = out.mask[row].cpu().numpy()
+                    modality = out.modality[row].cpu().numpy()[keep]
+                    source = np.full(int(keep.sum()), -1, dtype=np.int32)
+                    source[modality == 2] = seg.text_rows
+                    source[modality == 1] = seg.video_rows
+                    pieces["sequence"].append(out.sequence[row].float().cpu().numpy()[keep])
+                    pieces["modality"].append(modality.astype(np.int8))
+                    pieces["time"].append(out.time[row].cpu().numpy()[keep])
+                    pieces["source_index"].append(source)
+                    pieces["cls"].append(out.cls[row].float().cpu().numpy())
+        lengths = [len(m) for m in pieces["modality"]]
+        return FusedSegments(
+            sequence=np.concatenate(pieces["sequence"]).reshape(-1, d),
+            modality=np.concatenate(pieces["modality"]),
+            time=np.concatenate(pieces["time"]),
+            source_index=np.concatenate(pieces["source_index"]),
+            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            cue_index=np.array([seg.cue_index for seg in segments], dtype=np.int32),
+            cls=np.stack(pieces["cls"]),
+            attrs={**{k: v for k, v in self.attrs.items()}, "layout": "[CLS] text... [>] video... [SEP]",
+                   "alignment": "cue time span overlaps the video position's span", **stats},
         )
 
 

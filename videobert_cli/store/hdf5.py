@@ -36,6 +36,7 @@ from videobert_cli.features import (
     MODALITY_NAMES,
     FeatureFile,
     FusedFeatures,
+    FusedSegments,
     SourceInfo,
     TextFeatures,
     VideoFeatures,
@@ -61,7 +62,7 @@ FORMAT_NAME = "videobert-features"
 #: layout change old readers must refuse rather than misread.
 SCHEMA_VERSION = "1.0"
 SUPPORTED_MAJOR = 1
-GROUPS = ("video", "text", "fused")
+GROUPS = ("video", "text", "fused", "segments")
 #: attribute (on the root, a group or a dataset) listing which of its attributes are JSON
 JSON_ATTRS_KEY = "json_attrs"
 
@@ -323,6 +324,29 @@ def _prepare_fused(f: FusedFeatures, dtype: str) -> dict[str, np.ndarray]:
     }
 
 
+def _prepare_segments(f: FusedSegments, dtype: str) -> dict[str, np.ndarray]:
+    seq = _float2d(f.sequence, "segments.sequence", dtype)
+    n = seq.shape[0]
+    cls = _float2d(f.cls, "segments.cls", dtype)
+    count = cls.shape[0]
+    offsets = _int1d(f.offsets, "segments.offsets", count + 1, np.int64)
+    if count and (offsets[0] != 0 or offsets[-1] != n or np.any(np.diff(offsets) <= 0)):
+        raise ValueError("segments.offsets must start at 0, increase, and end at the number of positions")
+    modality = _int1d(f.modality, "segments.modality", n, np.int8)
+    unknown = set(np.unique(modality).tolist()) - set(MODALITY_NAMES)
+    if unknown:
+        raise ValueError(f"segments.modality: unknown codes {sorted(unknown)}")
+    return {
+        "sequence": seq,
+        "modality": modality,
+        "time": _float1d(f.time, "segments.time", n),
+        "source_index": _int1d(f.source_index, "segments.source_index", n, np.int32),
+        "offsets": offsets,
+        "cue_index": _int1d(f.cue_index, "segments.cue_index", count, np.int32),
+        "cls": cls,
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # dataset writing
 # --------------------------------------------------------------------------------------------
@@ -365,6 +389,15 @@ _DATASET_INFO: dict[str, dict[str, tuple[str | None, str]]] = {
     },
 }
 _FEATURE_DATASETS = frozenset({"features", "token_features", "cue_features", "sequence", "cls"})
+_DATASET_INFO["segments"] = {
+    "sequence": (None, "fused positions of all segments, segment i = rows offsets[i]:offsets[i+1]"),
+    "modality": (None, "modality code of each position (incl. 3 = [>], 4 = [SEP]), see attribute 'codes'"),
+    "time": ("seconds", "time of each position (NaN for special tokens and untimed text)"),
+    "source_index": (None, "row in video/ (video) or text/ tokens (text); -1 for special tokens"),
+    "offsets": (None, "start row of each segment in the per-position datasets, plus the total"),
+    "cue_index": (None, "row in text/cue_* of the cue each segment aligns"),
+    "cls": (None, "pooled [CLS] vector of each segment"),
+}
 
 
 def _chunks_for(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...] | None:
@@ -408,7 +441,7 @@ def _write_group(
         ds_attrs: dict[str, Any] = {"description": description}
         if units:
             ds_attrs["units"] = units
-        if key == "modality":
+        if key == "modality":  # fused/ and segments/
             ds_attrs["codes"] = {str(code): label for code, label in MODALITY_NAMES.items()}
         _write_attrs(ds, ds_attrs)
     _write_attrs(group, attrs)
@@ -546,6 +579,7 @@ def write_feature_file(
     video: VideoFeatures | None = None,
     text: TextFeatures | None = None,
     fused: FusedFeatures | None = None,
+    segments: FusedSegments | None = None,
     source: SourceInfo | None,
     tool_version: str,
     config_hash: str,
@@ -601,6 +635,8 @@ def write_feature_file(
         prepared.append(("text", _prepare_text(text, dtype), dict(text.attrs)))
     if fused is not None:
         prepared.append(("fused", _prepare_fused(fused, dtype), dict(fused.attrs)))
+    if segments is not None:
+        prepared.append(("segments", _prepare_segments(segments, dtype), dict(segments.attrs)))
 
     root: dict[str, Any] = {
         "format": FORMAT_NAME,
@@ -819,7 +855,20 @@ def _load_fused(g: h5py.Group, path: Path) -> FusedFeatures:
     )
 
 
-_LOADERS = {"video": _load_video, "text": _load_text, "fused": _load_fused}
+def _load_segments(g: h5py.Group, path: Path) -> FusedSegments:
+    return FusedSegments(
+        sequence=_dataset(g, "sequence", path),
+        modality=_dataset(g, "modality", path),
+        time=_dataset(g, "time", path),
+        source_index=_dataset(g, "source_index", path),
+        offsets=_dataset(g, "offsets", path),
+        cue_index=_dataset(g, "cue_index", path),
+        cls=_dataset(g, "cls", path),
+        attrs=_read_attrs(g),
+    )
+
+
+_LOADERS = {"video": _load_video, "text": _load_text, "fused": _load_fused, "segments": _load_segments}
 
 
 def load(path: str | Path, *, groups: Iterable[str] | None = None) -> FeatureFile:

@@ -1,0 +1,420 @@
+"""videobert-cli benchmark: decode-only, model-only and end-to-end throughput, peak memory,
+text throughput and reduced-precision agreement, with the issue's targets marked PASS/FAIL.
+
+    python -m bench.run                      # full: 1- and 10-minute videos, 20k-token transcript
+    python -m bench.run --quick              # 1-minute videos, 5k-token transcript (a few minutes)
+    python -m bench.run --models resnet50 --precision fp32,bf16 --json out.json
+    python -m bench.run --quick --device cuda --precision fp16,bf16
+
+Every measurement runs in a fresh interpreter (``bench/measure.py``). Around each one the
+driver samples /proc/stat and the CPU time of the measurement's process tree, so it knows how
+much CPU *other* processes used meanwhile ("foreign load", in cores); a measurement taken
+while foreign load was above ``--max-foreign`` is repeated (up to ``--retries`` times, after
+waiting for the machine to calm down) and the least disturbed attempt is kept.
+
+Targets (from the issue):
+  T1  720p, --fps 5:  end-to-end frames/s >= 0.85 x model-only frames/s
+  T2  1080p, --fps 1: end-to-end time <= 1.2 x max(decode-only time, model-only time)
+  T3  peak RSS of the 10-minute video <= 1.2 x that of the 1-minute video (full mode only)
+  T4  text: end-to-end tokens/s >= 0.85 x model-only tokens/s
+End-to-end times exclude building the video model (paid once per batch run; reported apart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from bench import inputs
+
+ROOT = Path(__file__).resolve().parent.parent
+BATCH = 32
+
+
+# --- load accounting -------------------------------------------------------------------------
+def _cpu_busy_s() -> tuple[float, float]:
+    """(busy seconds incl. steal, total seconds) summed over all CPUs since boot."""
+    with open("/proc/stat") as handle:
+        fields = [float(x) for x in handle.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    total = sum(fields[:8])
+    return (total - idle) / tick, total / tick
+
+
+def _tree_cpu_s(root: int, seen: dict[int, float]) -> None:
+    """Update ``seen`` {pid: utime+stime seconds} for ``root`` and all its descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                raw = handle.read()
+        except OSError:
+            continue
+        rest = raw[raw.rindex(")") + 2 :].split()
+        stats[int(entry)] = rest
+        children.setdefault(int(rest[1]), []).append(int(entry))
+    stack = [root]
+    while stack:
+        pid = stack.pop()
+        rest = stats.get(pid)
+        if rest is None:
+            continue
+        # utime, stime (fields 14, 15) + reaped children's (16, 17)
+        cpu = sum(float(x) for x in rest[11:15]) / tick
+        seen[pid] = max(seen.get(pid, 0.0), cpu)
+        stack.extend(children.get(pid, []))
+
+
+def foreign_now(seconds: float = 1.0) -> float:
+    """Cores busy over the next ``seconds`` (nothing of ours runs then)."""
+    busy0, _ = _cpu_busy_s()
+    time.sleep(seconds)
+    busy1, _ = _cpu_busy_s()
+    return (busy1 - busy0) / seconds
+
+
+def run_measurement(spec: dict, *, env: dict, timeout: float = 3600) -> dict:
+    """Run one measurement in a fresh interpreter; adds load and CPU accounting to its result."""
+    load_before = os.getloadavg()[0]
+    busy0, _ = _cpu_busy_s()
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.measure", json.dumps(spec)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    seen: dict[int, float] = {}
+    deadline = time.monotonic() + timeout
+    while process.poll() is None:
+        _tree_cpu_s(process.pid, seen)
+        if time.monotonic() > deadline:
+            process.kill()
+        time.sleep(0.2)
+    stdout, stderr = process.communicate()
+    wall = time.perf_counter() - started
+    busy1, _ = _cpu_busy_s()
+    if process.returncode != 0:
+        raise RuntimeError(f"measurement {spec['kind']} failed ({process.returncode}):\n{stderr[-3000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    own = sum(seen.values())
+    result["_load"] = {
+        "loadavg1_before": round(load_before, 2),
+        "wall_s": round(wall, 2),
+        "own_cpu_cores": round(own / wall, 2),
+        # system CPU use minus our tree's: what others (tests, ...) took meanwhile
+        "foreign_cores": round(max(0.0, (busy1 - busy0) - own) / wall, 2),
+    }
+    return result
+
+
+class Runner:
+    def __init__(self, args, env):
+        self.args = args
+        self.env = env
+        self.log: list[dict] = []
+
+    def __call__(self, label: str, spec: dict) -> dict:
+        attempts = []
+        for attempt in range(self.args.retries + 1):
+            if attempt:
+                self._wait_calm()
+            result = run_measurement(spec, env=self.env)
+            attempts.append(result)
+            load = result["_load"]
+            print(f"  {label}: {self._brief(result)}  [wall {load['wall_s']:.0f} s, foreign load "
+                  f"{load['foreign_cores']:.2f} cores, loadavg {load['loadavg1_before']:.2f}]", flush=True)
+            if load["foreign_cores"] <= self.args.max_foreign:
+                break
+            print(f"    foreign load above {self.args.max_foreign}: repeating", flush=True)
+        best = min(attempts, key=lambda r: r["_load"]["foreign_cores"])
+        best["_load"]["attempts"] = len(attempts)
+        self.log.append({"label": label, "spec": spec, "result": best})
+        return best
+
+    def _wait_calm(self, limit: float = 120.0) -> None:
+        waited = 0.0
+        while waited < limit:
+            busy = foreign_now(2.0)
+            waited += 2.0
+            if busy <= self.args.max_foreign:
+                return
+        print(f"    machine still busy after {limit:.0f} s; measuring anyway", flush=True)
+
+    @staticmethod
+    def _brief(result: dict) -> str:
+        kind = result["kind"]
+        if kind in ("decode", "model"):
+            return f"{result['frames']} frames, {result['fps']:.1f} frames/s"
+        if kind == "e2e":
+            return (f"{result['frames']} frames, {result['fps_excl_load']:.1f} frames/s, "
+                    f"peak RSS {result['peak_rss_mb']}")
+        if kind == "text":
+            return f"{result['tokens']} tokens, e2e {result['e2e_tok_s']:.0f} tok/s, model {result['model_tok_s']:.0f} tok/s"
+        if kind == "fusion":
+            return f"L={result['length']}: {result['seconds']:.2f} s, +{result['growth_mb']:.0f} MB"
+        return ""
+
+
+# --- helpers ---------------------------------------------------------------------------------
+def centred_cosine(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Per-frame cosine after subtracting each set's per-dimension mean over frames (min, mean)."""
+    a = a.astype(np.float64) - a.mean(axis=0, keepdims=True)
+    b = b.astype(np.float64) - b.mean(axis=0, keepdims=True)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    return float(cos.min()), float(cos.mean())
+
+
+def weights_for(model: str) -> str:
+    """Real weights when they are available offline, else random ("none"; same speed)."""
+    from videobert_cli.video.models import get_video_model_entry
+
+    entry = get_video_model_entry(model)
+    return "default" if entry.weights_available("default") else "none"
+
+
+def machine_facts() -> dict:
+    import torch
+
+    facts = {"date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "python": platform.python_version(),
+             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                facts["cpu"] = line.split(":", 1)[1].strip()
+        flags = next((l for l in out.splitlines() if l.startswith("Flags:")), "")
+        facts["cpu_flags"] = sorted({f for f in flags.split() if f.startswith(("avx512_bf16", "amx", "avx512f"))})
+    except OSError:
+        pass
+    with open("/proc/meminfo") as handle:
+        facts["ram_gb"] = round(int(handle.readline().split()[1]) / 1024 / 1024, 1)
+    if torch.cuda.is_available():
+        facts["gpu"] = torch.cuda.get_device_name(0)
+    return facts
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in cells[1:]]
+    return "\n".join(lines)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+# --- main ------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description="videobert-cli benchmark")
+    parser.add_argument("--quick", action="store_true", help="1-minute videos and a 5k-token transcript only")
+    parser.add_argument("--models", default="efficientnet-lite0,resnet50")
+    parser.add_argument("--precision", default=None,
+                        help="comma list; the first is used end to end (default: fp32,bf16 on CPU, fp16,bf16 on CUDA)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (decoding stays on the CPU)")
+    parser.add_argument("--json", default=None, help="write every result to this file")
+    parser.add_argument("--max-foreign", type=float, default=0.35,
+                        help="repeat a measurement if other processes used more cores than this meanwhile")
+    parser.add_argument("--retries", type=int, default=2)
+    parser.add_argument("--skip-text", action="store_true")
+    parser.add_argument("--skip-fusion", action="store_true")
+    args = parser.parse_args(argv)
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", VIDEOBERT_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    os.environ.update({k: env[k] for k in ("HF_HUB_OFFLINE", "VIDEOBERT_OFFLINE", "TRANSFORMERS_OFFLINE")})
+    cuda = args.device.startswith("cuda")
+    precisions = [p for p in (args.precision or ("fp16,bf16" if cuda else "fp32,bf16")).split(",") if p]
+    models = [m for m in args.models.split(",") if m]
+    e2e_precision = precisions[0]
+    mode = "quick" if args.quick else "full"
+    started = time.perf_counter()
+
+    facts = machine_facts()
+    print(f"videobert-cli benchmark ({mode}) - {facts.get('cpu', '?')}, {facts['cpus']} CPUs, {facts['ram_gb']} GB RAM, "
+          f"torch {facts['torch']} ({facts['torch_threads']} threads), device {args.device}, {facts['date_utc']}")
+    print(f"command: python -m bench.run {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
+
+    # inputs (PyAV runs in a child: its FFmpeg must not meet decord's)
+    names = ["warmup_720p_4s", "720p_1min", "1080p_1min"] + ([] if args.quick else ["720p_10min", "1080p_10min"])
+    tokens = 5000 if args.quick else 20000
+    out = subprocess.run([sys.executable, "-m", "bench.inputs", "--videos", ",".join(names), "--transcript-tokens",
+                          str(tokens)], cwd=ROOT, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        print(out.stderr, file=sys.stderr)
+        return 1
+    if out.stderr.strip():
+        print(out.stderr.rstrip())
+    videos = json.loads(out.stdout.strip().splitlines()[-1])
+    work = inputs.CACHE / "work"
+    work.mkdir(parents=True, exist_ok=True)
+
+    run = Runner(args, env)
+    results: dict = {"mode": mode, "machine": facts, "device": args.device, "precisions": precisions,
+                     "e2e_precision": e2e_precision, "inputs": videos, "models": {}}
+    settings = [("720p", 5.0), ("1080p", 1.0)]
+    lengths = ["1min"] + ([] if args.quick else ["10min"])
+
+    for model in models:
+        weights = weights_for(model)
+        print(f"\n== {model} (weights: {weights}) ==", flush=True)
+        base = {"model": model, "weights": weights, "batch_size": BATCH}
+        res: dict = {"weights": weights, "decode": {}, "model": {}, "e2e": {}}
+        crops = work / f"crops_{model}_720p_fps5.npy"
+        # decode-only (the worker's path) - 1-minute videos, plus the 10-minute 1080p one (T2)
+        for res_name, fps in settings:
+            for length in lengths:
+                if length != "1min" and res_name != "1080p":
+                    continue
+                name = f"{res_name}_{length}"
+                spec = {**base, "kind": "decode", "video": videos[name]["path"], "fps": fps}
+                if name == "720p_1min":
+                    spec.update(save_crops=str(crops), save_max=300)
+                res["decode"][f"{name}@{fps:g}"] = run(f"decode-only {name} fps {fps:g}", spec)
+        # model-only on the real crops, per precision (+ fp32 reference for the agreement check)
+        for precision in dict.fromkeys(precisions + ["fp32"]):
+            feats = work / f"feats_{model}_{precision}.npy"
+            spec = {**base, "kind": "model", "crops": str(crops), "precision": precision, "device": args.device,
+                    "save_features": str(feats), "min_frames": 2048 if cuda else 256}
+            res["model"][precision] = run(f"model-only {precision}", spec)
+        reference = np.load(work / f"feats_{model}_fp32.npy")
+        for precision in precisions:
+            if precision != "fp32":
+                low, mean = centred_cosine(reference, np.load(work / f"feats_{model}_{precision}.npy"))
+                res["model"][precision]["centred_cosine_vs_fp32"] = {"min": low, "mean": mean,
+                                                                     "frames": int(len(reference))}
+        # end to end (fresh process each; warm-up run on a short clip first)
+        for res_name, fps in settings:
+            for length in lengths:
+                name = f"{res_name}_{length}"
+                spec = {**base, "kind": "e2e", "video": videos[name]["path"], "fps": fps, "precision": e2e_precision,
+                        "device": args.device, "warmup_video": videos["warmup_720p_4s"]["path"]}
+                res["e2e"][f"{name}@{fps:g}"] = run(f"end-to-end {name} fps {fps:g} {e2e_precision}", spec)
+        results["models"][model] = res
+
+    if not args.skip_text:
+        print("\n== text (all-minilm-l6-v2) ==", flush=True)
+        results["text"] = run(f"text {tokens} tokens", {"kind": "text", "transcript": videos["transcript"]["path"],
+                                                        "device": args.device, "precision": e2e_precision})
+    if not args.skip_fusion:
+        print("\n== fusion (explicit attention over [CLS] video... text...) ==", flush=True)
+        results["fusion"] = [
+            run(f"fusion L={n}", {"kind": "fusion", "length": n, "device": args.device})
+            for n in ([1000, 2000, 4000] if args.quick else [1000, 2000, 4000, 8000])
+        ]
+    results["seconds"] = time.perf_counter() - started
+    report = render(results)
+    results["report"] = report
+    print("\n" + report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=float))
+        print(f"\nresults written to {args.json}")
+    return 0
+
+
+def render(results: dict) -> str:
+    """The tables and the PASS/FAIL lines, as printed and as pasted into docs/benchmarks.md."""
+    lines: list[str] = []
+    e2e_p = results["e2e_precision"]
+    targets: list[list] = []
+    for model, res in results["models"].items():
+        lines.append(f"### {model} (weights: {res['weights']}, batch {BATCH}, end to end at {e2e_p})\n")
+        rows = []
+        model_fps = res["model"][e2e_p]["fps"]
+        for key, e2e in res["e2e"].items():
+            name, fps = key.split("@")
+            res_name, length = name.split("_")
+            dec = res["decode"].get(key) or res["decode"].get(f"{res_name}_1min@{fps}")
+            frames = e2e["frames"]
+            dec_time = dec["seconds"] * frames / dec["frames"] if dec else float("nan")
+            model_time = frames / model_fps
+            e2e_time = e2e["seconds"] - e2e["load_s"]
+            bound = min(dec["fps"], model_fps)
+            t = e2e["timings"]
+            rss = e2e["peak_rss_mb"]
+            rows.append([
+                name, fps, frames, f"{dec['fps']:.1f}" + ("" if key in res["decode"] else "*"), f"{model_fps:.1f}",
+                f"{frames / e2e_time:.1f}", f"{frames / e2e_time / bound:.2f}",
+                f"{e2e_time:.1f} (+{e2e['load_s']:.1f})",
+                " ".join(f"{k} {v:.1f}" for k, v in t.items()),
+                f"{rss.get('main', 0):.0f} / {rss.get('decode_worker', 0):.0f} / {rss.get('forkserver', 0):.0f}",
+                f"{e2e['_load']['foreign_cores']:.2f}",
+            ])
+            if fps == "5":
+                ratio = (frames / e2e_time) / model_fps
+                targets.append([f"T1 {model} {name} fps 5: e2e >= 0.85 x model-only",
+                                f"{frames / e2e_time:.1f} / {model_fps:.1f} = {ratio:.2f}", verdict(ratio >= 0.85)])
+            if fps == "1":
+                limit = 1.2 * max(dec_time, model_time)
+                targets.append([f"T2 {model} {name} fps 1: e2e time <= 1.2 x max(decode, model)",
+                                f"{e2e_time:.1f} s vs 1.2 x max({dec_time:.1f}, {model_time:.1f}) = {limit:.1f} s",
+                                verdict(e2e_time <= limit)])
+        lines.append(table(["video", "fps", "frames", "decode-only f/s", "model-only f/s", "e2e f/s",
+                            "e2e / min(dec, model)", "e2e s (+model load)", "stage seconds (manifest timings)",
+                            "peak RSS MB main / worker / forkserver", "foreign load"], rows))
+        lines.append("")
+        for res_name, fps in (("720p", "5"), ("1080p", "1")):
+            one, ten = res["e2e"].get(f"{res_name}_1min@{fps}"), res["e2e"].get(f"{res_name}_10min@{fps}")
+            if one and ten:
+                for role in ("main", "decode_worker"):
+                    a, b = one["peak_rss_mb"].get(role, 0), ten["peak_rss_mb"].get(role, 0)
+                    targets.append([f"T3 {model} {res_name} fps {fps} {role}: 10-min peak <= 1.2 x 1-min",
+                                    f"{b:.0f} MB vs {a:.0f} MB = {b / a:.2f}x", verdict(b <= 1.2 * a)])
+        # precision table
+        prow = []
+        for precision, m in res["model"].items():
+            agree = m.get("centred_cosine_vs_fp32")
+            prow.append([precision, f"{m['fps']:.1f}", f"{m['fps'] / res['model']['fp32']['fps']:.2f}x",
+                         f"{m['batch_ms_median']:.0f}", m["channels_last"],
+                         f"{agree['min']:.4f} / {agree['mean']:.4f}" if agree else "(reference)",
+                         m["torch_threads"], f"{m['_load']['foreign_cores']:.2f}"])
+        lines.append(table(["precision", "model-only f/s", "vs fp32", "ms / batch of 32", "channels_last",
+                            "centred cosine vs fp32 min / mean", "threads", "foreign load"], prow))
+        dec_rows = [[k, d["frames"], f"{d['seconds']:.1f}", f"{d['fps']:.1f}", f"{d['stage'].get('decode', 0):.1f}",
+                     f"{d['stage'].get('preprocess', 0):.1f}", f"{d['_load']['foreign_cores']:.2f}"]
+                    for k, d in res["decode"].items()]
+        lines.append("")
+        lines.append(table(["decode-only (worker path, 1 thread)", "frames", "s", "frames/s", "decode s",
+                            "resize+crop s", "foreign load"], dec_rows))
+        lines.append("")
+    if "text" in results:
+        t = results["text"]
+        ratio = t["e2e_tok_s"] / t["model_tok_s"]
+        lines.append("### text (all-minilm-l6-v2)\n")
+        lines.append(table(["tokens", "cues", "windows", "e2e s", "e2e tok/s", "model-only s", "model tok/s",
+                            "e2e / model", "parse s", "tokenise+pack s", "threads", "foreign load"],
+                           [[t["tokens"], t["cues"], t["windows"], f"{t['e2e_s']:.2f}", f"{t['e2e_tok_s']:.0f}",
+                             f"{t['model_s']:.2f}", f"{t['model_tok_s']:.0f}", f"{ratio:.2f}", f"{t['parse_s']:.2f}",
+                             f"{t['tokenize_pack_s']:.2f}", t["torch_threads"], f"{t['_load']['foreign_cores']:.2f}"]]))
+        lines.append("")
+        targets.append(["T4 text: e2e tok/s >= 0.85 x model-only", f"{t['e2e_tok_s']:.0f} / {t['model_tok_s']:.0f} = {ratio:.2f}",
+                        verdict(ratio >= 0.85)])
+    if "fusion" in results:
+        lines.append("### fusion, one sample of length L (no target; attention is materialised, O(L^2))\n")
+        lines.append(table(["L", "seconds", "peak RSS growth MB"],
+                           [[f["length"], f"{f['seconds']:.2f}", f"{f['growth_mb']:.0f}"] for f in results["fusion"]]))
+        lines.append("")
+    lines.append("### targets\n")
+    lines.append(table(["target", "measured", "result"], targets))
+    lines.append("\n`*` decode-only rate of the 1-minute video of the same resolution (same content). End-to-end "
+                 "times exclude building the video model (shown as +N). Peak RSS is VmHWM (includes shared pages).")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
