@@ -142,6 +142,9 @@ class Runner:
         best = min(attempts, key=lambda r: r["_load"]["foreign_cores"])
         best["_load"]["attempts"] = len(attempts)
         self.log.append({"label": label, "spec": spec, "result": best})
+        if self.args.json:  # keep what is done, in case the run is cut short
+            Path(self.args.json).write_text(json.dumps({"partial": True, "measurements": self.log}, indent=1,
+                                                       default=float))
         return best
 
     def _wait_calm(self, limit: float = 120.0) -> None:
@@ -322,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     results["report"] = report
     print("\n" + report)
     if args.json:
+        results["measurements"] = run.log
         Path(args.json).write_text(json.dumps(results, indent=1, default=float))
         print(f"\nresults written to {args.json}")
     return 0

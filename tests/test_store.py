@@ -515,17 +515,42 @@ def _can_write_despite_chmod(directory: Path) -> bool:
     return True
 
 
+_WRITE_AS_UNPRIVILEGED = """
+import sys
+import numpy as np
+from videobert_cli.errors import OutputError
+from videobert_cli.features import VideoFeatures
+from videobert_cli.store.hdf5 import write_feature_file
+video = VideoFeatures(np.zeros((2, 3), np.float32), np.zeros(2), np.zeros(2, np.int64))
+try:
+    write_feature_file(sys.argv[1], video=video, source=None, tool_version="t", config_hash="h")
+except OutputError as error:
+    print("OutputError:", error.message, "|", error.hint)
+"""
+
+
 def test_unwritable_directory(tmp_path: Path, rng):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
     try:
-        if _can_write_despite_chmod(ro):
-            pytest.skip("chmod does not restrict this user (root)")
-        with pytest.raises(OutputError) as ei:
-            write_all(ro / "clip.h5", rng)
-        assert "permission denied" in ei.value.message
-        assert ei.value.hint
+        if not _can_write_despite_chmod(ro):
+            with pytest.raises(OutputError) as ei:
+                write_all(ro / "clip.h5", rng)
+            assert "permission denied" in ei.value.message
+            assert ei.value.hint
+        else:
+            # root ignores permissions; drop the capabilities that let it, as a real user lacks them
+            import subprocess
+            import sys
+
+            result = subprocess.run(
+                ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search",
+                 sys.executable, "-c", _WRITE_AS_UNPRIVILEGED, str(ro / "clip.h5")],
+                capture_output=True, text=True, timeout=120,
+            )
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.startswith("OutputError:") and "permission denied" in result.stdout, result.stdout
         assert os.listdir(ro) == []
     finally:
         ro.chmod(0o700)
@@ -777,7 +802,7 @@ def test_describe_lists_every_group_and_dataset(tmp_path: Path, rng):
     assert by_name["/video/frame_indices"]["dtype"] == "int64"
     assert by_name["/text/tokens"]["dtype"] == "str"
     assert by_name["/fused/modality"]["dtype"] == "int8"
-    assert by_name["/fused/modality"]["attrs"]["codes"] == {"0": "cls", "1": "video", "2": "text"}
+    assert by_name["/fused/modality"]["attrs"]["codes"] == {"0": "cls", "1": "video", "2": "text", "3": "[>]", "4": "[SEP]"}
     assert by_name["/video"]["attrs"]["count"] == 7
     assert by_name["/video"]["attrs"]["preprocessing"]["resize"] == [224, 224]
     for r in rows:

@@ -211,6 +211,14 @@ def decide(item: VideoInput, output: Path, config_hash: str, options: RunOptions
     return False, "up to date"
 
 
+def _input_fingerprint(path: Path) -> dict:
+    try:
+        stat = path.stat()
+    except OSError:
+        return {}
+    return {"size": stat.st_size, "mtime": stat.st_mtime}
+
+
 class _Manifest:
     """Append-only JSON lines, flushed per record so a killed run still tells what it did."""
 
@@ -415,6 +423,7 @@ def run_batch(
                         status=STATUS_SKIPPED,
                         decision=why,
                         transcript=str(item.transcript) if item.transcript else None,
+                        fingerprint=_input_fingerprint(item.path),
                     )
                     observer.on_input_start(item)
                     if needed:
@@ -502,7 +511,7 @@ def _process_one(item, output, get_job, worker, pipeline, config, options, recor
             text=text,
             fused=fused,
             segments=segments,
-            source=source_info(item.path, with_hash=options.verify_hash),
+            source=(source := source_info(item.path, with_hash=options.verify_hash)),
             tool_version=__version__,
             config_hash=config_hash,
             extra_attrs={
@@ -512,3 +521,5 @@ def _process_one(item, output, get_job, worker, pipeline, config, options, recor
             dtype=config.output.dtype,
             compression=config.output.compression,
         )
+    if source.sha256:
+        record.fingerprint["sha256"] = source.sha256

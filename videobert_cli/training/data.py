@@ -453,3 +453,18 @@ def collect_vocabularies(refs: Sequence[PairRef]) -> tuple[np.ndarray, int | Non
                 all_words = False
     vocab = np.array(sorted(ids), dtype=np.int64)
     return vocab, (max_word + 1 if all_words and max_word >= 0 else None)
+
+
+def expand_feature_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given; a directory stands for its ``*.h5`` files (sorted, not recursive)."""
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            found = sorted(q for q in p.glob("*.h5") if q.is_file())
+            if not found:
+                raise ConfigError(f"no .h5 files in directory {p}", path=p, hint="pass the output directory of `videobert run`")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out

@@ -331,14 +331,18 @@ def evaluate(
     v, t, keys = embed_pairs(model, dataset, device=device, batch_size=batch_size)
     trained = retrieval_metrics(v, t, keys)
     hp = heads_path(weights)
-    if hp.is_file():
+    align_weight = float((meta.get("loss_weights") or {}).get("align", 0.0))
+    if hp.is_file() and align_weight > 0:
         heads, _ = load_heads(hp, fcfg.d_model, fcfg.video_dim)
         trained["align_accuracy"] = alignment_accuracy(
             model, heads.to(device), dataset, keys, device=device, batch_size=batch_size
         )
     else:
         trained["align_accuracy"] = None
-        trained["note"] = f"no training heads file ({hp.name}): alignment accuracy not measured"
+        trained["note"] = (
+            f"no training heads file ({hp.name}): alignment accuracy not measured"
+            if not hp.is_file() else "the align objective had weight 0: its head is untrained"
+        )
     results["trained"] = trained
 
     init_seed = int(meta.get("init_seed", 0))

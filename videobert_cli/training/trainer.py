@@ -40,7 +40,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 
 from videobert_cli.errors import ConfigError, VideoBertError
@@ -168,8 +167,8 @@ class TrainEvent:
 @dataclass
 class TrainResult:
     weights: Path
-    heads: Path
-    state: Path
+    heads_file: Path
+    state_file: Path
     epochs: int
     global_step: int
     history: list[dict[str, Any]]
@@ -177,6 +176,8 @@ class TrainResult:
     num_val_pairs: int
     seconds: float
     skipped: list[str]
+    model: Any = None  # the trained FusionTransformer (eval mode, on the training device)
+    heads: Any = None  # the TrainingHeads
 
 
 def derive_seed(*parts: Any) -> int:
@@ -496,8 +497,8 @@ def train(
                 scaler.step(optimizer)
                 scaler.update()
                 global_step += 1
-                step_losses = {name: float(value) for name, value in parts.items()}
-                step_losses["total"] = float(total)
+                step_losses = {name: float(value.detach()) for name, value in parts.items()}
+                step_losses["total"] = float(total.detach())
                 for name, value in step_losses.items():
                     sums[name] = sums.get(name, 0.0) + value * len(batch)
                     counts[name] = counts.get(name, 0) + len(batch)
@@ -549,8 +550,7 @@ def train(
             "scaler": scaler.state_dict() if scaler.is_enabled() else {},
             "history": history,
         })
-        cpu_model = model
-        save_fusion_weights(output, cpu_model, fcfg, meta)
+        save_fusion_weights(output, model, fcfg, meta)
         emit(TrainEvent(
             "epoch", epoch=epoch + 1, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
             global_step=global_step, losses={k: v for k, v in train_means.items() if v is not None},
@@ -559,9 +559,9 @@ def train(
 
     model.eval()
     return TrainResult(
-        weights=output, heads=hp, state=sp, epochs=config.epochs, global_step=global_step,
+        weights=output, heads_file=hp, state_file=sp, epochs=config.epochs, global_step=global_step,
         history=history, num_train_pairs=len(train_refs), num_val_pairs=len(val_refs),
-        seconds=time.perf_counter() - started, skipped=skipped,
+        seconds=time.perf_counter() - started, skipped=skipped, model=model, heads=heads.eval(),
     )
 
 
