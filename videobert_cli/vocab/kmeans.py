@@ -235,8 +235,13 @@ class NodeKMeans:
         fs = flat[order]
         starts = np.flatnonzero(np.r_[True, fs[1:] != fs[:-1]])
         slots = fs[starts]
-        m = np.diff(np.r_[starts, fs.size])
-        sums = np.add.reduceat(x[order].astype(np.float64), starts, axis=0)
+        ends = np.r_[starts[1:], fs.size]
+        m = ends - starts
+        xs = x[order]
+        # one slice sum per centre hit (np.add.reduceat along axis 0 is ~10x slower)
+        sums = np.empty((slots.size, self.dim), dtype=np.float64)
+        for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist())):
+            sums[i] = xs[s:e].sum(axis=0, dtype=np.float64)
         counts = self.counts.reshape(-1)
         centres = self.centres.reshape(-1, self.dim)
         v = counts[slots]
