@@ -138,7 +138,8 @@ class Runner:
                   f"{load['foreign_cores']:.2f} cores, loadavg {load['loadavg1_before']:.2f}]", flush=True)
             if load["foreign_cores"] <= self.args.max_foreign:
                 break
-            print(f"    foreign load above {self.args.max_foreign}: repeating", flush=True)
+            if attempt < self.args.retries:
+                print(f"    foreign load above {self.args.max_foreign}: repeating", flush=True)
         best = min(attempts, key=lambda r: r["_load"]["foreign_cores"])
         best["_load"]["attempts"] = len(attempts)
         self.log.append({"label": label, "spec": spec, "result": best})

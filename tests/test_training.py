@@ -461,6 +461,6 @@ def test_cli_train_and_eval(corpus, tmp_path):
     assert r.exit_code == 0, r.output
     report = json.loads(report_path.read_text())
     assert set(report["results"]) >= {"trained", "untrained_fusion", "unfused_cca", "chance"}
-    assert "untrained fusion" in r.output and "R@1" in r.output
+    assert "untrained fusion" in r.output and "R@1" in r.output and "not comparable" in r.output
     r = runner.invoke(app, ["train", str(directory), "-o", str(out), "--loss", "bogus=1"])
     assert r.exit_code == 2 and "bogus" in r.output

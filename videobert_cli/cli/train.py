@@ -155,16 +155,16 @@ def train_command(
     )
 
 
-def _fmt(value) -> str:
+def _fmt(value, digits: int = 3) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+        return f"{value:.{digits}f}" if value < 10 else f"{value:.1f}"
     return str(value)
 
 
 def eval_table(report: dict):
-    """A rich table of :func:`videobert_cli.training.evaluate` output."""
+    """A rich table of :func:`videobert_cli.training.evaluate` output: one row per model and direction."""
     from rich.table import Table
 
     split = report["split"]
@@ -174,18 +174,16 @@ def eval_table(report: dict):
             f"{split['unique_texts']} distinct texts)"
         )
     )
-    table.add_column("model")
-    for direction in ("t2v", "v2t"):
-        for metric in ("R@1", "R@5", "R@10", "MedR"):
-            table.add_column(f"{direction} {metric}", justify="right")
-    table.add_column("align acc", justify="right")
+    for name, justify in (("model", "left"), ("query", "left"), ("R@1", "right"), ("R@5", "right"),
+                          ("R@10", "right"), ("MedR", "right"), ("align acc", "right")):
+        table.add_column(name, justify=justify)
     names = {
         "trained": "trained fusion",
         "untrained_fusion": "untrained fusion",
         "unfused_cca": "unfused + CCA",
         "chance": "chance",
     }
-    notes = []
+    notes = ["t2v: text query, rank videos; v2t: video query, rank texts; MedR: median rank"]
     for key, label in names.items():
         row = report["results"].get(key)
         if row is None:
@@ -193,11 +191,15 @@ def eval_table(report: dict):
         if row.get("comparable") is False:
             notes.append(f"{label}: {row['reason']}")
             continue
-        cells = []
-        for direction in ("t2v", "v2t"):
+        for direction, query in (("t2v", "t2v"), ("v2t", "v2t")):
             m = row[direction]
-            cells += [_fmt(m["R@1"]), _fmt(m["R@5"]), _fmt(m["R@10"]), _fmt(m["median_rank"])]
-        table.add_row(label, *cells, _fmt(row.get("align_accuracy")))
+            table.add_row(
+                label if direction == "t2v" else "",
+                query,
+                _fmt(m["R@1"]), _fmt(m["R@5"]), _fmt(m["R@10"]), _fmt(m["median_rank"], 1),
+                _fmt(row.get("align_accuracy")) if direction == "t2v" and key != "chance" else "",
+                end_section=direction == "v2t",
+            )
     raw = report["results"].get("unfused_raw")
     if raw:
         notes.append(f"unfused features: not comparable - {raw['reason']}")

@@ -350,8 +350,6 @@ def run_batch(
     simulate hanging decoders).
     """
     from videobert_cli.pipeline.decode_worker import DecodeWorker, default_decode
-    from videobert_cli.store.hdf5 import write_feature_file
-    from videobert_cli.text.transcripts import parse_transcript
 
     config = config or PipelineConfig()
     options = options or RunOptions()
@@ -437,8 +435,14 @@ def run_batch(
                             return submitted.pop(p)
 
                         try:
-                            _process_one(item, output, get_job, worker, pipeline, config, options, record, timer,
-                                         config_hash, lambda p=position: submit(p), write_feature_file, parse_transcript)
+                            decode_timings: dict = {}
+                            process_video(
+                                item, output, pipeline, config, options, record, timer, config_hash,
+                                lambda get_job=get_job, next_position=position, t=decode_timings: worker.stream(
+                                    get_job(), timings=t, on_done=lambda: submit(next_position)),
+                            )
+                            for stage, seconds in decode_timings.items():
+                                timer.add(stage, seconds)
                             record.status = STATUS_OK
                         except KeyboardInterrupt:
                             raise
@@ -470,8 +474,10 @@ def run_batch(
     return report
 
 
-def _process_one(item, output, get_job, worker, pipeline, config, options, record, timer, config_hash,
-                 submit_next, write_feature_file, parse_transcript) -> None:
+def load_transcript(item: VideoInput, options: RunOptions, record: RunRecord):
+    """The item's parsed transcript, or None (video-only); warnings go to the record."""
+    from videobert_cli.text.transcripts import parse_transcript
+
     transcript = None
     if item.transcript is not None:
         transcript = parse_transcript(item.transcript)
@@ -484,14 +490,32 @@ def _process_one(item, output, get_job, worker, pipeline, config, options, recor
                               hint="pass --transcripts DIR or drop --require-transcript")
     else:
         record.warnings.append("no transcript found; video features only")
+    return transcript
 
-    decode_timings: dict = {}
-    info, chunks = worker.stream(get_job(), timings=decode_timings, on_done=submit_next)
+
+def process_video(
+    item: VideoInput,
+    output: Path,
+    pipeline: Pipeline,
+    config: PipelineConfig,
+    options: RunOptions,
+    record: RunRecord,
+    timer: StageTimer,
+    config_hash: str,
+    open_stream: Callable[[], tuple],
+) -> None:
+    """Everything after decoding for one video, shared by every engine.
+
+    ``open_stream()`` returns ``(VideoInfo, iterator of CropChunk)`` - from the local decode
+    worker, a Ray decode task, or in-process decoding. Raises on failure; the caller records it.
+    """
+    from videobert_cli.store.hdf5 import write_feature_file
+
+    transcript = load_transcript(item, options, record)
+    info, chunks = open_stream()
     video = pipeline.video.encode_chunks(info, chunks, timer, path=str(item.path))
     if info.timestamps_source != "decoder":
         record.warnings.append(f"frame times from the {info.timestamps_source}")
-    for stage, seconds in decode_timings.items():
-        timer.add(stage, seconds)
     text = pipeline.text.extract(transcript, timer) if transcript is not None else None
     fused = pipeline.fusion.fuse(video, text, timer)
     segments = None
