@@ -73,8 +73,9 @@ def _tree_cpu_s(root: int, seen: dict[int, float]) -> None:
         rest = stats.get(pid)
         if rest is None:
             continue
-        # utime, stime (fields 14, 15) + reaped children's (16, 17)
-        cpu = sum(float(x) for x in rest[11:15]) / tick
+        # utime, stime (fields 14, 15); not the reaped children's (the fork server reaps the
+        # decode worker, whose own time is already counted)
+        cpu = sum(float(x) for x in rest[11:13]) / tick
         seen[pid] = max(seen.get(pid, 0.0), cpu)
         stack.extend(children.get(pid, []))
 
@@ -91,6 +92,7 @@ def run_measurement(spec: dict, *, env: dict, timeout: float = 3600) -> dict:
     """Run one measurement in a fresh interpreter; adds load and CPU accounting to its result."""
     load_before = os.getloadavg()[0]
     busy0, _ = _cpu_busy_s()
+    driver0 = time.process_time()
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.measure", json.dumps(spec)],
@@ -109,7 +111,7 @@ def run_measurement(spec: dict, *, env: dict, timeout: float = 3600) -> dict:
     if process.returncode != 0:
         raise RuntimeError(f"measurement {spec['kind']} failed ({process.returncode}):\n{stderr[-3000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
-    own = sum(seen.values())
+    own = sum(seen.values()) + (time.process_time() - driver0)  # + this driver's polling
     result["_load"] = {
         "loadavg1_before": round(load_before, 2),
         "wall_s": round(wall, 2),

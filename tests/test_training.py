@@ -113,7 +113,7 @@ def corpus(tmp_path_factory) -> list[Path]:
 def trained(corpus, tmp_path_factory):
     """A small model trained for retrieval on the latent corpus (shared by several tests)."""
     out = tmp_path_factory.mktemp("trained") / "fusion.safetensors"
-    config = TrainConfig(epochs=12, batch_size=8, lr=3e-3, val_fraction=0.3, losses="nce=1,align=0.5",
+    config = TrainConfig(epochs=8, batch_size=8, lr=3e-3, val_fraction=0.3, losses="nce=1,align=0.5",
                          dropout=0.0, **TINY)
     result = train(corpus, out, config)
     return out, result
@@ -312,20 +312,20 @@ def test_checkpoint_loads_with_load_fusion_weights_and_gives_identical_outputs(t
     assert config == result.model.config and config.d_model == 16
     assert meta["video_model"] == "vid-a" and meta["text_model"] == "txt-a"
     assert meta["video_dim"] == VD and meta["text_dim"] == TD
-    assert meta["epochs"] == 12 and meta["trained_steps"] == result.global_step == 12 * math.ceil(result.num_train_pairs / 8)
-    assert len(meta["losses"]) == 12 and set(meta["losses"][0]["train"]) == {"nce", "align", "total"}
+    assert meta["epochs"] == 8 and meta["trained_steps"] == result.global_step == 8 * math.ceil(result.num_train_pairs / 8)
+    assert len(meta["losses"]) == 8 and set(meta["losses"][0]["train"]) == {"nce", "align", "total"}
     batch = collate([PairDataset(build_pairs(scan_files(corpus[:3]), "video")[0])[i] for i in range(3)])
     args = (batch.video, batch.video_time, batch.video_mask, batch.text, batch.text_time, batch.text_mask)
     with torch.no_grad():
         assert torch.equal(model(*args).sequence, result.model.cpu()(*args).sequence)
     # the heads live in their own file, which is not mistaken for fusion weights
     heads, heads_meta = load_heads(heads_path(out), 16, VD)
-    assert heads_meta["epochs"] == 12
+    assert heads_meta["epochs"] == 8
     assert torch.equal(heads.align.weight, result.heads.align.weight.cpu())
     with pytest.raises(ConfigError):
         load_fusion_weights(heads_path(out))
     state = load_state(state_path(out))  # weights_only=True
-    assert state["epoch"] == 12 and state["global_step"] == result.global_step
+    assert state["epoch"] == 8 and state["global_step"] == result.global_step
 
 
 def test_training_improves_heldout_retrieval_over_untrained(trained, corpus):
@@ -380,9 +380,9 @@ def test_resume_refuses_other_split_settings_and_finished_runs(trained, corpus):
     out, _ = trained
     base = dict(batch_size=8, lr=3e-3, val_fraction=0.3, losses="nce=1", **TINY)
     with pytest.raises(ConfigError, match="seed"):
-        train(corpus, out.parent / "x.safetensors", TrainConfig(epochs=13, seed=5, **base), resume=out)
-    with pytest.raises(ConfigError, match="already has 12"):
-        train(corpus, out.parent / "x.safetensors", TrainConfig(epochs=12, **base), resume=out)
+        train(corpus, out.parent / "x.safetensors", TrainConfig(epochs=9, seed=5, **base), resume=out)
+    with pytest.raises(ConfigError, match="already has 8"):
+        train(corpus, out.parent / "x.safetensors", TrainConfig(epochs=8, **base), resume=out)
 
 
 def test_mixed_feature_models_are_refused(tmp_path):

@@ -200,6 +200,18 @@ class PipelineConfig:
         swapping a weights file under the same path also invalidates earlier outputs. The
         runtime section is left out on purpose: device and batch size do not change features.
         """
+        from videobert_cli.hashing import cached_file_sha256
+
+        identities = dict(identities or {})
+        # a weights file replaced under the same name must invalidate earlier outputs
+        for key, candidate in (("video_weights_file", self.video_model.weights), ("fusion_weights_file", self.fusion.weights_path)):
+            if candidate and os.path.isfile(candidate):
+                identities[key] = cached_file_sha256(candidate)
+        for weights_name in ("model.safetensors", "pytorch_model.bin"):
+            candidate = os.path.join(self.text_model.name, weights_name)
+            if os.path.isfile(candidate):
+                identities["text_weights_file"] = cached_file_sha256(candidate)
+                break
         payload = {
             "sampling": self.sampling.to_dict(),
             "video_model": asdict(self.video_model),
@@ -207,7 +219,7 @@ class PipelineConfig:
             "fusion": asdict(self.fusion),
             "output": asdict(self.output),
             "precision": self.runtime.precision,
-            "identities": identities or {},
+            "identities": identities,
         }
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

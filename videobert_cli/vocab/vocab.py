@@ -588,8 +588,8 @@ def build_vocabulary(
         """Final counts of ``level``'s children; children no row reaches are removed."""
         c = node_counts.reshape(clusters**level, clusters).astype(np.int64)
         counts[level] = c
-        pass
-        pass
+        centroids[level][c == 0] = 0.0
+        norms[level] = _sq_norms(centroids[level], c > 0)
 
     for level in range(levels):
         nodes = clusters**level
