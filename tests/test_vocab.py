@@ -32,6 +32,7 @@ from videobert_cli.vocab import (
     usage_stats,
 )
 from videobert_cli.vocab import vocab as vocab_mod
+from videobert_cli.vocab.kmeans import NodeKMeans, Reservoir
 
 SHA = "ab" * 32
 MODEL = {"model_name": "synthnet", "weights_sha256": SHA, "feature_layer": "pool", "preprocessing": {"size": 224}}
@@ -162,6 +163,51 @@ def test_node_with_fewer_points_than_clusters(tmp_path):
     assert np.allclose(np.sort(vocab.centroids[0][0][exists], axis=0), np.sort(points, axis=0), atol=1e-5)
     ids, _ = assign_words(points, vocab)
     assert len(set(ids.tolist())) == 5
+
+
+def test_reservoir_is_algorithm_r():
+    """The vectorised reservoir equals Vitter's sequential algorithm R on the same draws."""
+    size, x = 10, np.arange(1000, dtype=np.float32).reshape(-1, 1)
+    reservoir = Reservoir(1, size, 1, np.random.default_rng(4))
+    draws = np.random.default_rng(4)
+    expected, seen = np.zeros(size, dtype=np.float32), 0
+    for start, stop in ((0, 7), (7, 300), (300, 301), (301, 1000)):
+        reservoir.add(x[start:stop], np.zeros(stop - start, dtype=np.int64))
+        for value, u in zip(x[start:stop, 0], draws.random(stop - start)):
+            slot = seen if seen < size else int(np.floor(u * (seen + 1)))
+            if slot < size:
+                expected[slot] = value
+            seen += 1
+    assert np.array_equal(reservoir.sample(0)[:, 0], expected)
+    assert reservoir.seen[0] == 1000
+
+
+def test_empty_cluster_is_reseeded_or_dropped():
+    x = np.r_[np.full(50, -10.0), np.full(50, 10.0)].astype(np.float32)[:, None]
+    x += np.random.default_rng(0).normal(0, 0.1, x.shape).astype(np.float32)
+    node = np.zeros(100, dtype=np.int64)
+    km = NodeKMeans(1, 2, 1, sample_size=100, rng=np.random.default_rng(0))
+    km.observe(x, node)
+    km.initialise()
+    km.centres[0] = [[0.0], [1000.0]]  # the second centre is nobody's nearest
+    km._refresh_norms()
+    km.start_epoch()
+    km.partial_fit(x, node)
+    assert km.end_epoch() is False  # a re-seeded node has not converged
+    assert km.reseeded == 1 and km.valid[0].all()
+    assert abs(float(km.centres[0, 1, 0])) > 5  # moved onto a data point, away from 1000
+    # all points identical: nothing distinct to re-seed with, the empty centre is dropped
+    same = np.ones((20, 1), dtype=np.float32)
+    km = NodeKMeans(1, 2, 1, sample_size=20, rng=np.random.default_rng(0))
+    km.observe(same, node[:20])
+    km.initialise()
+    assert km.valid[0].tolist() == [True, False]  # k-means++ found one distinct point
+    km.valid[0, 1], km.centres[0, 1] = True, 5.0
+    km._refresh_norms()
+    km.start_epoch()
+    km.partial_fit(same, node[:20])
+    km.end_epoch()
+    assert km.valid[0].tolist() == [True, False] and km.dropped == 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,6 +482,21 @@ def test_cli_assign_mismatch_exits_2_and_writes_nothing(random_data, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "feature_dim" in lines[0]
     assert {p: file_sha256(p) for p in (good, bad)} == before
+    result = invoke("assign", good, "--vocab", good)  # a feature file is no vocabulary
+    assert result.exit_code == 2 and "not a videobert vocabulary" in result.stderr
+    assert file_sha256(good) == before[good]
+
+
+def test_cli_assign_goes_on_after_a_bad_file(random_data, tmp_path):
+    x, _, _, vocab_path = random_data
+    good = write_features(tmp_path / "good.h5", x[:30])
+    missing = tmp_path / "missing.h5"
+    result = invoke("assign", missing, good, "--vocab", vocab_path, "--json")
+    assert result.exit_code == 1
+    assert str(missing) in result.stderr and "1 of 2 files failed" in result.stderr
+    assert '"status": "ok"' in result.stdout and '"status": "failed"' in result.stdout
+    with h5py.File(good, "r") as f:
+        assert f["video/word_ids"].shape == (30,)
 
 
 def test_cli_build_degenerate_warning_and_errors(tmp_path):
@@ -455,3 +516,40 @@ def test_cli_help_has_examples():
     for command in ("build", "assign"):
         result = invoke(command, "--help")
         assert result.exit_code == 0 and "Examples:" in result.output
+
+
+def invoke_main(*args):
+    from videobert_cli.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_run_with_vocab_stores_the_same_words_as_vocab_assign(tmp_path, fast_cli_flags):
+    """`run --vocab` and `vocab assign` on the output of a plain run give identical words."""
+    import json
+
+    from synth import make_video
+
+    for index in range(3):
+        make_video(tmp_path / "in" / f"v{index}.mp4", width=64, height=48, fps=10, num_frames=30)
+    plain, with_words = tmp_path / "plain", tmp_path / "words"
+    assert invoke_main("--quiet", "run", str(tmp_path / "in"), "-o", str(plain), "--fps", "5", *fast_cli_flags).exit_code == 0
+    vocab_path = tmp_path / "vocab.h5"
+    result = invoke_main("vocab", "build", str(plain), "-o", str(vocab_path), "--levels", "2", "--clusters", "3")
+    assert result.exit_code == 0, result.output
+    result = invoke_main("--quiet", "run", str(tmp_path / "in"), "-o", str(with_words), "--fps", "5",
+                    "--vocab", str(vocab_path), "--json", *fast_cli_flags)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["ok"] == 3
+    assert invoke_main("vocab", "assign", str(plain), "--vocab", str(vocab_path)).exit_code == 0
+    for index in range(3):
+        ours = load(with_words / f"v{index}.h5").video
+        theirs = load(plain / f"v{index}.h5").video
+        np.testing.assert_array_equal(ours.extra["word_ids"], theirs.extra["word_ids"])
+        np.testing.assert_array_equal(ours.extra["word_paths"], theirs.extra["word_paths"])
+        assert ours.attrs["vocab_sha256"] == theirs.attrs["vocab_sha256"] == load_vocab(vocab_path).sha256
+    # a vocabulary of another feature model is refused before anything is written
+    other = tmp_path / "other"
+    result = invoke_main("--quiet", "run", str(tmp_path / "in"), "-o", str(other), "--vocab", str(vocab_path),
+                    *[f if f != "mobilenet_v3_small" else "resnet18" for f in fast_cli_flags])
+    assert result.exit_code == 2 and not list(other.glob("*.h5"))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.tree import Tree
 
 from videobert_cli.cli.common import handle_errors, stdout
@@ -40,7 +41,7 @@ def inspect_command(
     if json_output:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
-    root = Tree(f"[bold]{path}[/]")
+    root = Tree(f"[bold]{escape(str(path))}[/]")
     nodes = {"/": root}
     for row in rows:
         name = row["name"]
@@ -56,5 +57,5 @@ def inspect_command(
             node = parent.add(label)
             nodes[name] = node
         for key, value in row.get("attrs", {}).items():
-            node.add(f"[dim]@{key}[/] = {_short(value)}")
+            node.add(f"[dim]@{escape(str(key))}[/] = {escape(_short(value))}")
     stdout.print(root)

@@ -88,6 +88,11 @@ def run_command(
     require_transcript: Annotated[
         bool, typer.Option("--require-transcript", help="Fail videos without a transcript instead of video-only output.")
     ] = False,
+    vocab: Annotated[
+        Optional[Path],
+        typer.Option("--vocab", help="Also store each row's visual word (video/word_ids) with this vocabulary "
+                     "(from `videobert vocab build`)."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON on stdout.")] = False,
 ) -> None:
     from videobert_cli.api import run
@@ -105,7 +110,7 @@ def run_command(
     )
     options = RunOptions(
         force=force, verify_hash=verify_hash, dry_run=dry_run, timeout=timeout, wait_lock=wait_lock,
-        require_transcript=require_transcript,
+        require_transcript=require_transcript, vocab=str(vocab) if vocab else None,
     )
     with RichRunObserver(quiet=STATE.quiet or dry_run) as observer:
         report = run(

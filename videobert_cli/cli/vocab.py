@@ -125,10 +125,13 @@ def assign_command(
     vocab_path: Annotated[Path, typer.Option("--vocab", help="A vocabulary written by 'videobert vocab build'.")] = ...,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON result per file on stdout.")] = False,
 ) -> None:
-    from videobert_cli.errors import UsageError, VideoBertError
+    from videobert_cli.errors import ConfigError, FeatureFileError, UsageError, VideoBertError
     from videobert_cli.vocab.vocab import assign_file, check_compatible, feature_files, file_identity, load_vocab
 
-    vocab = load_vocab(vocab_path)
+    try:
+        vocab = load_vocab(vocab_path)
+    except FeatureFileError as error:  # a bad --vocab is a usage error: nothing was processed
+        raise ConfigError(error.message, path=error.path, hint=error.hint) from error
     files = [f for f in feature_files(inputs) if f.resolve() != vocab_path.resolve()]
     if not files:
         raise UsageError("no feature files found", hint="pass .h5 feature files or directories holding them")

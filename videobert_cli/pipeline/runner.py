@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
+
+import numpy as np
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -56,6 +58,7 @@ class RunOptions:
     wait_lock: float = 0.0
     require_transcript: bool = False
     chunk_frames: int = 16
+    vocab: str | None = None  # a vocabulary file: also store each row's visual word
 
 
 @dataclass
@@ -211,6 +214,19 @@ def decide(item: VideoInput, output: Path, config_hash: str, options: RunOptions
     return False, "up to date"
 
 
+def _load_run_vocab(path: str | None):
+    """The vocabulary of ``run --vocab`` (a bad file is a configuration error: exit 2)."""
+    if not path:
+        return None
+    from videobert_cli.errors import ConfigError, FeatureFileError
+    from videobert_cli.vocab import load_vocab
+
+    try:
+        return load_vocab(path)
+    except FeatureFileError as error:
+        raise ConfigError(error.message, path=error.path, hint=error.hint) from error
+
+
 def _input_fingerprint(path: Path) -> dict:
     try:
         stat = path.stat()
@@ -277,8 +293,9 @@ def _clean_stale_temps(out_dir: Path) -> int:
 class Pipeline:
     """The three stages, loaded lazily and once (a run with nothing to do loads no model)."""
 
-    def __init__(self, config: PipelineConfig):
+    def __init__(self, config: PipelineConfig, vocab=None):
         self.config = config
+        self.vocab = vocab  # a loaded videobert_cli.vocab.Vocabulary, or None
         self._video = self._text = self._fusion = None
 
     @property
@@ -358,7 +375,8 @@ def run_batch(
     out_dir = Path(out_dir)
     report = RunReport(output_dir=str(out_dir), started_at=_now(), dry_run=options.dry_run)
     started = time.perf_counter()
-    config_hash = config.fingerprint()
+    vocab = _load_run_vocab(options.vocab)
+    config_hash = config.fingerprint(identities={"vocab_sha256": vocab.sha256} if vocab is not None else None)
 
     _ensure_output_dir(out_dir)
     with OutputLock(out_dir, wait=options.wait_lock):
@@ -386,12 +404,16 @@ def run_batch(
             report.seconds = time.perf_counter() - started
             return report
 
-        pipeline = Pipeline(config)
+        pipeline = Pipeline(config, vocab)
         if any(entry[2] for entry in plan):
             # load every model before the first video: a missing model fails the run before
             # anything is written, and per-video timings measure work, not loading
             observer.on_message("loading models")
             pipeline.fusion
+            if vocab is not None:
+                from videobert_cli.vocab import check_compatible
+
+                check_compatible(pipeline.video.identity(), pipeline.video.feature_dim, vocab)
         manifest = _Manifest(out_dir / MANIFEST_NAME)
         manifest.write({"type": "run", "started_at": report.started_at, "tool_version": __version__,
                         "config_hash": config_hash, "inputs": len(plan), "pid": os.getpid()})
@@ -516,6 +538,14 @@ def process_video(
     video = pipeline.video.encode_chunks(info, chunks, timer, path=str(item.path))
     if info.timestamps_source != "decoder":
         record.warnings.append(f"frame times from the {info.timestamps_source}")
+    if pipeline.vocab is not None and len(video):
+        from videobert_cli.vocab import assign_words, word_attrs
+
+        with timer.stage("vocab"):
+            # words of the features as stored, so `vocab assign` on the file gives the same ids
+            stored = video.features.astype(config.output.dtype).astype(np.float32)
+            video.extra["word_ids"], video.extra["word_paths"] = assign_words(stored, pipeline.vocab)
+            video.attrs.update(word_attrs(pipeline.vocab))
     text = pipeline.text.extract(transcript, timer) if transcript is not None else None
     fused = pipeline.fusion.fuse(video, text, timer)
     segments = None

@@ -4,13 +4,16 @@ A *file* is one feature file with ``video/`` and ``text/`` groups. A *pair* (one
 
 * ``pairs="video"``: all sampled frames of the file's video with all of its transcript's
   tokens;
-* ``pairs="sentences"``: one cue (sentence) of the transcript with the frames whose
-  timestamps lie inside the cue's ``[start, end]`` span (the one frame nearest to the cue's
-  middle when no frame falls inside it). Untimed transcripts have no sentence pairs.
+* ``pairs="sentences"``: one cue (sentence) of the transcript with the video positions
+  paired with it by :func:`videobert_cli.fusion.align.align_segments` - the same rule the
+  pipeline's sentence-aligned segments (``run --align sentences``) use: positions whose time
+  span overlaps the cue's. Untimed transcripts have no sentence pairs.
 
 Times are the ones ``videobert fuse`` feeds the fusion model: frame timestamps for video and
 :func:`~videobert_cli.pipeline.stages.fusion_token_times` for text (tokens spread evenly
-over their cue's span), in absolute seconds of the video.
+over their cue's span), in absolute seconds of the video. The fused layout follows the pair
+mode (:data:`LAYOUTS`): ``[CLS] video... text...`` for whole videos, VideoBERT's
+``[CLS] text... [>] video... [SEP]`` for sentences, as ``fuse`` writes them.
 
 Nothing is held in memory beyond one batch: :class:`PairDataset` opens the file of an item
 when the item is read (h5py, reading only the rows it needs). :func:`scan_files` reads only
@@ -40,6 +43,8 @@ import torch
 from videobert_cli.errors import ConfigError, FeatureFileError
 
 PAIR_MODES = ("video", "sentences")
+#: the fusion model's ``layout`` for each pair mode (what ``fuse`` uses for that unit)
+LAYOUTS = {"video": "video_text", "sentences": "videobert"}
 
 #: label value of positions that carry no prediction target (torch's CE ignore_index default)
 IGNORE = -100
@@ -244,10 +249,34 @@ def _even_subsample(n: int, limit: int | None) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PairRef:
-    """Where one pair lives: a file and, for sentence pairs, a cue index (-1: whole video)."""
+    """Where one pair lives: a file and, for sentence pairs, a cue and its rows (-1: whole video)."""
 
     path: Path
     cue: int = -1
+    video_rows: tuple[int, ...] = ()
+    text_rows: tuple[int, ...] = ()
+
+
+def _segments(path: Path) -> list:
+    """:func:`align_segments` of a file, from its small arrays only (no features read)."""
+    from videobert_cli.fusion.align import align_segments
+
+    with _open(path) as f:
+        v, t = f["video"], f["text"]
+        duration = v.attrs.get("duration")
+        video = SimpleNamespace(
+            timestamps=np.asarray(v["timestamps"][()], dtype=np.float64),
+            extra={"clip_end": np.asarray(v["clip_end"][()], dtype=np.float64)} if "clip_end" in v else {},
+            attrs={} if duration is None else {"duration": float(duration)},
+        )
+        n_cues = int(t["cue_start"].shape[0])
+        text = SimpleNamespace(
+            cue_text=range(n_cues),
+            cue_start=np.asarray(t["cue_start"][()], dtype=np.float64),
+            cue_end=np.asarray(t["cue_end"][()], dtype=np.float64),
+            token_cue=np.asarray(t["token_cue"][()]),
+        )
+    return align_segments(video, text)[0]
 
 
 def build_pairs(infos: Sequence[FileInfo], mode: str) -> tuple[list[PairRef], list[str]]:
@@ -266,11 +295,14 @@ def build_pairs(infos: Sequence[FileInfo], mode: str) -> tuple[list[PairRef], li
         if not info.timed:
             skipped.append(f"{info.path}: transcript has no times (no sentence pairs)")
             continue
-        with _open(info.path) as f:
-            token_cue = np.asarray(f["text/token_cue"][()])
-        for cue in range(info.num_cues):
-            if np.any(token_cue == cue):  # cues whose text gave no token are not pairs
-                refs.append(PairRef(info.path, cue))
+        found = 0
+        for seg in _segments(info.path):
+            if len(seg.video_rows) and len(seg.text_rows):
+                refs.append(PairRef(info.path, int(seg.cue_index), tuple(int(r) for r in seg.video_rows),
+                                    tuple(int(r) for r in seg.text_rows)))
+                found += 1
+        if not found:
+            skipped.append(f"{info.path}: no cue overlaps the video (no sentence pairs)")
     return refs, skipped
 
 
@@ -322,12 +354,8 @@ class PairDataset(torch.utils.data.Dataset):
                 vrows = np.arange(len(vtimes))
                 trows = np.arange(len(token_cue))
             else:
-                start = float(t["cue_start"][ref.cue])
-                end = float(t["cue_end"][ref.cue])
-                vrows = np.flatnonzero((vtimes >= start) & (vtimes <= end))
-                if vrows.size == 0 and len(vtimes):
-                    vrows = np.array([int(np.argmin(np.abs(vtimes - (start + end) / 2)))])
-                trows = np.flatnonzero(token_cue == ref.cue)
+                vrows = np.asarray(ref.video_rows, dtype=np.int64)
+                trows = np.asarray(ref.text_rows, dtype=np.int64)
             vrows = vrows[_even_subsample(len(vrows), self.max_frames)]
             trows = trows[_even_subsample(len(trows), self.max_tokens)]
             all_ids = np.asarray(t["token_ids"][()], dtype=np.int64)

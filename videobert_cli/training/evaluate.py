@@ -42,6 +42,7 @@ import torch
 
 from videobert_cli.errors import ConfigError
 from videobert_cli.training.data import (
+    LAYOUTS,
     Batch,
     PairDataset,
     PairRef,
@@ -118,18 +119,18 @@ def chance_metrics(keys: np.ndarray) -> dict[str, dict[str, float]]:
 # --------------------------------------------------------------------------------------------
 # model passes
 # --------------------------------------------------------------------------------------------
-def single_modality_cls(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+def single_modality_cls(model, batch: Batch, layout: str = "video_text") -> tuple[torch.Tensor, torch.Tensor]:
     """[CLS] of each sample's video alone and of its text alone: (B, d), (B, d)."""
     b = len(batch)
     empty_v = batch.video[:, :0]
     empty_t = batch.text[:, :0]
     v = model(
         batch.video, batch.video_time, batch.video_mask,
-        empty_t, batch.text_time[:, :0], batch.text_mask[:, :0],
+        empty_t, batch.text_time[:, :0], batch.text_mask[:, :0], layout=layout,
     ).cls
     t = model(
         empty_v, batch.video_time[:, :0], batch.video_mask[:, :0],
-        batch.text, batch.text_time, batch.text_mask,
+        batch.text, batch.text_time, batch.text_mask, layout=layout,
     ).cls
     assert v.shape[0] == b and t.shape[0] == b
     return v, t
@@ -143,7 +144,7 @@ def _loader(dataset, batch_size: int, collate_fn=collate):
 
 @torch.no_grad()
 def embed_pairs(
-    model, dataset: PairDataset, *, device: str = "cpu", batch_size: int = 32
+    model, dataset: PairDataset, *, device: str = "cpu", batch_size: int = 32, layout: str = "video_text"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Video and text [CLS] embeddings and text keys of every pair of ``dataset``."""
     was_training = model.training
@@ -152,7 +153,7 @@ def embed_pairs(
     try:
         for batch in _loader(dataset, batch_size):
             batch = batch.to(device)
-            v, t = single_modality_cls(model, batch)
+            v, t = single_modality_cls(model, batch, layout)
             vs.append(v.float().cpu().numpy())
             ts.append(t.float().cpu().numpy())
             keys.append(batch.text_key.cpu().numpy())
@@ -187,7 +188,8 @@ def mismatch_partners(keys: np.ndarray) -> list[int | None]:
 
 @torch.no_grad()
 def alignment_accuracy(
-    model, heads, dataset: PairDataset, keys: np.ndarray, *, device: str = "cpu", batch_size: int = 32
+    model, heads, dataset: PairDataset, keys: np.ndarray, *, device: str = "cpu", batch_size: int = 32,
+    layout: str = "video_text",
 ) -> float | None:
     """Accuracy of the align head on every matched pair and one mismatched pair each.
 
@@ -203,7 +205,7 @@ def alignment_accuracy(
         for batch in _loader(ds, batch_size):
             batch = batch.to(device)
             cls = model(batch.video, batch.video_time, batch.video_mask,
-                        batch.text, batch.text_time, batch.text_mask).cls
+                        batch.text, batch.text_time, batch.text_mask, layout=layout).cls
             out.append(heads.align(cls).float().squeeze(-1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0)
 
@@ -309,6 +311,9 @@ def evaluate(
     val_fraction = float(meta.get("val_fraction", 0.2)) if val_fraction is None else float(val_fraction)
     pairs = str(meta.get("pairs", "video")) if pairs is None else pairs
     max_frames, max_tokens = meta.get("max_frames"), meta.get("max_tokens")
+    if pairs not in LAYOUTS:
+        raise ConfigError(f"unknown --pairs {pairs!r}", hint=f"use one of {', '.join(LAYOUTS)}")
+    layout = LAYOUTS[pairs]
 
     by_path = {info.path: info for info in infos}
     if all_files:
@@ -328,14 +333,14 @@ def evaluate(
 
     results: dict[str, Any] = {}
     model = model.to(device)
-    v, t, keys = embed_pairs(model, dataset, device=device, batch_size=batch_size)
+    v, t, keys = embed_pairs(model, dataset, device=device, batch_size=batch_size, layout=layout)
     trained = retrieval_metrics(v, t, keys)
     hp = heads_path(weights)
     align_weight = float((meta.get("loss_weights") or {}).get("align", 0.0))
     if hp.is_file() and align_weight > 0:
         heads, _ = load_heads(hp, fcfg.d_model, fcfg.video_dim)
         trained["align_accuracy"] = alignment_accuracy(
-            model, heads.to(device), dataset, keys, device=device, batch_size=batch_size
+            model, heads.to(device), dataset, keys, device=device, batch_size=batch_size, layout=layout
         )
     else:
         trained["align_accuracy"] = None
@@ -347,7 +352,7 @@ def evaluate(
 
     init_seed = int(meta.get("init_seed", 0))
     untrained_model = build_fusion(fcfg, seed=init_seed).to(device)
-    v0, t0, _ = embed_pairs(untrained_model, dataset, device=device, batch_size=batch_size)
+    v0, t0, _ = embed_pairs(untrained_model, dataset, device=device, batch_size=batch_size, layout=layout)
     untrained = retrieval_metrics(v0, t0, keys)
     untrained["align_accuracy"] = None
     untrained["note"] = (
@@ -392,6 +397,7 @@ def evaluate(
             "seed": seed,
             "val_fraction": val_fraction,
             "pairs": pairs,
+            "layout": layout,
             "files": len(eval_paths),
             "num_pairs": len(eval_refs),
             "unique_texts": int(len(np.unique(keys))),

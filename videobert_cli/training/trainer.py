@@ -45,6 +45,7 @@ import torch
 from videobert_cli.errors import ConfigError, VideoBertError
 from videobert_cli.training import losses as L
 from videobert_cli.training.data import (
+    LAYOUTS,
     Batch,
     FeatureSpace,
     PairDataset,
@@ -133,6 +134,8 @@ class TrainConfig:
             (self.max_tokens is None or self.max_tokens >= 1, "--max-tokens must be at least 1"),
             (self.num_workers >= 0, "--workers must be >= 0"),
             (self.precision in ("auto", "fp32", "bf16", "fp16"), "--precision: auto, fp32, bf16 or fp16"),
+            (self.pairs in LAYOUTS, f"--pairs must be one of {', '.join(LAYOUTS)}"),
+            (0.0 <= self.val_fraction < 1.0, "--val-fraction must be in [0, 1)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -219,6 +222,7 @@ def batch_losses(
     *,
     mask_prob: float,
     temperature: float,
+    layout: str = "video_text",
 ) -> dict[str, torch.Tensor]:
     """The enabled objectives on ``batch`` (already on the model's device), unweighted."""
     from videobert_cli.training.evaluate import single_modality_cls
@@ -229,7 +233,7 @@ def batch_losses(
     same = keys[:, None] == keys[None, :]
 
     if weights["nce"] > 0 and b >= 2:
-        v, t = single_modality_cls(model, batch)
+        v, t = single_modality_cls(model, batch, layout)
         out["nce"] = L.info_nce(v, t, temperature, same=same)
 
     if weights["align"] > 0 and b >= 2:
@@ -244,7 +248,7 @@ def batch_losses(
         text = torch.cat([batch.text, batch.text[perm[rows]]])
         tt = torch.cat([batch.text_time, batch.text_time[perm[rows]]])
         tm = torch.cat([batch.text_mask, batch.text_mask[perm[rows]]])
-        cls = model(video, vt, vm, text, tt, tm).cls
+        cls = model(video, vt, vm, text, tt, tm, layout=layout).cls
         labels = torch.cat([torch.ones(b), torch.zeros(len(rows))]).to(cls.device)
         out["align"] = L.alignment_loss(heads.align(cls).squeeze(-1), labels)
 
@@ -259,10 +263,13 @@ def batch_losses(
         )
         seq = model(
             L.apply_mask(batch.video, vmask), batch.video_time, batch.video_mask,
-            L.apply_mask(batch.text, tmask), batch.text_time, batch.text_mask,
+            L.apply_mask(batch.text, tmask), batch.text_time, batch.text_mask, layout=layout,
         ).sequence
-        nv = batch.video.shape[1]
-        seq_v, seq_t = seq[:, 1 : 1 + nv], seq[:, 1 + nv :]
+        nv, nt = batch.video.shape[1], batch.text.shape[1]
+        if layout == "videobert":  # [CLS] text... [>] video... [SEP]
+            seq_t, seq_v = seq[:, 1 : 1 + nt], seq[:, 2 + nt : 2 + nt + nv]
+        else:  # [CLS] video... text...
+            seq_v, seq_t = seq[:, 1 : 1 + nv], seq[:, 1 + nv : 1 + nv + nt]
         if weights["mvm"] > 0:
             if heads.mvm_mode == "word_ids":
                 if batch.word_ids is not None:
@@ -302,13 +309,14 @@ def validate(
         batch = batch.to(device)
         for name, value in batch_losses(
             model, heads, batch, weights, generator,
-            mask_prob=config.mask_prob, temperature=config.temperature,
+            mask_prob=config.mask_prob, temperature=config.temperature, layout=LAYOUTS[config.pairs],
         ).items():
             sums[name] = sums.get(name, 0.0) + float(value) * len(batch)
             counts[name] = counts.get(name, 0) + len(batch)
     out: dict[str, Any] = {name: _finite(sums[name] / counts[name]) for name in sums}
     if len(dataset) >= 2:
-        v, t, keys = embed_pairs(model, dataset, device=device, batch_size=config.batch_size)
+        v, t, keys = embed_pairs(model, dataset, device=device, batch_size=config.batch_size,
+                                 layout=LAYOUTS[config.pairs])
         m = retrieval_metrics(v, t, keys)
         out["t2v_R@1"] = m["t2v"]["R@1"]
         out["v2t_R@1"] = m["v2t"]["R@1"]
@@ -480,6 +488,7 @@ def train(
                     parts = batch_losses(
                         model, heads, batch, weights, generator,
                         mask_prob=config.mask_prob, temperature=config.temperature,
+                        layout=LAYOUTS[config.pairs],
                     )
                 if not parts:
                     continue
@@ -521,6 +530,7 @@ def train(
             "losses": history,
             "loss_weights": weights,
             "pairs": config.pairs,
+            "layout": LAYOUTS[config.pairs],
             "seed": config.seed,
             "init_seed": init_seed,
             "val_fraction": config.val_fraction,

@@ -867,6 +867,8 @@ def write_words(group: h5py.Group, ids: np.ndarray, paths: np.ndarray, vocab: Vo
     _write_attrs(ds, {"description": "visual word id of each row (hierarchical k-means leaf)", **word_attrs(vocab)})
     ds = group.create_dataset("word_paths", data=np.asarray(paths, dtype=np.int16).reshape(-1, vocab.levels))
     _write_attrs(ds, {"description": "cluster index at each vocabulary level (the word's path)", **word_attrs(vocab)})
+    # the group names the vocabulary too, as `videobert run --vocab` writes it
+    _write_attrs(group, {**_read_attrs(group), **word_attrs(vocab)})
 
 
 def assign_file(path: str | Path, vocab: Vocabulary) -> dict[str, Any]:
