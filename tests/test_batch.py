@@ -442,3 +442,25 @@ def test_two_runs_on_one_output_folder(slow_corpus, tiny_bert, tmp_path):
         if first.poll() is None:
             first.kill()
     assert all(is_complete(p) for p in out.glob("*.h5")) and len(list(out.glob("*.h5"))) == 8
+
+
+def test_out_of_memory_costs_one_video(tmp_path, tiny_bert, monkeypatch):
+    from videobert_cli.video.encoder import FrameEncoder
+
+    for name in ("a.mp4", "big.mp4", "z.mp4"):
+        make_video(tmp_path / "in" / name, num_frames=10, fps=10)
+    real = FrameEncoder.encode
+    seen = {"calls": 0}
+
+    def encode(self, crops):
+        seen["calls"] += 1
+        if seen["calls"] == 2:  # the second video's first batch
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real(self, crops)
+
+    monkeypatch.setattr(FrameEncoder, "encode", encode)
+    report = run_batch(plan_inputs([str(tmp_path / "in")]), tmp_path / "out", fast_config(tiny_bert))
+    status = {Path(r.input).name: (r.status, r.reason) for r in report.records}
+    assert status == {"a.mp4": ("ok", ""), "big.mp4": ("failed", "resource"), "z.mp4": ("ok", "")}
+    failed = [r for r in report.records if r.status == "failed"][0]
+    assert "out of memory" in failed.message and "--batch-size" in failed.message

@@ -426,13 +426,15 @@ def test_word_ids_and_sentence_pairs(tmp_path):
             rng.integers(0, 50, 4), video_times=np.arange(6.0), cues=[(0.0, 2.5), (3.0, 5.0)],
             token_cue=np.array([0, 0, 1, 1]),
         )
-        with h5py.File(path, "a") as f:
-            f["video"].create_dataset("word_ids", data=rng.integers(0, 7, 6))
+        with h5py.File(path, "a") as f:  # as `videobert vocab assign` writes them
+            ds = f["video"].create_dataset("word_ids", data=rng.integers(0, 7, 6))
+            ds.attrs["vocab_size"] = 9
+            ds.attrs["vocab_sha256"] = "ab" * 32
         files.append(path)
     out = tmp_path / "w.safetensors"
     result = train(files, out, TrainConfig(epochs=1, batch_size=4, pairs="sentences", losses="mvm=1,mlm=1", **TINY))
     assert result.num_train_pairs + result.num_val_pairs == 12  # two sentences per file
-    assert result.heads.mvm_mode == "word_ids" and result.heads.mvm.out_features == 7
+    assert result.heads.mvm_mode == "word_ids" and result.heads.mvm.out_features == 9  # the vocabulary size
     meta = load_fusion_weights(out)[2]
     assert meta["mvm_mode"] == "word_ids" and meta["pairs"] == "sentences"
     assert meta["losses"][0]["train"]["mvm"] > 0

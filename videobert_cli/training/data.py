@@ -465,31 +465,64 @@ def collect_vocabularies(refs: Sequence[PairRef]) -> tuple[np.ndarray, int | Non
     ids: set[int] = set()
     max_word = -1
     all_words = True
+    sizes: set[int | None] = set()
+    vocabs: dict[str, Path] = {}
     for path in dict.fromkeys(r.path for r in refs):
         with _open(path) as f:
             ids.update(np.unique(np.asarray(f["text/token_ids"][()], dtype=np.int64)).tolist())
             if "word_ids" in f["video"]:
-                w = np.asarray(f["video/word_ids"][()], dtype=np.int64)
+                ds = f["video/word_ids"]
+                w = np.asarray(ds[()], dtype=np.int64)
+                size = ds.attrs.get("vocab_size")
+                sizes.add(None if size is None else int(size))
+                sha = _attr_str(ds.attrs.get("vocab_sha256"))
+                if sha is not None:
+                    vocabs.setdefault(sha, path)
                 if w.size:
-                    if w.min() < 0:
+                    if w.min() < 0 or (size is not None and w.max() >= int(size)):
                         raise ConfigError(
-                            "video/word_ids has negative ids", path=path,
-                            hint="word ids index a vocabulary: 0 .. size-1",
+                            "video/word_ids outside the vocabulary", path=path,
+                            hint="word ids index a vocabulary: 0 .. vocab_size-1; re-run `videobert vocab assign`",
                         )
                     max_word = max(max_word, int(w.max()))
             else:
                 all_words = False
+    if all_words and len(vocabs) > 1:
+        (a_sha, a), (b_sha, b) = list(vocabs.items())[:2]
+        raise ConfigError(
+            f"video/word_ids come from different vocabularies: {a} ({a_sha[:12]}) and {b} ({b_sha[:12]})",
+            path=b,
+            hint="assign every training file with one vocabulary (`videobert vocab assign`)",
+        )
     vocab = np.array(sorted(ids), dtype=np.int64)
-    return vocab, (max_word + 1 if all_words and max_word >= 0 else None)
+    if not all_words or max_word < 0:
+        return vocab, None
+    # the vocabulary's own size when recorded (ids unseen in training still get a class)
+    recorded = {s for s in sizes if s is not None}
+    return vocab, max(recorded) if recorded and None not in sizes else max_word + 1
 
 
 def expand_feature_paths(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given; a directory stands for its ``*.h5`` files (sorted, not recursive)."""
+    """Files as given; a directory stands for its ``*.h5`` feature files (sorted, not recursive).
+
+    In a directory, HDF5 files that are not videobert feature files (e.g. a vocabulary) are
+    skipped; a file named explicitly is always kept (and refused later if it is not one).
+    """
+    from videobert_cli.store.hdf5 import FORMAT_NAME
+
+    def is_features(q: Path) -> bool:
+        try:
+            with _open(q) as f:
+                return _attr_str(f.attrs.get("format")) == FORMAT_NAME
+        except OSError:
+            return True  # let scan_file report what is wrong with it
+
     out: list[Path] = []
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            found = sorted(q for q in p.glob("*.h5") if q.is_file())
+            # a vocabulary (or any other HDF5 file) next to the features is not a feature file
+            found = sorted(q for q in p.glob("*.h5") if q.is_file() and is_features(q))
             if not found:
                 raise ConfigError(f"no .h5 files in directory {p}", path=p, hint="pass the output directory of `videobert run`")
             out.extend(found)
