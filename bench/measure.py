@@ -199,6 +199,7 @@ def measure_decode(spec: dict) -> dict:
         "fps": frames / seconds,
         "stage": timer.as_dict(),
         "preprocessing": preprocessing.to_dict(),
+        "peak_rss_mb": _status_kb("self", "VmHWM") / 1024,  # this process does the worker's job
         **_threads(),
     }
 

@@ -173,3 +173,16 @@ def fast_cli_flags(tiny_bert_dir: Path) -> list[str]:
         "--d-model", str(FAST_D_MODEL), "--layers", "1", "--heads", "2",
         "--device", "cpu", "--precision", "fp32",
     ]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cli_state():
+    """The CLI's global options (--quiet, --debug, ...) must not leak from one test to the next."""
+    from videobert_cli.cli.common import STATE, GlobalState
+
+    saved = GlobalState(**vars(STATE))
+    for key, value in vars(GlobalState()).items():
+        setattr(STATE, key, value)
+    yield
+    for key, value in vars(saved).items():
+        setattr(STATE, key, value)

@@ -284,12 +284,22 @@ def run(
     stdin: TextIO | None = None,
     observer: RunObserver | None = None,
     stop: StopFlag | None = None,
+    engine: str = "local",
+    engine_options: dict | None = None,
+    index: bool | None = None,
 ) -> RunReport:
     """The whole pipeline per video: one HDF5 file per video in ``out_dir`` plus ``manifest.jsonl``.
 
     ``inputs`` are files, directories, or ``-`` (paths on ``stdin``). Returns a
     :class:`RunReport`; its ``exit_code`` is what the CLI exits with.
+
+    ``engine`` is ``"local"`` or ``"ray"`` (:mod:`videobert_cli.engines`; ``engine_options``
+    such as ``address``, ``workers``, ``gpus_per_worker`` go to it). ``index``: write
+    ``out_dir/index.h5`` at the end (True), never (False), or refresh it if it exists (None).
     """
+    # --- engines and index (videobert_cli.engines, videobert_cli.index) ---
+    from videobert_cli.engines import run_engine
+
     items = plan_inputs(
         list(inputs),
         recursive=recursive,
@@ -298,4 +308,22 @@ def run(
         stdin=stdin if stdin is not None else sys.stdin,
         transcripts_dir=transcripts_dir,
     )
-    return run_batch(items, out_dir, config, options, observer=observer, stop=stop)
+    report = run_engine(engine, items, out_dir, config, options, observer=observer, stop=stop,
+                        **(engine_options or {}))
+    _refresh_index(out_dir, options, index, observer)
+    return report
+
+
+def _refresh_index(out_dir: str | Path, options: RunOptions | None, index: bool | None, observer) -> None:
+    """Write or refresh ``out_dir/index.h5`` after a run; a failure is a message, not an error."""
+    from videobert_cli.index import INDEX_NAME, write_index
+
+    if index is False or (options is not None and options.dry_run):
+        return
+    if index is None and not (Path(out_dir) / INDEX_NAME).is_file():
+        return
+    try:
+        write_index(out_dir)
+    except Exception as error:  # the run's own outcome stands
+        if observer is not None:
+            observer.on_message(f"index not refreshed: {error}")

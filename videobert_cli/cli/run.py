@@ -35,6 +35,8 @@ Examples:
   find /data -name '*.mp4' | videobert run - -o features/ --json > summary.json
 
   videobert run videos/ -o features/ --dry-run
+
+  videobert run /shared/videos -o /shared/features --engine ray --address auto --gpus-per-worker 1
 """
 
 
@@ -94,6 +96,24 @@ def run_command(
                      "(from `videobert vocab build`)."),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON on stdout.")] = False,
+    # --- engines and index (videobert_cli.engines, videobert_cli.index) ---
+    engine: Annotated[
+        str, typer.Option("--engine", help="local (this machine) | ray (a Ray cluster; see docs/cluster.md).")
+    ] = "local",
+    address: Annotated[
+        Optional[str], typer.Option("--address", help="Ray: auto (the running cluster) or ray://HOST:10001.")
+    ] = None,
+    workers: Annotated[
+        Optional[int], typer.Option("--workers", min=1, help="Ray: model workers. [default: one per GPU group]")
+    ] = None,
+    gpus_per_worker: Annotated[
+        Optional[float], typer.Option("--gpus-per-worker", min=0.0, help="Ray: GPUs per model worker. [default: 0]")
+    ] = None,
+    index: Annotated[
+        Optional[bool],
+        typer.Option("--index/--no-index", help="Write OUT_DIR/index.h5 at the end. [default: refresh it if present]"),
+    ] = None,
+    # --- end engines and index ---
 ) -> None:
     from videobert_cli.api import run
     from videobert_cli.cli.progress import RichRunObserver, summary_table
@@ -115,7 +135,8 @@ def run_command(
     with RichRunObserver(quiet=STATE.quiet or dry_run) as observer:
         report = run(
             inputs or [], output, config, options, recursive=recursive, pattern=glob, list_files=from_file or [],
-            transcripts_dir=transcripts, observer=observer,
+            transcripts_dir=transcripts, observer=observer, engine=engine,
+            engine_options={"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker}, index=index,
         )
     if json_output:
         summary = report.summary()

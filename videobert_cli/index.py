@@ -1,0 +1,281 @@
+"""A corpus index: one HDF5 file that reads a whole output directory as one.
+
+``OUT_DIR/index.h5`` holds
+
+* ``videos/<id>`` - an HDF5 external link (relative path) to the root of every complete
+  per-video file, so ``index["videos/<id>/video/features"]`` reads that video's features;
+* ``table/`` - parallel datasets, one row per per-video file (complete or not):
+  ``id``, ``path`` (relative to OUT_DIR), ``status`` (``complete``/``incomplete``),
+  ``duration`` (seconds, NaN if unknown), ``video_rows``, ``text_tokens`` (-1 if unknown),
+  ``source_path`` and ``config_hash``.
+
+Ids are the file's path under OUT_DIR without ``.h5``, ``/`` written as ``__`` (``a/b.h5`` ->
+``a__b``); a clash gets ``~2``, ``~3``... Links are relative, so the directory can be moved or
+mounted elsewhere as a whole. The index is written atomically (temp file + rename) and never
+lists itself. ``videobert index OUT_DIR`` writes it; ``videobert run`` refreshes it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import secrets
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from videobert_cli import __version__
+from videobert_cli.errors import FeatureFileError, OutputError, UsageError
+
+INDEX_NAME = "index.h5"
+INDEX_FORMAT = "videobert-index"
+INDEX_SCHEMA_VERSION = "1.0"
+FEATURE_FORMAT = "videobert-features"
+
+#: table columns: name -> kind ("str", "float", "int")
+COLUMNS = {
+    "id": "str",
+    "path": "str",
+    "status": "str",
+    "duration": "float",
+    "video_rows": "int",
+    "text_tokens": "int",
+    "source_path": "str",
+    "config_hash": "str",
+}
+STATUS_COMPLETE = "complete"
+STATUS_INCOMPLETE = "incomplete"
+
+_BUILDING_RE = re.compile(r"^\.(?P<name>.+)\.building-(?P<pid>\d+)-(?P<token>[0-9a-f]{8})$")
+_STALE_BUILDING_S = 24 * 3600
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray) and value.shape == ():
+        return _text(value.item())
+    return "" if value is None else str(value)
+
+
+def _describe_file(path: Path, root: Path) -> dict | None:
+    """One table row for ``path``; None for an HDF5 file that is no videobert feature file."""
+    import h5py
+
+    row = {
+        "path": path.relative_to(root).as_posix(),
+        "status": STATUS_INCOMPLETE,
+        "duration": math.nan,
+        "video_rows": -1,
+        "text_tokens": -1,
+        "source_path": "",
+        "config_hash": "",
+    }
+    try:
+        with h5py.File(path, "r", locking="best-effort") as f:
+            fmt = _text(f.attrs.get("format"))
+            if fmt and fmt != FEATURE_FORMAT:
+                return None  # another index, or somebody else's HDF5 file
+            row["source_path"] = _text(f.attrs.get("source_path"))
+            row["config_hash"] = _text(f.attrs.get("config_hash"))
+            complete = fmt == FEATURE_FORMAT and bool(f.attrs.get("complete", False))
+            video = f.get("video")
+            if isinstance(video, h5py.Group):
+                if "features" in video:
+                    row["video_rows"] = int(video["features"].shape[0])
+                if "duration" in video.attrs:
+                    row["duration"] = float(video.attrs["duration"])
+            text = f.get("text")
+            if isinstance(text, h5py.Group) and "token_features" in text:
+                row["text_tokens"] = int(text["token_features"].shape[0])
+            elif complete:
+                row["text_tokens"] = 0  # complete, video only
+            if complete:
+                row["status"] = STATUS_COMPLETE
+    except (OSError, KeyError, ValueError, TypeError):
+        pass  # truncated or damaged: listed as incomplete
+    return row
+
+
+def _feature_files(root: Path, index_name: str) -> list[Path]:
+    found = []
+    for current, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith(".") or not name.endswith(".h5"):
+                continue
+            path = Path(current) / name
+            if path.parent == root and name == index_name:
+                continue
+            found.append(path)
+    return sorted(found, key=lambda path: path.relative_to(root).as_posix())
+
+
+def _unique_ids(paths: list[str]) -> list[str]:
+    ids: list[str] = []
+    seen: set[str] = set()
+    for path in paths:
+        base = path[: -len(".h5")].replace("/", "__") or "_"
+        candidate, n = base, 1
+        while candidate in seen:
+            n += 1
+            candidate = f"{base}~{n}"
+        seen.add(candidate)
+        ids.append(candidate)
+    return ids
+
+
+def scan(out_dir: str | Path, *, name: str = INDEX_NAME) -> list[dict]:
+    """The table rows :func:`write_index` would write for ``out_dir`` (sorted by path)."""
+    root = Path(out_dir)
+    rows = [row for path in _feature_files(root, name) if (row := _describe_file(path, root)) is not None]
+    for row, row_id in zip(rows, _unique_ids([row["path"] for row in rows])):
+        row["id"] = row_id
+    return [{column: row[column] for column in COLUMNS} for row in rows]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _clean_building(root: Path) -> None:
+    """Remove temp files of index writes that were killed (dead pid, or older than a day)."""
+    now = time.time()
+    for entry in os.scandir(root):
+        match = _BUILDING_RE.match(entry.name)
+        if not match:
+            continue
+        try:
+            if not _pid_alive(int(match["pid"])) or now - entry.stat().st_mtime > _STALE_BUILDING_S:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_index(out_dir: str | Path, *, name: str = INDEX_NAME) -> Path:
+    """Write ``out_dir/name`` (default ``index.h5``) atomically and return its path.
+
+    Raises:
+        UsageError: ``out_dir`` is not a directory.
+        OutputError: the index cannot be written, or ``name`` is taken by a per-video file
+            (a video called ``index``): pass another ``name``.
+    """
+    import h5py
+
+    root = Path(out_dir)
+    if not root.is_dir():
+        raise UsageError("not a directory", path=root, hint="give the output directory of `videobert run`")
+    final = root / name
+    if final.exists():
+        try:
+            with h5py.File(final, "r", locking="best-effort") as f:
+                taken = _text(f.attrs.get("format")) == FEATURE_FORMAT
+        except OSError:
+            taken = False
+        if taken:
+            raise OutputError(f"{name} is the feature file of a video named {Path(name).stem!r}",
+                              path=final, hint="write the index under another name (videobert index --name)")
+    rows = scan(root, name=name)
+    _clean_building(root)
+    tmp = root / f".{name}.building-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        with h5py.File(tmp, "x", locking="best-effort", track_order=True) as f:
+            complete = sum(row["status"] == STATUS_COMPLETE for row in rows)
+            f.attrs["format"] = INDEX_FORMAT
+            f.attrs["schema_version"] = INDEX_SCHEMA_VERSION
+            f.attrs["tool_version"] = __version__
+            f.attrs["created_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+            f.attrs["count"] = len(rows)
+            f.attrs["complete"] = complete
+            f.attrs["incomplete"] = len(rows) - complete
+            videos = f.create_group("videos", track_order=True)
+            for row in rows:
+                if row["status"] == STATUS_COMPLETE:
+                    videos[row["id"]] = h5py.ExternalLink(row["path"], "/")
+            table = f.create_group("table", track_order=True)
+            for column, kind in COLUMNS.items():
+                values = [row[column] for row in rows]
+                if kind == "str":
+                    data = np.array(values, dtype=h5py.string_dtype("utf-8")) if values else np.zeros(
+                        0, dtype=h5py.string_dtype("utf-8"))
+                elif kind == "float":
+                    data = np.asarray(values, dtype=np.float64)
+                else:
+                    data = np.asarray(values, dtype=np.int64)
+                table.create_dataset(column, data=data)
+        _fsync(tmp)
+        os.replace(tmp, final)
+        _fsync(root, directory=True)
+    except BaseException as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write the index: {exc.strerror or exc}", path=final) from exc
+        raise
+    return final
+
+
+def _index_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path / INDEX_NAME if path.is_dir() else path
+
+
+def read_index(path: str | Path) -> list[dict]:
+    """The table of an index (``OUT_DIR`` or the index file): one dict per per-video file.
+
+    ``duration`` is None when unknown; ``video_rows``/``text_tokens`` are None when unknown.
+    """
+    import h5py
+
+    index = _index_path(path)
+    if not index.is_file():
+        raise FeatureFileError("index not found", path=index, hint="write it with `videobert index OUT_DIR`")
+    try:
+        with h5py.File(index, "r", locking="best-effort") as f:
+            if _text(f.attrs.get("format")) != INDEX_FORMAT:
+                raise FeatureFileError("not a videobert index", path=index, hint="write it with `videobert index OUT_DIR`")
+            table = f["table"]
+            columns = {}
+            for column, kind in COLUMNS.items():
+                data = table[column]
+                columns[column] = data.asstr()[()] if kind == "str" else data[()]
+    except OSError as exc:
+        raise FeatureFileError(f"cannot read the index ({exc})", path=index, hint="write it again") from exc
+    rows = []
+    for i in range(len(columns["id"])):
+        row = {}
+        for column, kind in COLUMNS.items():
+            value = columns[column][i]
+            if kind == "float":
+                value = None if math.isnan(value) else float(value)
+            elif kind == "int":
+                value = None if value < 0 else int(value)
+            else:
+                value = str(value)
+            row[column] = value
+        rows.append(row)
+    return rows
