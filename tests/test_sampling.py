@@ -260,18 +260,32 @@ def test_vfr_samples_by_time_not_index(tmp_path: Path, suffix: str, sampling: Sa
 
 # --- iter_frame_chunks ------------------------------------------------------------------------
 class SpyReader:
-    """Wraps a decord reader and records every get_batch call."""
+    """Wraps a decord reader and records which frame each ``next()`` returned (the frames that
+    were decoded to RGB), tracking the position through seeks and skips."""
 
     def __init__(self, reader):
         self.reader = reader
-        self.batches: list[list[int]] = []
+        self.position = 0
+        self.decoded: list[int] = []
 
     def __len__(self) -> int:
         return len(self.reader)
 
-    def get_batch(self, indices):
-        self.batches.append([int(i) for i in indices])
-        return self.reader.get_batch(indices)
+    def get_key_indices(self):
+        return self.reader.get_key_indices()
+
+    def seek_accurate(self, index):
+        self.position = int(index)
+        return self.reader.seek_accurate(index)
+
+    def skip_frames(self, count):
+        self.position += int(count)
+        return self.reader.skip_frames(count)
+
+    def next(self):
+        self.decoded.append(self.position)
+        self.position += 1
+        return self.reader.next()
 
 
 @pytest.mark.parametrize("chunk_frames", [1, 3, 4, 100])
@@ -287,10 +301,10 @@ def test_iter_frame_chunks_yields_each_request_once_in_order(cfr_video: Path, ch
         assert frames.shape == (len(indices), 48, 64, 3) and frames.dtype == np.uint8
         assert len(set(indices.tolist())) <= chunk_frames
         assert [synth.closest_signature(f, range(100)) for f in frames] == indices.tolist()
-    # every distinct frame decoded exactly once, in playback order, at most chunk_frames per call
-    assert [i for batch in spy.batches for i in batch] == unique
-    assert all(1 <= len(batch) <= chunk_frames for batch in spy.batches)
-    assert len(spy.batches) == math.ceil(len(unique) / chunk_frames)
+    # every distinct frame decoded exactly once, in playback order, at most chunk_frames per chunk
+    assert spy.decoded == unique
+    assert all(1 <= len(set(indices.tolist())) <= chunk_frames for indices, _ in chunks)
+    assert len(chunks) == math.ceil(len(unique) / chunk_frames)
 
 
 def test_iter_frame_chunks_from_plan_with_repeats(tmp_path: Path) -> None:
@@ -313,7 +327,10 @@ def test_iter_frame_chunks_empty_and_unsorted(cfr_video: Path) -> None:
 
 def test_iter_frame_chunks_decode_failure_is_video_decode_error(cfr_video: Path) -> None:
     class Broken:
-        def get_batch(self, indices):
+        def get_key_indices(self):
+            return [0]
+
+        def seek_accurate(self, index):
             raise RuntimeError("simulated decoder failure\nsecond line")
 
     with pytest.raises(VideoDecodeError) as caught:

@@ -104,7 +104,7 @@ def run_command(
         Optional[str], typer.Option("--address", help="Ray: auto (the running cluster) or ray://HOST:10001.")
     ] = None,
     workers: Annotated[
-        Optional[int], typer.Option("--workers", min=1, help="Ray: model workers. [default: one per GPU group]")
+        Optional[int], typer.Option("--workers", min=1, help="Ray: model workers. [default: GPUs / --gpus-per-worker, else CPUs / 2]")
     ] = None,
     gpus_per_worker: Annotated[
         Optional[float], typer.Option("--gpus-per-worker", min=0.0, help="Ray: GPUs per model worker. [default: 0]")

@@ -42,7 +42,8 @@ pairing are read from the checkpoint); --all evaluates every given file. Reports
 text-to-video and video-to-text recall@1/5/10 and median rank (cosine of the video-alone and
 text-alone [CLS] vectors; token-identical captions count as correct), alignment accuracy
 (with the align head), and the same for the untrained fusion (the seeded initialisation),
-for the unfused features through CCA fitted on the training split, and chance.
+for the unfused features through CCA fitted on the training split (or --cca-fit FILES),
+and chance.
 
 Examples:
 
@@ -50,7 +51,7 @@ Examples:
 
   videobert eval features/ --fusion-weights fusion.safetensors --json eval.json
 
-  videobert eval other_features/ --fusion-weights fusion.safetensors --all
+  videobert eval test_features/ --fusion-weights fusion.safetensors --all --cca-fit features/
 """
 
 Features = Annotated[
@@ -205,7 +206,7 @@ def eval_table(report: dict):
         notes.append(f"unfused features: not comparable - {raw['reason']}")
     cca = report["results"].get("unfused_cca", {})
     if cca.get("fit"):
-        notes.append(f"CCA fitted on the {cca['fit']} ({cca['fit_pairs']} pairs, {cca['dims']} dims)")
+        notes.append(f"CCA fitted on: {cca['fit']} ({cca['fit_pairs']} pairs, {cca['dims']} dims)")
     table.caption = "\n".join(notes)
     return table
 
@@ -226,6 +227,10 @@ def eval_command(
     ] = None,
     pairs: Annotated[Optional[str], typer.Option("--pairs", help="video | sentences (default: the checkpoint's).")] = None,
     no_cca: Annotated[bool, typer.Option("--no-cca", help="Skip the CCA baseline on unfused features.")] = False,
+    cca_fit: Annotated[
+        Optional[list[Path]],
+        typer.Option("--cca-fit", help="Fit the CCA baseline on these files/directories (default: the training split)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Pairs per model call.")] = 32,
     device: DeviceOpt = None,
 ) -> None:
@@ -236,6 +241,7 @@ def eval_command(
     report = evaluate(
         files, fusion_weights, all_files=all_files, seed=seed, val_fraction=val_fraction, pairs=pairs,
         device=device or STATE.device, batch_size=batch_size, cca=not no_cca,
+        cca_fit_files=expand_feature_paths(cca_fit) if cca_fit else None,
         on_message=lambda m: say(m),
     )
     text = json.dumps(report, indent=2, sort_keys=True)

@@ -39,7 +39,7 @@ import threading
 import time
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -70,6 +70,7 @@ from videobert_cli.pipeline.runner import (
     _ensure_output_dir,
     _failure,
     _input_fingerprint,
+    _load_run_vocab,
     _Manifest,
     _now,
     _safe_output_path,
@@ -402,6 +403,10 @@ class ModelWorker:
         if self.cwd_ok:
             os.chdir(cwd)  # relative input and output paths mean what they meant to the driver
         self.cwd = cwd
+        if not settings.gpus_per_worker and config.runtime.device == "auto":
+            # Ray leaves the GPUs of a worker with num_gpus=0 visible: "auto" must not pick them
+            # up unaccounted (every worker would crowd onto cuda:0)
+            config = config.with_(runtime=replace(config.runtime, device="cpu"))
         self.config = config
         self.options = options
         self.config_hash = config_hash
@@ -410,11 +415,19 @@ class ModelWorker:
         self.progress = _Progress()
         self._call: int | None = None
         self._prefetched: _DecodeStream | None = None
+        self._dropped: set[str] = set()  # hints the driver gave to another worker meanwhile
+        self._lock = threading.Lock()
         self._remote = None
 
     def ready(self) -> dict:
         """Load every model (a missing model fails here, before any video); describe this worker."""
+        if self.options.vocab and self.pipeline.vocab is None:
+            self.pipeline.vocab = _load_run_vocab(self.options.vocab)
         self.pipeline.fusion
+        if self.pipeline.vocab is not None:
+            from videobert_cli.vocab import check_compatible
+
+            check_compatible(self.pipeline.video.identity(), self.pipeline.video.feature_dim, self.pipeline.vocab)
         return {"pid": os.getpid(), "node": socket.gethostname(), "device": str(self.pipeline.video.device),
                 "cwd_ok": self.cwd_ok}
 
@@ -424,10 +437,13 @@ class ModelWorker:
 
     def drop_prefetch(self, path: str) -> None:
         """Stop the decode task started ahead for ``path`` (the driver gave that video elsewhere)."""
-        stream = self._prefetched
-        if stream is not None and stream.path == path:
+        with self._lock:
+            self._dropped.add(path)
+            stream = self._prefetched
+            if stream is None or stream.path != path:
+                return
             self._prefetched = None
-            stream.close()
+        stream.close()
 
     def _decode_remote(self):
         if self._remote is None:
@@ -448,15 +464,17 @@ class ModelWorker:
 
     def _stream_for(self, item: VideoInput, hint: VideoInput | None) -> _DecodeStream:
         path = str(item.path)
-        stream = self._prefetched
-        self._prefetched = None
+        with self._lock:
+            stream, self._prefetched = self._prefetched, None
         if stream is None or stream.path != path:
             if stream is not None:
                 stream.close()
             stream = self._start(path)
         if hint is not None and self.settings.prefetch:
             def prefetch(hint_path=str(hint.path)):
-                self._prefetched = self._start(hint_path)
+                with self._lock:
+                    if hint_path not in self._dropped:
+                        self._prefetched = self._start(hint_path)
 
             stream.on_done = prefetch
         return stream
@@ -466,6 +484,8 @@ class ModelWorker:
         """Process one video exactly as the local engine does; returns its record (and a fatal
         :class:`OutputError`, which stops the run, if writing failed)."""
         self._call = call_id
+        with self._lock:
+            self._dropped.clear()
         self.progress.watch(True)
         started = time.perf_counter()
         timer = _ProgressTimer(self.progress)
@@ -575,6 +595,7 @@ class _Driver:
         self.stopping = False
         self._next_call = 0
         self._last_death = ""
+        self._no_worker_since: float | None = None
 
     # -- workers --------------------------------------------------------------------------------
     def worker_count(self, videos: int) -> int:
@@ -634,15 +655,22 @@ class _Driver:
         ref, slot.ready_ref = slot.ready_ref, None
         try:
             slot.info = ray.get(ref)
-        except ray.exceptions.RayTaskError as error:
+        except ray.exceptions.RayTaskError as error:  # the models failed to load
             cause = getattr(error, "cause", None)
-            raise (cause if isinstance(cause, Exception) else error) from None  # models failed to load
+            cause = cause if isinstance(cause, Exception) else error
+            if not any(other.ever_ready for other in self.slots):
+                raise cause from None  # before any video, as the local engine: the run fails
+            slot.dead, slot.alive = True, False  # a restarted worker that cannot load (e.g. GPU memory)
+            self._last_death = _describe(cause)
+            self._return_reserved(slot)
+            self.observer.on_message(f"a model worker could not restart: {self._last_death}")
+            return
         except ray.exceptions.ActorDiedError as error:
             slot.dead, slot.alive = True, False
             self._last_death = _describe(error)
             self._return_reserved(slot)
             return
-        except ray.exceptions.RayActorError:  # restarting: ask again shortly
+        except ray.exceptions.RayError:  # restarting (or its answer was lost): ask again shortly
             slot.retry_ready_at = time.monotonic() + 1.0
             return
         slot.alive = slot.ever_ready = True
@@ -751,11 +779,11 @@ class _Driver:
         ready, _ = ray.wait(list(waiting), num_returns=1, timeout=0.2)
         for ref in ready:
             kind, slot = waiting[ref]
-            if kind == "ready_ref" and slot.ready_ref is ref:
+            if kind == "ready_ref" and slot.ready_ref == ref:
                 self._ready_done(slot)
-            elif kind == "status_ref" and slot.status_ref is ref:
+            elif kind == "status_ref" and slot.status_ref == ref:
                 self._status_done(slot)
-            elif kind == "call" and slot.call is not None and slot.call.ref is ref:
+            elif kind == "call" and slot.call is not None and slot.call.ref == ref:
                 self._call_done(slot)
 
     def _status_done(self, slot: _Slot) -> None:
@@ -783,6 +811,10 @@ class _Driver:
             record = call.task.record()
             _failure(record, getattr(error, "cause", None) or error)
             fatal = None
+        except ray.exceptions.RayError as error:  # its result was lost with a node
+            self._restart(slot)
+            self._lost(call.task, _describe(error))
+            return
         if record.reason == REASON_WORKER_LOST and record.status == STATUS_FAILED:
             self._lost(call.task, record.message)
             return
@@ -824,6 +856,15 @@ class _Driver:
                 if all(slot.dead for slot in self.slots):
                     self._fail_remaining(f"no model worker left ({self._last_death or 'all died'})")
                     return False
+                if not any(slot.alive for slot in self.slots):  # all restarting
+                    now = time.monotonic()
+                    self._no_worker_since = self._no_worker_since or now
+                    if now - self._no_worker_since > self.settings.startup_timeout:
+                        self._fail_remaining(
+                            f"no model worker came back within {self.settings.startup_timeout:g} s")
+                        return False
+                else:
+                    self._no_worker_since = None
             self._wait_once()
             self._check_watchdog()
 
@@ -846,8 +887,10 @@ class _Driver:
 def _connect(ray, settings: RaySettings, observer: RunObserver) -> bool:
     """Join (or start) a Ray instance; returns whether this run started it (and must stop it)."""
     if ray.is_initialized():
+        if settings.address is not None:
+            observer.on_message("using the Ray instance this process is already connected to; --address ignored")
         return False
-    kwargs = {"address": settings.address, "log_to_driver": False, "logging_level": logging.WARNING}
+    kwargs = {"address": settings.address, "log_to_driver": False, "logging_level": logging.ERROR}
     if settings.address is None and not os.environ.get("RAY_ADDRESS"):
         kwargs["include_dashboard"] = False
         observer.on_message("starting a local Ray instance (give --address auto to join a cluster)")
@@ -884,7 +927,10 @@ def run_ray(
     out_dir = Path(out_dir)
     report = RunReport(output_dir=str(out_dir), started_at=_now())
     started = time.perf_counter()
-    config_hash = config.fingerprint()
+    # as run_batch does (keep in step): a --vocab file is part of the configuration
+    vocab = _load_run_vocab(options.vocab)
+    config_hash = config.fingerprint(identities={"vocab_sha256": vocab.sha256} if vocab is not None else None)
+    del vocab  # each model worker loads its own copy
 
     _ensure_output_dir(out_dir)
     with OutputLock(out_dir, wait=options.wait_lock):

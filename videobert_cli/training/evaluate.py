@@ -279,13 +279,17 @@ def evaluate(
     device: str = "cpu",
     batch_size: int = 32,
     cca: bool = True,
+    cca_fit_files: Sequence[str | Path] | None = None,
     on_message: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate fusion weights on held-out pairs; returns a JSON-safe dict (see module doc).
 
     ``seed``, ``val_fraction`` and ``pairs`` default to the values recorded in the
     checkpoint, so the held-out pairs are the training run's validation split; with
-    ``all_files`` every given file is evaluated.
+    ``all_files`` every given file is evaluated. ``cca_fit_files`` are the files the CCA
+    baseline is fitted on (e.g. the training corpus when ``files`` is a separate test
+    corpus); by default the training split of ``files`` (with ``all_files``: ``files``
+    themselves, flagged as transductive).
 
     Raises:
         ConfigError: the files come from other feature extractors than the weights, they
@@ -370,7 +374,14 @@ def evaluate(
         ),
     }
     if cca:
-        fit_refs, _ = build_pairs([by_path[p] for p in fit_paths], pairs)
+        fit_kind = "evaluated pairs (transductive, optimistic)" if all_files else "training split"
+        if cca_fit_files:
+            fit_infos = scan_files(cca_fit_files)
+            common_space(list(infos[:1]) + fit_infos)  # ConfigError unless the same feature models
+            fit_kind = f"{len(fit_infos)} given files (--cca-fit)"
+        else:
+            fit_infos = [by_path[p] for p in fit_paths]
+        fit_refs, _ = build_pairs(fit_infos, pairs)
         if len(fit_refs) >= 3:
             fit_ds = PairDataset(fit_refs, max_frames=max_frames, max_tokens=max_tokens)
             fx, fy, _ = pooled_features(fit_ds)
@@ -378,7 +389,7 @@ def evaluate(
             ex, ey, _ = pooled_features(dataset)
             cca_res: dict[str, Any] = retrieval_metrics((ex - mx) @ a, (ey - my) @ b, keys)
             cca_res["align_accuracy"] = None
-            cca_res["fit"] = "evaluated pairs (transductive, optimistic)" if all_files else "training split"
+            cca_res["fit"] = fit_kind
             cca_res["fit_pairs"] = len(fit_refs)
             cca_res["dims"] = int(a.shape[1])
             cca_res["note"] = (

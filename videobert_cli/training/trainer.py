@@ -418,6 +418,10 @@ def train(
         global_step = int(state["global_step"])
         history = list(state.get("history", []))
         init_seed = int(meta.get("init_seed", config.seed))
+        emit(TrainEvent("message", message=(
+            f"resuming {resume} after epoch {start_epoch} (step {global_step}); the fusion shape "
+            f"comes from the checkpoint: d_model={fcfg.d_model}, layers={fcfg.num_layers}, heads={fcfg.num_heads}"
+        )))
         if start_epoch >= config.epochs:
             raise ConfigError(
                 f"--resume: the checkpoint already has {start_epoch} epoch(s), --epochs is {config.epochs}",
