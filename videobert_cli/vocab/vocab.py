@@ -82,68 +82,8 @@ _LIBVER = ("v108", "v110")
 # --------------------------------------------------------------------------------------------
 # attributes (same JSON convention as the feature store: see docs/hdf5-schema.md)
 # --------------------------------------------------------------------------------------------
-def _safe_str(value: str) -> str:
-    try:
-        value.encode("utf-8")
-        return value
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
-
-
-def _write_attrs(obj: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
-    json_keys: list[str] = []
-    for key, value in attrs.items():
-        if isinstance(value, Path):
-            value = str(value)
-        if value is None or isinstance(value, (dict, list, tuple)):
-            obj.attrs[key] = _safe_str(json.dumps(value, ensure_ascii=False, default=_json_default))
-            json_keys.append(key)
-        elif isinstance(value, str):
-            obj.attrs[key] = _safe_str(value)
-        else:
-            obj.attrs[key] = value
-    if json_keys:
-        previous = _plain(obj.attrs.get(JSON_ATTRS_KEY, []))
-        previous = [previous] if isinstance(previous, str) else list(previous)
-        merged = previous + [k for k in json_keys if k not in previous]
-        obj.attrs[JSON_ATTRS_KEY] = np.array(merged, dtype=h5py.string_dtype("utf-8"))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.generic):
-        return _plain(value.item())
-    if isinstance(value, np.ndarray) and value.dtype.kind in "OSU":
-        return [_plain(v) for v in value.ravel().tolist()]
-    return value
-
-
-def _read_attrs(obj: h5py.HLObject) -> dict[str, Any]:
-    raw_keys = _plain(obj.attrs.get(JSON_ATTRS_KEY, []))
-    json_keys = {raw_keys} if isinstance(raw_keys, str) else set(raw_keys)
-    out: dict[str, Any] = {}
-    for key in obj.attrs.keys():
-        if key == JSON_ATTRS_KEY:
-            continue
-        value = _plain(obj.attrs[key])
-        if key in json_keys and isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except ValueError:
-                pass
-        out[key] = value
-    return out
+# The helpers are the store's own, so vocabulary and feature files read the same way.
+from videobert_cli.store.hdf5 import _json_default, _plain, _read_attrs, _safe_str, _write_attrs  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------------------------
