@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, TextIO
+from typing import Callable, Iterable, TextIO
 
 from videobert_cli import __version__
 from videobert_cli.config import PipelineConfig
@@ -114,6 +114,21 @@ class FileResults:
         return [r for r in self.results if r.error]
 
 
+def _run_file_jobs(jobs: Iterable[tuple[str, Callable[[], Path]]], on_done=None) -> FileResults:
+    """Run ``(label, work)`` jobs; an input's failure is recorded and the next one goes on."""
+    results = FileResults()
+    for label, work in jobs:
+        result = FileResult(label)
+        try:
+            result.output = str(work())
+        except InputError as error:
+            result.error, result.reason, result.exception = str(error), error.reason, error
+        results.results.append(result)
+        if on_done is not None:
+            on_done(result)
+    return results
+
+
 def _outputs_for(inputs: list[Path], output: str | Path, suffix_hint: str) -> list[Path]:
     output = Path(output)
     if output.suffix in (".h5", ".hdf5"):
@@ -150,20 +165,18 @@ def extract_video_files(
     """Write ``video/`` features of each video to ``output`` (a .h5 file for one video, else a directory)."""
     config = config or PipelineConfig()
     paths = [Path(v) for v in videos]
-    results = FileResults()
-    for path, destination in zip(paths, _outputs_for(paths, output, ".h5")):
-        result = FileResult(str(path))
-        try:
-            features = extract_video(path, config)
-            _write(destination, config=config, source=source_info(path), extra={"created_by": "videobert extract-video"},
-                   video=features)
-            result.output = str(destination)
-        except InputError as error:
-            result.error, result.reason, result.exception = str(error), error.reason, error
-        results.results.append(result)
-        if on_done is not None:
-            on_done(result)
-    return results
+
+    def work(path: Path, destination: Path) -> Path:
+        features = extract_video(path, config)
+        _write(destination, config=config, source=source_info(path), extra={"created_by": "videobert extract-video"},
+               video=features)
+        return destination
+
+    return _run_file_jobs(
+        ((str(path), lambda p=path, d=destination: work(p, d))
+         for path, destination in zip(paths, _outputs_for(paths, output, ".h5"))),
+        on_done,
+    )
 
 
 def extract_text_files(
@@ -180,22 +193,19 @@ def extract_text_files(
     literals = list(texts)
     names = [*paths, *(Path(f"text-{i}.txt") for i in range(len(literals)))]
     destinations = _outputs_for(names, output, ".h5")
-    results = FileResults()
+
+    def work(source, is_literal: bool, destination: Path) -> Path:
+        features = extract_text(source, config, literal=is_literal)
+        _write(destination, config=config, source=None if is_literal else source_info(Path(source)),
+               extra={"created_by": "videobert extract-text"}, text=features)
+        return destination
+
+    jobs = []
     for index, destination in enumerate(destinations):
         is_literal = index >= len(paths)
         source = literals[index - len(paths)] if is_literal else paths[index]
-        result = FileResult("--text" if is_literal else str(source))
-        try:
-            features = extract_text(source, config, literal=is_literal)
-            _write(destination, config=config, source=None if is_literal else source_info(Path(source)),
-                   extra={"created_by": "videobert extract-text"}, text=features)
-            result.output = str(destination)
-        except InputError as error:
-            result.error, result.reason, result.exception = str(error), error.reason, error
-        results.results.append(result)
-        if on_done is not None:
-            on_done(result)
-    return results
+        jobs.append(("--text" if is_literal else str(source), lambda s=source, lit=is_literal, d=destination: work(s, lit, d)))
+    return _run_file_jobs(jobs, on_done)
 
 
 def _group_feature_files(paths: list[Path]) -> list[tuple[str, Path | None, Path | None]]:
@@ -244,31 +254,31 @@ def fuse_files(
             raise FeatureFileError("file not found", path=path, hint="give HDF5 files written by extract-video/extract-text")
     groups = _group_feature_files(paths)
     destinations = _outputs_for([Path(stem + ".h5") for stem, _, _ in groups], output, ".h5")
-    results = FileResults()
-    for (stem, video_path, text_path), destination in zip(groups, destinations):
-        result = FileResult(" + ".join(str(p) for p in (video_path, text_path) if p is not None))
-        try:
-            video = load(video_path).video if video_path is not None else None
-            text_file = load(text_path) if text_path is not None else None
-            text = text_file.text if text_file is not None else None
-            fused = fuse(video, text, config)
-            segments = None
-            if config.fusion.align == "sentences" and video is not None and text is not None:
-                segments = fuse_segments(video, text, config)
-            source = None
-            attrs = load(video_path).attrs if video_path is not None else (text_file.attrs if text_file else {})
-            if attrs.get("source_path"):
-                source = SourceInfo(attrs["source_path"], int(attrs.get("source_size", 0)),
-                                    float(attrs.get("source_mtime", 0.0)), attrs.get("source_sha256") or None)
-            _write(destination, config=config, source=source, extra={"created_by": "videobert fuse"},
-                   video=video, text=text, fused=fused, segments=segments)
-            result.output = str(destination)
-        except InputError as error:
-            result.error, result.reason, result.exception = str(error), error.reason, error
-        results.results.append(result)
-        if on_done is not None:
-            on_done(result)
-    return results
+
+    def work(video_path: Path | None, text_path: Path | None, destination: Path) -> Path:
+        video_file = load(video_path) if video_path is not None else None
+        text_file = load(text_path) if text_path is not None else None
+        video = video_file.video if video_file is not None else None
+        text = text_file.text if text_file is not None else None
+        fused = fuse(video, text, config)
+        segments = None
+        if config.fusion.align == "sentences" and video is not None and text is not None:
+            segments = fuse_segments(video, text, config)
+        attrs = (video_file or text_file).attrs
+        source = None
+        if attrs.get("source_path"):
+            source = SourceInfo(attrs["source_path"], int(attrs.get("source_size", 0)),
+                                float(attrs.get("source_mtime", 0.0)), attrs.get("source_sha256") or None)
+        _write(destination, config=config, source=source, extra={"created_by": "videobert fuse"},
+               video=video, text=text, fused=fused, segments=segments)
+        return destination
+
+    return _run_file_jobs(
+        ((" + ".join(str(p) for p in (video_path, text_path) if p is not None),
+          lambda v=video_path, t=text_path, d=destination: work(v, t, d))
+         for (_, video_path, text_path), destination in zip(groups, destinations)),
+        on_done,
+    )
 
 
 def run(
