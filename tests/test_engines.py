@@ -51,7 +51,7 @@ def statuses(report) -> dict[str, tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def ray_session():
-    ray = pytest.importorskip("ray")
+    import ray  # part of the dev extra: these tests must run, never skip
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the fault hooks below
     yield ray

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from videobert_cli import __version__
-from videobert_cli.cli import extract_text, extract_video, fuse, inspect_cmd, models, run, vocab
+from videobert_cli.cli import extract_text, extract_video, fuse, index_cmd, inspect_cmd, models, run, vocab
 from videobert_cli.cli.common import STATE
 
 app = typer.Typer(
@@ -49,6 +49,7 @@ app.command("fuse", help=fuse.HELP)(fuse.fuse_command)
 app.command("run", help=run.HELP)(run.run_command)
 app.command("models", help=models.HELP)(models.models_command)
 app.command("inspect", help=inspect_cmd.HELP)(inspect_cmd.inspect_command)
+app.command("index", help=index_cmd.HELP)(index_cmd.index_command)
 app.add_typer(vocab.app, name="vocab")
 
 

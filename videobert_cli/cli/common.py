@@ -11,6 +11,7 @@ from typing import Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from videobert_cli.config import (
     FusionConfigOptions,
@@ -46,7 +47,7 @@ def say(message: str) -> None:
 
 
 def fail(message: str, code: int) -> None:
-    stderr.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    stderr.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -144,7 +145,7 @@ def report_file_results(results, noun: str) -> int:
         if result.error:
             if STATE.debug and result.exception is not None:
                 traceback.print_exception(result.exception, file=sys.stderr)
-            stderr.print(f"[red]failed[/] {result.error}", soft_wrap=True)
+            stderr.print(f"[red]failed[/] {escape(result.error)}", soft_wrap=True)
         else:
             say(f"[green]wrote[/] {result.output}")
     failed = len(results.failed)

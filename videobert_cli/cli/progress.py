@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
 from rich.table import Table
 
 from videobert_cli.cli.common import stderr
@@ -38,17 +39,17 @@ class RichRunObserver:
 
     def on_input_start(self, item) -> None:
         if self.task is not None:
-            self.progress.update(self.task, description=str(item.path.name))
+            self.progress.update(self.task, description=escape(str(item.path.name)))
 
     def on_input_done(self, record) -> None:
         if self.task is not None:
             self.progress.advance(self.task)
         if record.status == "failed":
-            self.progress.console.print(f"[red]failed[/] {record.message}", soft_wrap=True)
+            self.progress.console.print(f"[red]failed[/] {escape(record.message)}", soft_wrap=True)
 
     def on_message(self, message: str) -> None:
         if not self.quiet:
-            self.progress.console.print(message)
+            self.progress.console.print(escape(message))
 
 
 def summary_table(report, *, limit: int = 30) -> Table:
@@ -65,9 +66,9 @@ def summary_table(report, *, limit: int = 30) -> Table:
     for record in records[:limit]:
         why = record.message if record.status == "failed" else record.decision
         table.add_row(
-            record.input,
+            escape(record.input),
             f"[{colour.get(record.status, 'white')}]{record.status}[/]",
-            why,
+            escape(why),
             str(record.frames or ""),
             str(record.tokens or ""),
             f"{record.seconds:.2f}" if record.seconds else "",

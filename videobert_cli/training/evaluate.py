@@ -45,7 +45,6 @@ from videobert_cli.training.data import (
     LAYOUTS,
     Batch,
     PairDataset,
-    PairRef,
     Sample,
     build_pairs,
     collate,
