@@ -18,7 +18,7 @@ from videobert_cli.config import PipelineConfig
 from videobert_cli.errors import FeatureFileError, InputError, UsageError
 from videobert_cli.features import FusedFeatures, SourceInfo, TextFeatures, VideoFeatures
 from videobert_cli.pipeline.inputs import output_names, plan_inputs
-from videobert_cli.pipeline.runner import RunObserver, RunOptions, RunReport, run_batch, source_info
+from videobert_cli.pipeline.runner import RunObserver, RunOptions, RunReport, source_info
 from videobert_cli.pipeline.signals import StopFlag
 
 _STAGES: dict[tuple[str, PipelineConfig], object] = {}
@@ -210,7 +210,6 @@ def extract_text_files(
 
 def _group_feature_files(paths: list[Path]) -> list[tuple[str, Path | None, Path | None]]:
     """Pair files holding video/ and text/ features: by stem, or the only two given."""
-    from videobert_cli.store.hdf5 import read_attrs  # noqa: F401  (validates on load)
     from videobert_cli.store.hdf5 import load
 
     kinds: list[tuple[Path, bool, bool]] = []

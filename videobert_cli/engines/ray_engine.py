@@ -193,7 +193,7 @@ def _decode_task(path: str, config: PipelineConfig, preprocessing, chunk_frames:
     import torch
 
     torch.set_num_threads(1)  # resize/crop is light; leave the cores to the encoders
-    from videobert_cli.pipeline.stages import decode_crops
+    from videobert_cli.pipeline.decoding import decode_crops
 
     yield ("started", os.getpid())
     log = _StderrCapture()
@@ -325,7 +325,7 @@ class _DecodeStream:
         """``(VideoInfo, iterator of CropChunk)`` as ``process_video`` expects from ``open_stream``."""
         import numpy as np
 
-        from videobert_cli.pipeline.stages import CropChunk
+        from videobert_cli.pipeline.decoding import CropChunk
 
         progress = self.worker.progress
         # waiting for a free CPU (and the worker's imports) is not the decoder's fault

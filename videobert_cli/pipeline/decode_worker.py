@@ -38,7 +38,7 @@ class DecodeJob:
 
 def default_decode(job: DecodeJob, emit: Callable[[tuple], None]) -> None:
     """Decode one job in the worker, emitting ("info", ...), ("chunk", ...) messages."""
-    from videobert_cli.pipeline.stages import decode_crops
+    from videobert_cli.pipeline.decoding import decode_crops
     from videobert_cli.pipeline.timing import StageTimer
 
     timer = StageTimer()
@@ -115,7 +115,7 @@ def _worker_context():
     workers from that clean state.
     """
     context = mp.get_context("forkserver")
-    context.set_forkserver_preload(["videobert_cli.pipeline.decode_worker", "videobert_cli.pipeline.stages"])
+    context.set_forkserver_preload(["videobert_cli.pipeline.decode_worker", "videobert_cli.pipeline.decoding"])
     return context
 
 
@@ -212,7 +212,7 @@ class DecodeWorker:
         The iterator raises :class:`DecodeTimeoutError` if the worker makes no progress for
         ``timeout`` seconds or the video takes longer than ``timeout + 20 x its duration``.
         """
-        from videobert_cli.pipeline.stages import CropChunk
+        from videobert_cli.pipeline.decoding import CropChunk
 
         if not self._queued or self._queued[0].job_id != job.job_id:
             raise RuntimeError("jobs must be streamed in submission order")

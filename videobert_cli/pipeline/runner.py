@@ -26,7 +26,6 @@ from videobert_cli.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SOME_FAILED,
-    InputError,
     OutputError,
     ResourceError,
     TranscriptError,

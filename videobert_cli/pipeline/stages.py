@@ -7,7 +7,6 @@ feature containers; writing is the runner's business.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -17,75 +16,19 @@ import torch
 from videobert_cli.config import PipelineConfig, resolve_device, resolve_precision
 from videobert_cli.errors import ConfigError, FeatureFileError
 from videobert_cli.features import FusedFeatures, FusedSegments, TextFeatures, VideoFeatures
+from videobert_cli.pipeline.decoding import CropChunk, decode_crops  # noqa: F401  (re-exported)
 from videobert_cli.pipeline.prefetch import prefetch
 from videobert_cli.pipeline.timing import StageTimer
 from videobert_cli.text.encoder import TextEncoder
 from videobert_cli.text.models import load_text_model
 from videobert_cli.text.transcripts import Transcript
-from videobert_cli.video.decode import (
-    DEFAULT_CHUNK_FRAMES,
-    VideoInfo,
-    iter_frame_chunks,
-    open_video,
-    plan_sampling,
-    probe_video,
-)
+from videobert_cli.video.decode import VideoInfo
 from videobert_cli.video.encoder import FrameEncoder
-from videobert_cli.video.models import Preprocessing, load_video_model
-from videobert_cli.video.preprocess import resize_and_crop
-
-
-@dataclass
-class CropChunk:
-    """A decoded, resized and cropped run of sampled frames."""
-
-    frame_indices: np.ndarray  # (n,) int64
-    timestamps: np.ndarray  # (n,) float64 seconds
-    crops: torch.Tensor  # (n, 3, S, S) uint8
-
-
-def decode_crops(
-    path: str | Path,
-    config: PipelineConfig,
-    preprocessing: Preprocessing,
-    *,
-    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
-    decode_threads: int = 1,
-    timer: StageTimer | None = None,
-) -> tuple[VideoInfo, Iterator[CropChunk]]:
-    """Open ``path``, plan the sampled frames and return an iterator of cropped chunks.
-
-    Frames are decoded in playback order, ``chunk_frames`` at a time, and dropped as soon as
-    they are cropped, so memory does not grow with the video's length.
-    """
-    timer = timer or StageTimer()
-    with timer.stage("decode"):
-        reader = open_video(path, num_threads=decode_threads)
-        info = probe_video(reader, path)
-        indices = plan_sampling(info, config.sampling)
-
-    def chunks() -> Iterator[CropChunk]:
-        iterator = iter_frame_chunks(reader, indices, chunk_frames=chunk_frames, path=path)
-        while True:
-            started = time.perf_counter()
-            try:
-                chunk_indices, frames = next(iterator)
-            except StopIteration:
-                return
-            decoded = time.perf_counter()
-            crops = resize_and_crop(frames, preprocessing)
-            del frames
-            timer.add("decode", decoded - started)
-            timer.add("preprocess", time.perf_counter() - decoded)
-            yield CropChunk(chunk_indices, info.frame_starts[chunk_indices], crops)
-
-    return info, chunks()
+from videobert_cli.video.models import load_video_model
 
 
 def resolve_sampling(sampling, kind: str, model_name: str):
     """The sampling a model of ``kind`` uses: clip defaults for clip models; refuse mismatches."""
-    from videobert_cli.config import SamplingConfig  # noqa: F401
-
     if kind == "clip":
         return sampling.for_clips()
     if sampling.is_clip:

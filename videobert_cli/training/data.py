@@ -66,7 +66,7 @@ class FileInfo:
     num_tokens: int
     num_cues: int
     has_word_ids: bool
-    timed: bool  # every cue has finite start and end times
+    timed: bool  # some cue has finite start and end times (sentence pairs are possible)
 
 
 def _attr_str(value: Any) -> str | None:
@@ -123,8 +123,7 @@ def scan_file(path: str | Path) -> FileInfo:
                 num_tokens=int(tfeat.shape[0]),
                 num_cues=int(cue_start.shape[0]),
                 has_word_ids="word_ids" in v,
-                timed=bool(cue_start.size)
-                and bool(np.all(np.isfinite(cue_start)) and np.all(np.isfinite(cue_end))),
+                timed=bool(np.any(np.isfinite(cue_start) & np.isfinite(cue_end))),
             )
     except KeyError as exc:
         raise FeatureFileError(

@@ -7,7 +7,6 @@ can segfault (dmlc/decord #293, #324).
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path

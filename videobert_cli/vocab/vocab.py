@@ -15,7 +15,6 @@ file layout is documented in ``docs/vocab.md``.
 from __future__ import annotations
 
 import errno
-import json
 import math
 import os
 import shutil
@@ -31,7 +30,7 @@ import numpy as np
 
 from videobert_cli.errors import ConfigError, FeatureFileError, InputError, OutputError
 from videobert_cli.hashing import file_sha256
-from videobert_cli.store.hdf5 import JSON_ATTRS_KEY, is_complete, load, temp_name_for
+from videobert_cli.store.hdf5 import is_complete, load, temp_name_for
 from videobert_cli.vocab.kmeans import NodeKMeans, nearest_in_nodes
 
 __all__ = [
@@ -83,7 +82,7 @@ _LIBVER = ("v108", "v110")
 # attributes (same JSON convention as the feature store: see docs/hdf5-schema.md)
 # --------------------------------------------------------------------------------------------
 # The helpers are the store's own, so vocabulary and feature files read the same way.
-from videobert_cli.store.hdf5 import _json_default, _plain, _read_attrs, _safe_str, _write_attrs  # noqa: E402,F401
+from videobert_cli.store.hdf5 import _plain, _read_attrs, _safe_str, _write_attrs  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------------------------
