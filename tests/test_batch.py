@@ -464,3 +464,28 @@ def test_out_of_memory_costs_one_video(tmp_path, tiny_bert, monkeypatch):
     assert status == {"a.mp4": ("ok", ""), "big.mp4": ("failed", "resource"), "z.mp4": ("ok", "")}
     failed = [r for r in report.records if r.status == "failed"][0]
     assert "out of memory" in failed.message and "--batch-size" in failed.message
+
+
+def test_unreadable_file_is_reported_as_unreadable(tmp_path):
+    """Permissions are enforced for ordinary users; root ignores them, so drop those capabilities."""
+    video = make_video(tmp_path / "locked.mp4", num_frames=5, fps=10)
+    video.chmod(0o000)
+    script = (
+        "import sys\n"
+        "from videobert_cli.errors import VideoDecodeError\n"
+        "from videobert_cli.video.decode import open_video\n"
+        "try:\n"
+        "    open_video(sys.argv[1])\n"
+        "except VideoDecodeError as error:\n"
+        "    print(error.reason, '|', error)\n"
+    )
+    command = [sys.executable, "-c", script, str(video)]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search", *command]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    finally:
+        video.chmod(0o644)
+    assert result.returncode == 0, result.stderr
+    reason, message = result.stdout.strip().split(" | ", 1)
+    assert reason == "unreadable" and "permission denied" in message.lower() and "locked.mp4" in message
