@@ -210,8 +210,8 @@ def ensure(names: list[str], transcript_tokens: int) -> dict:
     known = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     for name in names:
         path = video_path(name)
-        if path.exists() and known.get(name, {}).get("path") == str(path):
-            facts[name] = known[name]
+        if path.exists() and Path(known.get(name, {}).get("path", "")).name == path.name:
+            facts[name] = {**known[name], "path": str(path)}
             continue
         width, height, seconds = VIDEOS[name]
         if seconds > 60:
@@ -233,7 +233,7 @@ def ensure(names: list[str], transcript_tokens: int) -> dict:
     if not tpath.exists() or key not in known:
         known[key] = write_transcript(tpath, transcript_tokens)
         meta_path.write_text(json.dumps(known, indent=1))
-    facts["transcript"] = known[key]
+    facts["transcript"] = {**known[key], "path": str(tpath)}
     return facts
 
 

@@ -424,6 +424,9 @@ def main() -> None:
     spec = json.loads(sys.argv[1])
     result = KINDS[spec["kind"]](spec)
     result["kind"] = spec["kind"]
+    import videobert_cli
+
+    result["package"] = str(Path(videobert_cli.__file__).parent)  # which copy was measured
     print(json.dumps(result, default=float))
 
 

@@ -210,6 +210,15 @@ def machine_facts() -> dict:
         facts["ram_gb"] = round(int(handle.readline().split()[1]) / 1024 / 1024, 1)
     if torch.cuda.is_available():
         facts["gpu"] = torch.cuda.get_device_name(0)
+    # which code is measured: the git commit (+ whether videobert_cli/ differs from it), or
+    # BENCH_SOURCE_COMMIT when running from an exported copy
+    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if git.returncode == 0:
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "videobert_cli"],
+                               capture_output=True, text=True).stdout.strip()
+        facts["commit"] = git.stdout.strip() + (" (videobert_cli/ modified)" if dirty else "")
+    else:
+        facts["commit"] = os.environ.get("BENCH_SOURCE_COMMIT", "unknown")
     return facts
 
 
@@ -261,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine_facts()
     print(f"videobert-cli benchmark ({mode}) - {facts.get('cpu', '?')}, {facts['cpus']} CPUs, {facts['ram_gb']} GB RAM, "
           f"torch {facts['torch']} ({facts['torch_threads']} threads), device {args.device}, {facts['date_utc']}")
+    print(f"code: commit {facts['commit']}, package {ROOT / 'videobert_cli'}")
     print(f"command: python -m bench.run {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
 
     # inputs (PyAV runs in a child: its FFmpeg must not meet decord's)

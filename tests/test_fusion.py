@@ -554,3 +554,19 @@ def test_loading_does_not_touch_global_rng(model, tmp_path):
     before = torch.get_rng_state()
     load_fusion_weights(path)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_attention_in_query_blocks_equals_one_block(monkeypatch):
+    """Long sequences are attended in query blocks (bounded memory) with identical results."""
+    import videobert_cli.fusion.model as fusion_model
+
+    torch.manual_seed(0)
+    attention = fusion_model.MultiHeadSelfAttention(16, 4).eval()
+    x = torch.randn(2, 37, 16)
+    mask = torch.ones(2, 37, dtype=torch.bool)
+    mask[1, 30:] = False
+    with torch.no_grad():
+        whole = attention(x, mask)
+        monkeypatch.setattr(fusion_model, "QUERY_BLOCK_ELEMENTS", 2 * 4 * 37 * 5)  # 5 query rows per block
+        blocked = attention(x, mask)
+    torch.testing.assert_close(blocked, whole, atol=1e-6, rtol=1e-6)

@@ -34,6 +34,8 @@ from torch import nn
 from videobert_cli.errors import ConfigError
 from videobert_cli.features import MODALITY_CLS, MODALITY_SEP, MODALITY_SEP_VIDEO, MODALITY_TEXT, MODALITY_VIDEO
 
+#: score-matrix elements computed at once per attention call (64 Mi floats = 256 MB in fp32)
+QUERY_BLOCK_ELEMENTS = 64 * 1024 * 1024
 #: standard deviation of the normal initialisation of weights and embeddings (BERT's value)
 INIT_STD = 0.02
 #: longest period of the sinusoidal time features is 2*pi*TIME_MAX_PERIOD (in time units)
@@ -179,7 +181,6 @@ class MultiHeadSelfAttention(nn.Module):
         k = self.k_proj(x).view(b, length, self.num_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, length, self.num_heads, self.head_dim).transpose(1, 2)
 
-        scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B,H,L,L)
         if key_mask is not None:
             key_mask = key_mask.to(torch.bool)
             any_valid = key_mask.any(dim=-1)  # (B,)
@@ -187,13 +188,22 @@ class MultiHeadSelfAttention(nn.Module):
             # for samples without any valid key, let the softmax see all keys and zero the
             # probabilities afterwards instead.
             safe_mask = key_mask | ~any_valid[:, None]
-            scores = scores.masked_fill(~safe_mask[:, None, None, :], float("-inf"))
-            probs = torch.softmax(scores, dim=-1)
-            probs = probs * any_valid[:, None, None, None].to(probs.dtype)
-        else:
-            probs = torch.softmax(scores, dim=-1)
-        probs = self.attn_dropout(probs)
-        out = torch.matmul(probs, v)  # (B, H, L, d_head)
+        # Queries are processed in blocks: each query row's softmax is independent, so the
+        # result is identical, but the (L x L) score matrix of a long video (an hour at 1 fps
+        # plus its transcript is ~20k positions: 6 GB per layer) never exists at once.
+        rows = max(1, QUERY_BLOCK_ELEMENTS // max(1, b * self.num_heads * length))
+        blocks = []
+        for start in range(0, length, rows):
+            scores = torch.matmul(q[:, :, start : start + rows], k.transpose(-2, -1)) / math.sqrt(self.head_dim)
+            if key_mask is not None:
+                scores = scores.masked_fill(~safe_mask[:, None, None, :], float("-inf"))
+                probs = torch.softmax(scores, dim=-1)
+                probs = probs * any_valid[:, None, None, None].to(probs.dtype)
+            else:
+                probs = torch.softmax(scores, dim=-1)
+            probs = self.attn_dropout(probs)
+            blocks.append(torch.matmul(probs, v))  # (B, H, rows, d_head)
+        out = torch.cat(blocks, dim=2) if len(blocks) > 1 else blocks[0]
         out = out.transpose(1, 2).reshape(b, length, d_model)
         return self.out_proj(out)
 
