@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
 
-from videobert_cli.errors import ConfigError, OutputError
+from videobert_cli.atomic import atomic_write_bytes
+from videobert_cli.errors import ConfigError
 from videobert_cli.fusion.model import FusionConfig, FusionTransformer
 
 FORMAT_NAME = "videobert-cli/fusion"
@@ -84,34 +83,7 @@ def save_fusion_weights(
     }
     blob = safetensors_save(tensors, metadata=header)
 
-    parent = path.parent if str(path.parent) else Path(".")
-    tmp_name: str | None = None
-    try:
-        with tempfile.NamedTemporaryFile(
-            dir=parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-        ) as tmp:
-            tmp_name = tmp.name
-            tmp.write(blob)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        # NamedTemporaryFile creates 0600; give the checkpoint the usual umask-based mode
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        os.replace(tmp_name, path)
-        tmp_name = None
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write fusion weights: {exc.strerror or exc}",
-            path=path,
-            hint="check that the directory exists, is writable and has free space",
-        ) from exc
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
+    atomic_write_bytes(path, blob, what="fusion weights")
 
 
 def _describe(model_name: str | None, dim: int | None, *, recorded: bool) -> str:

@@ -18,8 +18,6 @@ carries the epoch it belongs to; a resume refuses a set of files from different 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from videobert_cli.errors import ConfigError, OutputError
+from videobert_cli.atomic import atomic_write_bytes
+from videobert_cli.errors import ConfigError
 
 HEADS_FORMAT = "videobert-cli/fusion-heads"
 HEADS_VERSION = "1"
@@ -97,35 +96,8 @@ def state_path(weights: str | Path) -> Path:
 
 
 def atomic_write(path: Path, blob: bytes) -> None:
-    """Write ``blob`` to ``path`` through a fsynced temporary file and ``os.replace``."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    tmp_name: str | None = None
-    try:
-        with tempfile.NamedTemporaryFile(
-            dir=parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-        ) as tmp:
-            tmp_name = tmp.name
-            tmp.write(blob)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        os.replace(tmp_name, path)
-        tmp_name = None
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write {path.name}: {exc.strerror or exc}",
-            path=path,
-            hint="check that the directory exists, is writable and has free space",
-        ) from exc
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
+    """Write ``blob`` to ``path`` atomically (see :func:`videobert_cli.atomic.atomic_write_bytes`)."""
+    atomic_write_bytes(path, blob, what=Path(path).name)
 
 
 def save_heads(path: str | Path, heads: TrainingHeads, metadata: dict[str, Any]) -> None:
