@@ -489,3 +489,26 @@ def test_unreadable_file_is_reported_as_unreadable(tmp_path):
     assert result.returncode == 0, result.stderr
     reason, message = result.stdout.strip().split(" | ", 1)
     assert reason == "unreadable" and "permission denied" in message.lower() and "locked.mp4" in message
+
+
+def test_library_run_from_a_script_without_main_guard(tmp_path, tiny_bert):
+    """The decode worker must not re-run the user's script (no __main__ guard, or from stdin)."""
+    make_video(tmp_path / "in" / "a.mp4", num_frames=5, fps=10)
+    marker = tmp_path / "script-runs.txt"
+    script = (
+        "import videobert_cli\n"
+        "from videobert_cli.config import *\n"
+        f"open({str(marker)!r}, 'a').write('ran\\n')\n"
+        "config = PipelineConfig(video_model=VideoModelConfig(name='mobilenet_v3_small', weights='none'),\n"
+        f"    text_model=TextModelConfig(name={str(tiny_bert)!r}),\n"
+        "    fusion=FusionConfigOptions(d_model=32, num_layers=1, num_heads=2, ff_dim=64))\n"
+        f"report = videobert_cli.run([{str(tmp_path / 'in')!r}], {str(tmp_path / 'out')!r}, config)\n"
+        "print(report.summary()['ok'])\n"
+    )
+    path = tmp_path / "user_script.py"
+    path.write_text(script)
+    for command, stdin in (([sys.executable, str(path)], None), ([sys.executable, "-"], script)):
+        result = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.strip().splitlines()[-1] in ("1", "0")  # ok, or skipped on the second run
+    assert marker.read_text() == "ran\nran\n"  # once per invocation, never again in the worker

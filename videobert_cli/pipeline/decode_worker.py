@@ -9,8 +9,10 @@ encodes the tail of one video the worker already decodes the next one.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+import sys
 import queue
 import signal
 import time
@@ -106,6 +108,29 @@ def _error_from(name: str, message: str, hint: str | None, reason: str | None, p
     return cls(message, path=path, hint=hint, reason=reason)
 
 
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Start children without re-running the user's main script.
+
+    multiprocessing's spawn/forkserver children re-import ``__main__`` by default, which runs
+    a user's script again when it has no ``if __name__ == "__main__"`` guard, and fails for
+    ``python - < script``. The worker needs nothing from ``__main__``, so its path and spec are
+    hidden while the child starts.
+    """
+    main = sys.modules.get("__main__")
+    saved = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
+    try:
+        for name in saved:
+            if name == "__spec__":
+                main.__spec__ = None
+            else:
+                delattr(main, name)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(main, name, value)
+
+
 def _worker_context():
     """A forkserver context that preloads the decode stack once per process.
 
@@ -144,7 +169,8 @@ class DecodeWorker:
         self._process = self._context.Process(
             target=_worker_main, args=(self._jobs, self._results, self._decode), daemon=True, name="videobert-decode"
         )
-        self._process.start()
+        with _main_module_hidden():
+            self._process.start()
 
     def _kill(self) -> None:
         if self._process is not None:
