@@ -377,6 +377,32 @@ def _wait_for(predicate, timeout=120.0):
     return False
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        children = [child for child, parent in parents.items() if parent == current]
+        found.extend(children)
+        frontier.extend(children)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def _features(path: Path) -> dict[str, np.ndarray]:
     data = load(path)
     return {"video": data.video.features, "fused": data.fused.sequence, "t": data.video.timestamps}
@@ -388,9 +414,13 @@ def test_kill_9_then_rerun_redoes_only_unfinished_inputs(slow_corpus, tiny_bert,
     process = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         assert _wait_for(lambda: len(list(out.glob("*.h5"))) >= 2), "run produced no output"
+        helpers = _descendants(process.pid)
+        assert helpers, "the run has no decode worker / fork server processes"
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
+    # the killed run's fork server and decode worker end by themselves (no 1 GB leak per kill)
+    assert _wait_for(lambda: not [pid for pid in helpers if _running(pid)], timeout=30), "orphaned helpers"
     finished = sorted(p.name for p in out.glob("*.h5"))
     assert 2 <= len(finished) < 8
     assert all(is_complete(out / name) for name in finished), "a file looks complete but is not"

@@ -48,7 +48,31 @@ def default_decode(job: DecodeJob, emit: Callable[[tuple], None]) -> None:
     emit(("info", info))
     for chunk in chunks:
         emit(("chunk", chunk.frame_indices, chunk.timestamps, chunk.crops.numpy()))
+        del chunk
+        _release_freed_memory()
     emit(("timings", timer.as_dict()))
+
+
+def _release_freed_memory() -> None:
+    """Return freed heap pages to the OS.
+
+    Full-resolution frames are allocated and freed in one thread while the queue's feeder
+    thread frees the pickled chunks in another; glibc keeps such freed memory in per-thread
+    arenas, and the worker's resident size kept growing on long videos without this.
+    """
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
 
 
 def _capture_stderr():
@@ -68,9 +92,51 @@ def _read_log(log) -> str:
     return text
 
 
-def _worker_main(jobs: mp.Queue, results: mp.Queue, decode: Callable, quiet_decoder: bool = True) -> None:
+def _process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, killed but not yet reaped, counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            state = handle.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
+
+
+def _exit_with_owner(owner_pid: int) -> None:
+    """Watchdog: end this worker (and its fork server) once the run that owns it is gone.
+
+    A ``kill -9`` of ``videobert run`` gives its children no chance to clean up, and the
+    worker's own copy of the job queue keeps it waiting forever; without this, every killed
+    cron run would leave a fork server and a decode worker (about 1 GB) behind.
+    """
+    import threading
+
+    def watch() -> None:
+        while _process_alive(owner_pid):
+            time.sleep(1.0)
+        parent = os.getppid()
+        try:
+            with open(f"/proc/{parent}/cmdline", "rb") as handle:
+                if b"multiprocessing.forkserver" in handle.read():
+                    os.kill(parent, signal.SIGTERM)
+        except OSError:
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, name="videobert-owner-watch", daemon=True).start()
+
+
+def _worker_main(
+    jobs: mp.Queue, results: mp.Queue, decode: Callable, owner_pid: int | None = None, quiet_decoder: bool = True
+) -> None:
     # The parent handles Ctrl-C; the worker must not die of it mid-chunk.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if owner_pid is not None:
+        _exit_with_owner(owner_pid)
     import torch
 
     torch.set_num_threads(1)  # resize/crop is light; leave the cores to the encoder
@@ -167,7 +233,8 @@ class DecodeWorker:
         self._jobs = self._context.Queue()
         self._results = self._context.Queue(maxsize=_QUEUE_CHUNKS)
         self._process = self._context.Process(
-            target=_worker_main, args=(self._jobs, self._results, self._decode), daemon=True, name="videobert-decode"
+            target=_worker_main, args=(self._jobs, self._results, self._decode, os.getpid()), daemon=True,
+            name="videobert-decode",
         )
         with _main_module_hidden():
             self._process.start()
