@@ -31,6 +31,9 @@ def _version(value: bool) -> None:
 def main_options(
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N (auto picks CUDA when present).")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Frames or text windows per model call.")] = 32,
+    threads: Annotated[
+        Optional[int], typer.Option("--threads", min=1, help="torch intra-op threads for the models (default: torch's).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; errors only.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     version: Annotated[
@@ -39,6 +42,7 @@ def main_options(
 ) -> None:
     STATE.device = device
     STATE.batch_size = batch_size
+    STATE.threads = threads
     STATE.quiet = quiet
     STATE.debug = debug
 

@@ -31,6 +31,7 @@ EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a bug in videobert-cli, not in the 
 class GlobalState:
     device: str = "auto"
     batch_size: int = 32
+    threads: int | None = None
     quiet: bool = False
     debug: bool = False
 
@@ -134,6 +135,7 @@ def build_config(
             device=device or STATE.device,
             batch_size=batch_size or STATE.batch_size,
             precision=precision,
+            num_threads=STATE.threads,
         ),
         output=OutputConfig(dtype=dtype, compression=compression),
     )

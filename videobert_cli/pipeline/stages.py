@@ -39,10 +39,17 @@ def resolve_sampling(sampling, kind: str, model_name: str):
     return sampling
 
 
+def apply_threads(config: PipelineConfig) -> None:
+    """Set torch's intra-op threads when the user chose a number (default: torch's own)."""
+    if config.runtime.num_threads:
+        torch.set_num_threads(int(config.runtime.num_threads))
+
+
 class VideoStage:
     """Frame sampling and CNN features for whole videos."""
 
     def __init__(self, config: PipelineConfig, *, device: str | None = None):
+        apply_threads(config)
         self.config = config
         self.device = resolve_device(device or config.runtime.device)
         self.precision = resolve_precision(config.runtime.precision, self.device)
@@ -198,6 +205,7 @@ class TextStage:
     """Token and cue features of transcripts."""
 
     def __init__(self, config: PipelineConfig, *, device: str | None = None):
+        apply_threads(config)
         self.config = config
         self.device = resolve_device(device or config.runtime.device)
         self.precision = resolve_precision(config.runtime.precision, self.device)
