@@ -46,7 +46,7 @@ def default_decode(job: DecodeJob, emit: Callable[[tuple], None]) -> None:
     timer = StageTimer()
     info, chunks = decode_crops(job.path, job.config, job.preprocessing, chunk_frames=job.chunk_frames, timer=timer)
     emit(("info", info))
-    for chunk in chunks:
+    for chunk in chunks.read_ahead():
         emit(("chunk", chunk.frame_indices, chunk.timestamps, chunk.crops.numpy()))
         del chunk
         _release_freed_memory()

@@ -18,6 +18,7 @@ from videobert_cli.config import PipelineConfig
 from videobert_cli.pipeline.timing import StageTimer
 from videobert_cli.video.decode import (
     DEFAULT_CHUNK_FRAMES,
+    ReaderHandle,
     VideoInfo,
     iter_frame_chunks,
     open_video,
@@ -57,8 +58,10 @@ def decode_crops(
         info = probe_video(reader, path)
         indices = plan_sampling(info, config.sampling)
 
+    handle = ReaderHandle(reader, lambda: open_video(path, num_threads=decode_threads))
+
     def chunks() -> Iterator[CropChunk]:
-        iterator = iter_frame_chunks(reader, indices, chunk_frames=chunk_frames, path=path)
+        iterator = iter_frame_chunks(handle, indices, chunk_frames=chunk_frames, path=path)
         while True:
             started = time.perf_counter()
             try:
@@ -72,4 +75,33 @@ def decode_crops(
             timer.add("preprocess", time.perf_counter() - decoded)
             yield CropChunk(chunk_indices, info.frame_starts[chunk_indices], crops)
 
-    return info, chunks()
+    return info, CropStream(chunks(), handle)
+
+
+#: decoded crops a decoder may run ahead of a slower encoder before its reader is suspended
+READ_AHEAD_BYTES = 256 * 1024 * 1024
+
+
+class CropStream:
+    """The chunks of one video, with :meth:`suspend` to close the reader while waiting."""
+
+    def __init__(self, chunks: Iterator[CropChunk], handle: ReaderHandle):
+        self._chunks = chunks
+        self.handle = handle
+
+    def __iter__(self) -> "CropStream":
+        return self
+
+    def __next__(self) -> CropChunk:
+        return next(self._chunks)
+
+    def suspend(self) -> None:
+        self.handle.suspend()
+
+    def read_ahead(self) -> Iterator[CropChunk]:
+        """Decode in a thread up to READ_AHEAD_BYTES of crops ahead of the consumer; when that
+        is full, close the reader (see ReaderHandle) until the consumer catches up."""
+        from videobert_cli.pipeline.prefetch import prefetch
+
+        return prefetch(self, depth=1 << 20, max_bytes=READ_AHEAD_BYTES, on_full=self.suspend,
+                        size_of=lambda chunk: chunk.crops.numel())

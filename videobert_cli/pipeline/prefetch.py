@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 _DONE = object()
@@ -19,18 +19,43 @@ class _Failure:
         self.error = error
 
 
-def prefetch(iterable: Iterable[T], depth: int = 2) -> Iterator[T]:
+def prefetch(
+    iterable: Iterable[T],
+    depth: int = 2,
+    *,
+    max_bytes: int | None = None,
+    on_full: Callable[[], None] | None = None,
+    size_of: Callable[[T], int] | None = None,
+) -> Iterator[T]:
     """Iterate ``iterable`` in a daemon thread, at most ``depth`` items ahead of the consumer.
 
-    Exceptions of the producer are re-raised in the consumer. Closing the returned generator
-    (or abandoning it) stops the producer at its next item.
+    With ``max_bytes``, the producer also stops once the items waiting hold that many bytes
+    (``size_of``), calls ``on_full`` (e.g. to close a decoder) and waits until half of them
+    are consumed. Exceptions of the producer are re-raised in the consumer. Closing the
+    returned generator (or abandoning it) stops the producer at its next item.
     """
     items: queue.Queue = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
+    buffered = [0]
+    room = threading.Condition()
+
+    def wait_for_room() -> None:
+        if max_bytes is None:
+            return
+        with room:
+            if buffered[0] < max_bytes:
+                return
+            if on_full is not None:
+                on_full()
+            while buffered[0] > max_bytes // 2 and not stop.is_set():
+                room.wait(timeout=0.1)
 
     def produce() -> None:
         try:
             for item in iterable:
+                if max_bytes is not None:
+                    with room:
+                        buffered[0] += size_of(item)
                 while not stop.is_set():
                     try:
                         items.put(item, timeout=0.1)
@@ -39,6 +64,7 @@ def prefetch(iterable: Iterable[T], depth: int = 2) -> Iterator[T]:
                         continue
                 if stop.is_set():
                     return
+                wait_for_room()  # after the put, so the consumer can always drain what counts
             items.put(_DONE)
         except BaseException as error:  # handed to the consumer, which decides
             items.put(_Failure(error))
@@ -52,6 +78,10 @@ def prefetch(iterable: Iterable[T], depth: int = 2) -> Iterator[T]:
                 return
             if isinstance(item, _Failure):
                 raise item.error
+            if max_bytes is not None:
+                with room:
+                    buffered[0] -= size_of(item)
+                    room.notify_all()
             yield item
     finally:
         stop.set()

@@ -85,7 +85,7 @@ class VideoStage:
                 features.append(self.encoder.encode(torch.cat(pending)))
             pending, pending_rows = [], 0
 
-        stream = prefetch(chunks, depth=2)
+        stream = chunks.read_ahead() if hasattr(chunks, "read_ahead") else prefetch(chunks, depth=2)
         while True:
             waited = time.perf_counter()
             chunk = next(stream, None)
@@ -158,7 +158,7 @@ class VideoStage:
             drop = max(0, keep_from - first_kept)
             frames, frame_indices, first_kept = frames[drop:], frame_indices[drop:], first_kept + drop
 
-        stream = prefetch(chunks, depth=2)
+        stream = chunks.read_ahead() if hasattr(chunks, "read_ahead") else prefetch(chunks, depth=2)
         while True:
             waited = time.perf_counter()
             chunk = next(stream, None)
