@@ -29,6 +29,7 @@ import numpy as np
 
 from videobert_cli import __version__
 from videobert_cli.errors import FeatureFileError, OutputError, UsageError
+from videobert_cli.store.hdf5 import atomic_replace
 
 INDEX_NAME = "index.h5"
 INDEX_FORMAT = "videobert-index"
@@ -161,19 +162,6 @@ def _clean_building(root: Path) -> None:
             pass
 
 
-def _fsync(path: Path, directory: bool = False) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_index(out_dir: str | Path, *, name: str = INDEX_NAME) -> Path:
     """Write ``out_dir/name`` (default ``index.h5``) atomically and return its path.
 
@@ -200,8 +188,9 @@ def write_index(out_dir: str | Path, *, name: str = INDEX_NAME) -> Path:
     rows = scan(root, name=name)
     _clean_building(root)
     tmp = root / f".{name}.building-{os.getpid()}-{secrets.token_hex(4)}"
-    try:
-        with h5py.File(tmp, "x", locking="best-effort", track_order=True) as f:
+
+    def fill(path: Path) -> None:
+        with h5py.File(path, "x", locking="best-effort", track_order=True) as f:
             complete = sum(row["status"] == STATUS_COMPLETE for row in rows)
             f.attrs["format"] = INDEX_FORMAT
             f.attrs["schema_version"] = INDEX_SCHEMA_VERSION
@@ -225,17 +214,8 @@ def write_index(out_dir: str | Path, *, name: str = INDEX_NAME) -> Path:
                 else:
                     data = np.asarray(values, dtype=np.int64)
                 table.create_dataset(column, data=data)
-        _fsync(tmp)
-        os.replace(tmp, final)
-        _fsync(root, directory=True)
-    except BaseException as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write the index: {exc.strerror or exc}", path=final) from exc
-        raise
+
+    atomic_replace(final, fill, "cannot write the index", tmp=tmp)
     return final
 
 

@@ -23,7 +23,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -566,6 +566,29 @@ def _fsync_path(path: Path, directory: bool = False) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def atomic_replace(final: Path, fill: Callable[[Path], None], action: str, *, tmp: Path | None = None) -> None:
+    """Run ``fill(tmp)`` on a temp path next to ``final``, fsync it, rename it over ``final``.
+
+    Any failure removes the temp file and leaves ``final`` untouched; OSError becomes
+    :class:`OutputError` ("<action>: <reason>") with a hint. Used for vocabulary and index
+    files; feature files have their own writer (it also verifies completeness before the rename).
+    """
+    tmp = tmp if tmp is not None else temp_name_for(final)
+    try:
+        fill(tmp)
+        _fsync_path(tmp)
+        os.replace(tmp, final)
+        _fsync_path(final.parent, directory=True)
+    except BaseException as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise _output_error(exc, final, action) from exc
+        raise
 
 
 def _open(path: Path, mode: str, **kwargs: Any) -> h5py.File:

@@ -30,7 +30,7 @@ import numpy as np
 
 from videobert_cli.errors import ConfigError, FeatureFileError, InputError, OutputError
 from videobert_cli.hashing import file_sha256
-from videobert_cli.store.hdf5 import is_complete, load, temp_name_for
+from videobert_cli.store.hdf5 import _output_error, atomic_replace, is_complete, load
 from videobert_cli.vocab.kmeans import NodeKMeans, nearest_in_nodes
 
 __all__ = [
@@ -610,47 +610,6 @@ def build_vocabulary(
 # --------------------------------------------------------------------------------------------
 # vocabulary file
 # --------------------------------------------------------------------------------------------
-def _output_error(exc: OSError, path: Path, action: str) -> OutputError:
-    if exc.errno == errno.ENOSPC:
-        what, hint = "no space left on device", "free disk space or choose another --output"
-    elif exc.errno == errno.EROFS:
-        what, hint = "read-only file system", "choose another --output"
-    elif exc.errno in (errno.EACCES, errno.EPERM):
-        what, hint = "permission denied", "check the permissions of the directory"
-    else:
-        what, hint = exc.strerror or str(exc), "check that the directory exists and is writable"
-    return OutputError(f"{action}: {what}", path=path, hint=hint)
-
-
-def _fsync(path: Path, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if not directory or exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(final: Path, fill: Callable[[Path], None], action: str) -> None:
-    """Run ``fill(tmp)`` on a temp path next to ``final``, fsync, then rename over ``final``."""
-    tmp = temp_name_for(final)
-    try:
-        fill(tmp)
-        _fsync(tmp)
-        os.replace(tmp, final)
-        _fsync(final.parent, directory=True)
-    except BaseException as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise _output_error(exc, final, action) from exc
-        raise
-
-
 def save_vocab(vocab: Vocabulary, path: str | Path) -> Path:
     """Write ``vocab`` to ``path`` atomically; sets ``vocab.path`` and ``vocab.sha256``.
 
@@ -722,7 +681,7 @@ def save_vocab(vocab: Vocabulary, path: str | Path) -> Path:
             f.attrs["complete"] = True
             f.flush()
 
-    _atomic_write(final, fill, "cannot write vocabulary")
+    atomic_replace(final, fill, "cannot write vocabulary")
     vocab.path = str(final)
     vocab.sha256 = file_sha256(final)
     return final
@@ -849,5 +808,5 @@ def assign_file(path: str | Path, vocab: Vocabulary) -> dict[str, Any]:
         if not is_complete(tmp):
             raise OSError(errno.EIO, "rewritten file does not read back as complete")
 
-    _atomic_write(p, fill, "cannot rewrite feature file")
+    atomic_replace(p, fill, "cannot rewrite feature file")
     return {"path": str(p), "rows": int(ids.size), "distinct_words": int(np.unique(ids).size)}
