@@ -27,6 +27,18 @@ from videobert_cli.video.encoder import FrameEncoder
 from videobert_cli.video.models import load_video_model
 
 
+def _timed_stream(chunks: Iterator[CropChunk], timer: StageTimer) -> Iterator[CropChunk]:
+    """The chunks, decoded ahead in a thread; time spent waiting for them is the "idle" stage."""
+    stream = chunks.read_ahead() if hasattr(chunks, "read_ahead") else prefetch(chunks, depth=2)
+    while True:
+        waited = time.perf_counter()
+        chunk = next(stream, None)
+        timer.add("idle", time.perf_counter() - waited)
+        if chunk is None:
+            return
+        yield chunk
+
+
 def resolve_sampling(sampling, kind: str, model_name: str):
     """The sampling a model of ``kind`` uses: clip defaults for clip models; refuse mismatches."""
     if kind == "clip":
@@ -85,13 +97,7 @@ class VideoStage:
                 features.append(self.encoder.encode(torch.cat(pending)))
             pending, pending_rows = [], 0
 
-        stream = chunks.read_ahead() if hasattr(chunks, "read_ahead") else prefetch(chunks, depth=2)
-        while True:
-            waited = time.perf_counter()
-            chunk = next(stream, None)
-            timer.add("idle", time.perf_counter() - waited)
-            if chunk is None:
-                break
+        for chunk in _timed_stream(chunks, timer):
             indices.append(chunk.frame_indices)
             stamps.append(chunk.timestamps)
             pending.append(chunk.crops)
@@ -158,13 +164,7 @@ class VideoStage:
             drop = max(0, keep_from - first_kept)
             frames, frame_indices, first_kept = frames[drop:], frame_indices[drop:], first_kept + drop
 
-        stream = chunks.read_ahead() if hasattr(chunks, "read_ahead") else prefetch(chunks, depth=2)
-        while True:
-            waited = time.perf_counter()
-            chunk = next(stream, None)
-            timer.add("idle", time.perf_counter() - waited)
-            if chunk is None:
-                break
+        for chunk in _timed_stream(chunks, timer):
             frames.extend(chunk.crops.unbind(0))
             frame_indices.extend(int(i) for i in chunk.frame_indices)
             emit_ready(final=False)
