@@ -8,10 +8,29 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 _DONE = object()
+
+
+class Prefetched(Iterator[T], Generic[T]):
+    """The consumer side of :func:`prefetch`: an iterator that can tell whether it would wait."""
+
+    def __init__(self, items: Iterator[T], buffer: queue.Queue):
+        self._items = items
+        self._buffer = buffer
+
+    def __next__(self) -> T:
+        return next(self._items)
+
+    def ready(self) -> bool:
+        """Whether the next item (or the end) is already here, i.e. ``next`` would not wait."""
+        return not self._buffer.empty()
+
+    def close(self) -> None:
+        """Stop the producer at its next item."""
+        self._items.close()
 
 
 class _Failure:
@@ -26,13 +45,13 @@ def prefetch(
     max_bytes: int | None = None,
     on_full: Callable[[], None] | None = None,
     size_of: Callable[[T], int] | None = None,
-) -> Iterator[T]:
+) -> Prefetched[T]:
     """Iterate ``iterable`` in a daemon thread, at most ``depth`` items ahead of the consumer.
 
     With ``max_bytes``, the producer also stops once the items waiting hold that many bytes
     (``size_of``), calls ``on_full`` (e.g. to close a decoder) and waits until half of them
     are consumed. Exceptions of the producer are re-raised in the consumer. Closing the
-    returned generator (or abandoning it) stops the producer at its next item.
+    returned iterator (or abandoning it) stops the producer at its next item.
     """
     items: queue.Queue = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
@@ -71,6 +90,11 @@ def prefetch(
 
     thread = threading.Thread(target=produce, name="videobert-prefetch", daemon=True)
     thread.start()
+    return Prefetched(_consume(items, thread, stop, room, buffered, max_bytes, size_of), items)
+
+
+def _consume(items: queue.Queue, thread: threading.Thread, stop: threading.Event, room: threading.Condition,
+             buffered: list, max_bytes: int | None, size_of) -> Iterator:
     try:
         while True:
             item = items.get()

@@ -6,6 +6,7 @@ feature containers; writing is the runner's business.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Iterator
@@ -17,7 +18,7 @@ from videobert_cli.config import PipelineConfig, resolve_device, resolve_precisi
 from videobert_cli.errors import ConfigError, FeatureFileError
 from videobert_cli.features import FusedFeatures, FusedSegments, TextFeatures, VideoFeatures
 from videobert_cli.pipeline.decoding import CropChunk, decode_crops  # noqa: F401  (re-exported)
-from videobert_cli.pipeline.prefetch import prefetch
+from videobert_cli.pipeline.prefetch import Prefetched, prefetch
 from videobert_cli.pipeline.timing import StageTimer
 from videobert_cli.text.encoder import TextEncoder
 from videobert_cli.text.models import load_text_model
@@ -27,9 +28,13 @@ from videobert_cli.video.encoder import FrameEncoder
 from videobert_cli.video.models import load_video_model
 
 
-def _timed_stream(chunks: Iterator[CropChunk], timer: StageTimer) -> Iterator[CropChunk]:
-    """The chunks, decoded ahead in a thread; time spent waiting for them is the "idle" stage."""
-    stream = chunks.read_ahead() if hasattr(chunks, "read_ahead") else prefetch(chunks, depth=2)
+def _read_ahead(chunks: Iterator[CropChunk]) -> Prefetched[CropChunk]:
+    """The chunks, decoded (or received from the decode worker) ahead in a thread."""
+    return chunks.read_ahead() if hasattr(chunks, "read_ahead") else prefetch(chunks, depth=2)
+
+
+def _timed_stream(stream: Iterator[CropChunk], timer: StageTimer) -> Iterator[CropChunk]:
+    """``stream``'s chunks; the time spent waiting for them is the "idle" stage."""
     while True:
         waited = time.perf_counter()
         chunk = next(stream, None)
@@ -76,6 +81,27 @@ class VideoStage:
     def identity(self) -> dict:
         return self.model.identity()
 
+    @contextlib.contextmanager
+    def _cores_for_model(self, *, decoder_busy: bool):
+        """torch threads for one batch: one fewer than usual while the decoder is the bottleneck.
+
+        The decoder (one thread, in the decode worker or the read-ahead thread) and torch's
+        intra-op threads share the CPU. When frames are queued the decoder is idle, so the
+        model takes every core; when the model has caught up with the decoder, a thread per
+        core for the model would take CPU time from the decoder, which is now what limits the
+        run. Only when torch's thread count is the default (``--threads`` pins it) and the
+        model runs on the CPU.
+        """
+        threads = torch.get_num_threads()
+        if not decoder_busy or self.config.runtime.num_threads or self.device != "cpu" or threads < 2:
+            yield
+            return
+        torch.set_num_threads(threads - 1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
     def encode_chunks(
         self, info: VideoInfo, chunks: Iterator[CropChunk], timer: StageTimer, *, path: str = ""
     ) -> VideoFeatures:
@@ -97,13 +123,20 @@ class VideoStage:
                 features.append(self.encoder.encode(torch.cat(pending)))
             pending, pending_rows = [], 0
 
-        for chunk in _timed_stream(chunks, timer):
+        stream = _read_ahead(chunks)
+        for chunk in _timed_stream(stream, timer):
             indices.append(chunk.frame_indices)
             stamps.append(chunk.timestamps)
             pending.append(chunk.crops)
             pending_rows += len(chunk.frame_indices)
             if pending_rows >= batch_size:
                 flush()
+            elif not stream.ready():
+                # The decoder is behind: waiting for a full batch would leave the model idle
+                # now and a whole batch to encode after the last frame is decoded. Encode
+                # what is here instead, leaving the decoder a core (see _cores_for_model).
+                with self._cores_for_model(decoder_busy=True):
+                    flush()
         flush()
         return VideoFeatures(
             features=np.concatenate(features) if features else np.zeros((0, self.feature_dim), np.float32),
@@ -164,7 +197,7 @@ class VideoStage:
             drop = max(0, keep_from - first_kept)
             frames, frame_indices, first_kept = frames[drop:], frame_indices[drop:], first_kept + drop
 
-        for chunk in _timed_stream(chunks, timer):
+        for chunk in _timed_stream(_read_ahead(chunks), timer):
             frames.extend(chunk.crops.unbind(0))
             frame_indices.extend(int(i) for i in chunk.frame_indices)
             emit_ready(final=False)
