@@ -542,3 +542,55 @@ def test_library_run_from_a_script_without_main_guard(tmp_path, tiny_bert):
         assert result.returncode == 0, result.stderr[-2000:]
         assert result.stdout.strip().splitlines()[-1] in ("1", "0")  # ok, or skipped on the second run
     assert marker.read_text() == "ran\nran\n"  # once per invocation, never again in the worker
+
+
+# --- writing off the critical path ---------------------------------------------------------------
+def test_a_video_is_written_while_the_next_one_is_encoded(tmp_path, tiny_bert, monkeypatch):
+    """The first file's write is held until the second video is being encoded: that can only
+    finish if writing runs beside encoding. Records still come in input order, once written."""
+    import threading
+
+    import videobert_cli.store.hdf5 as store
+    from videobert_cli.video.encoder import FrameEncoder
+
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        make_video(tmp_path / "in" / name, num_frames=10, fps=10)
+    second_video_encoding = threading.Event()
+    real_write, real_encode = store.write_feature_file, FrameEncoder.encode
+    order: list[str] = []
+
+    def slow_write(path, **kwargs):
+        if Path(path).stem == "a":
+            assert second_video_encoding.wait(timeout=60), "a.h5 was written before b.mp4 was encoded"
+        order.append(f"write {Path(path).stem}")
+        return real_write(path, **kwargs)
+
+    calls = {"n": 0}
+
+    def encode(self, crops):
+        calls["n"] += 1
+        if calls["n"] == 2:  # b.mp4's only batch
+            second_video_encoding.set()
+        return real_encode(self, crops)
+
+    monkeypatch.setattr(store, "write_feature_file", slow_write)
+    monkeypatch.setattr(FrameEncoder, "encode", encode)
+    seen: list[str] = []
+
+    class Observer:
+        def on_start(self, total): pass
+        def on_input_start(self, item): pass
+        def on_message(self, message): pass
+        def on_input_done(self, record):
+            seen.append(Path(record.input).name)
+            # a record is reported only once its file is complete
+            assert record.status != "ok" or is_complete(Path(record.output))
+
+    report = run_batch(plan_inputs([str(tmp_path / "in")]), tmp_path / "out", fast_config(tiny_bert),
+                       observer=Observer())
+    assert [r.status for r in report.records] == ["ok", "ok", "ok"]
+    assert seen == ["a.mp4", "b.mp4", "c.mp4"]
+    assert order == ["write a", "write b", "write c"]
+    lines = [json.loads(line) for line in (tmp_path / "out" / MANIFEST_NAME).read_text().splitlines()]
+    assert [Path(r["input"]).name for r in lines if r.get("type") not in ("run", "summary")] == seen
+    assert all(r["timings"].get("write", 0) > 0 for r in lines if r.get("type") not in ("run", "summary"))

@@ -13,6 +13,7 @@ import math
 import os
 
 import numpy as np
+import threading
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -350,6 +351,43 @@ def _failure(record: RunRecord, error: BaseException) -> None:
         record.message = f"{record.input}: unexpected {error.__class__.__name__}: {str(error)[:200]}{where}"
 
 
+class _WriteBehind:
+    """At most one feature file being written in a background thread.
+
+    Writing (HDF5, compression, ``--verify-hash``) then overlaps with the next video's
+    decoding and encoding instead of adding to it. ``drain`` waits for the write and calls its
+    ``done(error)`` callback in the caller's thread, so records keep the input order.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._done: Callable[[BaseException | None], None] | None = None
+        self._error: BaseException | None = None
+
+    def start(self, write: Callable[[], None], done: Callable[[BaseException | None], None]) -> None:
+        """Run ``write()`` in the background; ``drain`` first if one is running."""
+        self.drain()
+        self._done, self._error = done, None
+
+        def run() -> None:
+            try:
+                write()
+            except BaseException as error:  # handed to done() in the caller's thread
+                self._error = error
+
+        self._thread = threading.Thread(target=run, name="videobert-writer", daemon=True)
+        self._thread.start()
+
+    def drain(self) -> None:
+        """Wait for the running write, then call its ``done`` (which may raise)."""
+        if self._thread is None:
+            return
+        self._thread.join()
+        done, error = self._done, self._error
+        self._thread = self._done = self._error = None
+        done(error)
+
+
 def run_batch(
     inputs: list[VideoInput],
     out_dir: str | Path,
@@ -418,6 +456,7 @@ def run_batch(
                         "config_hash": config_hash, "inputs": len(plan), "pid": os.getpid()})
         observer.on_start(len(plan))
         worker = DecodeWorker(timeout=options.timeout, decode=decode or default_decode)
+        writer = _WriteBehind()
         todo = [entry for entry in plan if entry[2]]
         submitted: dict[int, object] = {}
 
@@ -427,6 +466,27 @@ def run_batch(
                 submitted[position] = worker.submit(
                     str(item.path), pipeline.video.decode_config, pipeline.video.model.preprocessing, options.chunk_frames
                 )
+
+        def finish(record: RunRecord) -> None:
+            """Record one input; the earlier input's write (and record) comes first."""
+            writer.drain()
+            manifest.write(record)
+            report.records.append(record)
+            observer.on_input_done(record)
+
+        def written(record: RunRecord, item_started: float, timer: StageTimer, error: BaseException | None) -> None:
+            """Called by ``writer.drain`` once an input's file is written (or failed to be)."""
+            if error is not None:
+                _failure(record, error)
+            else:
+                record.status = STATUS_OK
+            record.seconds = round(time.perf_counter() - item_started, 4)
+            record.timings = timer.as_dict()
+            manifest.write(record)
+            report.records.append(record)
+            observer.on_input_done(record)
+            if isinstance(error, OutputError):
+                raise error  # out of space or read-only: later videos would fail the same way
 
         try:
             with graceful_signals(stop, on_first=lambda name: observer.on_message(
@@ -445,53 +505,59 @@ def run_batch(
                         fingerprint=_input_fingerprint(item.path),
                     )
                     observer.on_input_start(item)
-                    if needed:
-                        item_started = time.perf_counter()
-                        timer = StageTimer()
-                        this_position = position
-                        position += 1
+                    if not needed:
+                        finish(record)
+                        continue
+                    item_started = time.perf_counter()
+                    timer = StageTimer()
+                    this_position = position
+                    position += 1
 
-                        def get_job(p=this_position):
-                            submit(p)
-                            return submitted.pop(p)
+                    def get_job(p=this_position):
+                        submit(p)
+                        return submitted.pop(p)
 
-                        try:
-                            decode_timings: dict = {}
-                            process_video(
-                                item, output, pipeline, config, options, record, timer, config_hash,
-                                lambda get_job=get_job, next_position=position, t=decode_timings: worker.stream(
-                                    get_job(), timings=t, on_done=lambda: submit(next_position)),
-                            )
-                            for stage, seconds in decode_timings.items():
-                                timer.add(stage, seconds)
-                            record.status = STATUS_OK
-                        except KeyboardInterrupt:
-                            raise
-                        except Exception as error:  # one input's failure is recorded, the batch goes on
-                            _failure(record, error)
-                            if worker.has_pending():
-                                # a half-consumed job would feed stale frames to the next video
-                                worker.abandon()
-                                submitted.clear()
-                            if isinstance(error, OutputError):
-                                # out of space or read-only: later videos would fail the same way
-                                manifest.write(record)
-                                report.records.append(record)
-                                observer.on_input_done(record)
-                                raise
+                    try:
+                        decode_timings: dict = {}
+                        write = process_video(
+                            item, output, pipeline, config, options, record, timer, config_hash,
+                            lambda get_job=get_job, next_position=position, t=decode_timings: worker.stream(
+                                get_job(), timings=t, on_done=lambda: submit(next_position)),
+                            defer_write=True,
+                        )
+                        for stage, seconds in decode_timings.items():
+                            timer.add(stage, seconds)
+                    except KeyboardInterrupt:
+                        raise
+                    except Exception as error:  # one input's failure is recorded, the batch goes on
+                        _failure(record, error)
+                        if worker.has_pending():
+                            # a half-consumed job would feed stale frames to the next video
+                            worker.abandon()
+                            submitted.clear()
                         record.seconds = round(time.perf_counter() - item_started, 4)
                         record.timings = timer.as_dict()
-                    manifest.write(record)
-                    report.records.append(record)
-                    observer.on_input_done(record)
+                        finish(record)
+                        if isinstance(error, OutputError):
+                            raise  # out of space or read-only: later videos would fail the same way
+                        continue
+                    # the file is written in the background while the next video is decoded
+                    # and encoded; its record follows once the write is done
+                    writer.drain()
+                    writer.start(write, lambda error, r=record, s=item_started, t=timer: written(r, s, t, error))
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
-            worker.close()
-            report.finished_at = _now()
-            report.seconds = time.perf_counter() - started
-            manifest.write({"type": "summary", **report.summary()})
-            manifest.close()
+            try:
+                writer.drain()  # a file being written is finished, not dropped
+            except KeyboardInterrupt:
+                report.interrupted = True
+            finally:
+                worker.close()
+                report.finished_at = _now()
+                report.seconds = time.perf_counter() - started
+                manifest.write({"type": "summary", **report.summary()})
+                manifest.close()
     return report
 
 
@@ -524,11 +590,15 @@ def process_video(
     timer: StageTimer,
     config_hash: str,
     open_stream: Callable[[], tuple],
-) -> None:
+    *,
+    defer_write: bool = False,
+) -> Callable[[], None] | None:
     """Everything after decoding for one video, shared by every engine.
 
     ``open_stream()`` returns ``(VideoInfo, iterator of CropChunk)`` - from the local decode
     worker, a Ray decode task, or in-process decoding. Raises on failure; the caller records it.
+    With ``defer_write`` the file is not written here: the function that writes it is returned
+    (the local engine runs it in the background while the next video is encoded).
     """
     from videobert_cli.store.hdf5 import write_feature_file
 
@@ -557,22 +627,29 @@ def process_video(
                 record.warnings.append("--align sentences: no cue could be aligned (untimed or outside the video)")
     record.frames = len(video)
     record.tokens = len(text) if text is not None else 0
-    with timer.stage("write"):
-        write_feature_file(
-            output,
-            video=video,
-            text=text,
-            fused=fused,
-            segments=segments,
-            source=(source := source_info(item.path, with_hash=options.verify_hash)),
-            tool_version=__version__,
-            config_hash=config_hash,
-            extra_attrs={
-                "transcript_source": _transcript_identity(item.transcript),
-                "created_by": "videobert run",
-            },
-            dtype=config.output.dtype,
-            compression=config.output.compression,
-        )
-    if source.sha256:
-        record.fingerprint["sha256"] = source.sha256
+
+    def write() -> None:
+        with timer.stage("write"):
+            write_feature_file(
+                output,
+                video=video,
+                text=text,
+                fused=fused,
+                segments=segments,
+                source=(source := source_info(item.path, with_hash=options.verify_hash)),
+                tool_version=__version__,
+                config_hash=config_hash,
+                extra_attrs={
+                    "transcript_source": _transcript_identity(item.transcript),
+                    "created_by": "videobert run",
+                },
+                dtype=config.output.dtype,
+                compression=config.output.compression,
+            )
+        if source.sha256:
+            record.fingerprint["sha256"] = source.sha256
+
+    if defer_write:
+        return write
+    write()
+    return None
