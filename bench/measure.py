@@ -162,8 +162,17 @@ def _video_config(spec: dict):
             device=spec.get("device", "cpu"),
             precision=spec.get("precision", "fp32"),
             batch_size=spec.get("batch_size", 32),
+            num_threads=spec.get("threads"),
         ),
     )
+
+
+def _apply_spec_threads(spec: dict) -> None:
+    """torch intra-op threads of a model-side measurement (``--threads``; default: torch's)."""
+    import torch
+
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
 
 
 def measure_decode(spec: dict) -> dict:
@@ -211,6 +220,7 @@ def measure_model(spec: dict) -> dict:
     from videobert_cli.video.encoder import FrameEncoder
     from videobert_cli.video.models import VideoModelConfig, load_video_model
 
+    _apply_spec_threads(spec)
     device = spec.get("device", "cpu")
     crops = torch.from_numpy(np.load(spec["crops"]))
     batch = int(spec.get("batch_size", 32))

@@ -247,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-foreign", type=float, default=0.35,
                         help="repeat a measurement if other processes used more cores than this meanwhile")
     parser.add_argument("--retries", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads of model-only and end to end (videobert --threads; "
+                             "default: torch's, one per core); decoding always has its one worker thread")
     parser.add_argument("--skip-text", action="store_true")
     parser.add_argument("--skip-fusion", action="store_true")
     parser.add_argument("--render", metavar="JSON", help="only print the report of an earlier --json file")
@@ -289,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run = Runner(args, env)
     results: dict = {"mode": mode, "machine": facts, "device": args.device, "precisions": precisions,
-                     "max_foreign": args.max_foreign,
+                     "max_foreign": args.max_foreign, "threads": args.threads,
                      "e2e_precision": e2e_precision, "inputs": videos, "models": {}}
     settings = [("720p", 5.0), ("1080p", 1.0)]
     lengths = ["1min"] + ([] if args.quick else ["10min"])
@@ -297,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in models:
         weights = weights_for(model)
         print(f"\n== {model} (weights: {weights}) ==", flush=True)
-        base = {"model": model, "weights": weights, "batch_size": BATCH}
+        base = {"model": model, "weights": weights, "batch_size": BATCH, "threads": args.threads}
         res: dict = {"weights": weights, "decode": {}, "model": {}, "e2e": {}}
         crops = work / f"crops_{model}_720p_fps5.npy"
         # decode-only (the worker's path) on the 1-minute videos; the 10-minute ones are the same
@@ -399,8 +402,16 @@ def render(results: dict) -> str:
                                 mark(ratio >= 0.85, e2e, res["model"][e2e_p])])
             if fps == "1":
                 bound_s = 1.2 * max(dec_time, model_time)
+                floor = ""
+                if not str(results.get("device", "cpu")).startswith("cuda"):
+                    # both sides are CPU work: (decode core-seconds + model threads x model
+                    # seconds) / cores is the shortest any overlap can make the run
+                    cores = results["machine"]["cpus"]
+                    threads = res["model"][e2e_p]["torch_threads"]
+                    floor = f"; CPU-time floor ({dec_time:.1f} + {threads} x {model_time:.1f}) / {cores} = " \
+                            f"{(dec_time + threads * model_time) / cores:.1f} s"
                 targets.append([f"T2 {model} {name} fps 1: e2e time <= 1.2 x max(decode, model)",
-                                f"{e2e_time:.1f} s vs 1.2 x max({dec_time:.1f}, {model_time:.1f}) = {bound_s:.1f} s",
+                                f"{e2e_time:.1f} s vs 1.2 x max({dec_time:.1f}, {model_time:.1f}) = {bound_s:.1f} s{floor}",
                                 mark(e2e_time <= bound_s, e2e, dec, res["model"][e2e_p])])
         lines.append(table(["video", "fps", "frames", "decode-only f/s", "model-only f/s", "e2e f/s",
                             "e2e / min(dec, model)", "e2e s (+model load)", "stage seconds (manifest timings)",
