@@ -38,3 +38,52 @@ def test_prefetch_byte_budget_calls_on_full_and_waits():
     time.sleep(0.3)
     assert len(produced) <= 7 and full_calls  # stopped at the budget and said so
     assert [first, *stream] == list(range(20))  # nothing lost or reordered
+
+
+def test_encoder_takes_what_is_there_when_the_decoder_is_behind(tmp_path):
+    """A slow decoder: the encoder does not wait for a full batch; it encodes each chunk as it
+    comes, on one torch thread fewer (the decoder's core), and the features do not change."""
+    import torch
+
+    from videobert_cli.config import PipelineConfig, RuntimeConfig, SamplingConfig, VideoModelConfig
+    from videobert_cli.pipeline.decoding import CropChunk, decode_crops
+    from videobert_cli.pipeline.stages import VideoStage
+    from videobert_cli.pipeline.timing import StageTimer
+
+    path = synth.make_video(tmp_path / "v.mp4", width=64, height=48, fps=10, num_frames=40)
+    config = PipelineConfig(
+        sampling=SamplingConfig(fps=10.0),
+        video_model=VideoModelConfig(name="mobilenet_v3_small", weights="none", seed=0),
+        runtime=RuntimeConfig(device="cpu", precision="fp32", batch_size=32),
+    )
+    stage = VideoStage(config)
+    info, chunks = decode_crops(path, stage.decode_config, stage.model.preprocessing, chunk_frames=4)
+    decoded = list(chunks)
+    assert sum(len(c.frame_indices) for c in decoded) == 40
+
+    def slow_decoder():
+        for chunk in decoded:
+            time.sleep(0.2)  # far slower than encoding 4 tiny frames
+            yield CropChunk(chunk.frame_indices, chunk.timestamps, chunk.crops)
+
+    batches = []
+    real_encode = stage.encoder.encode
+    threads_before = torch.get_num_threads()
+
+    def encode(crops):
+        batches.append((len(crops), torch.get_num_threads()))
+        return real_encode(crops)
+
+    stage.encoder.encode = encode
+    slow = stage.encode_chunks(info, slow_decoder(), StageTimer())
+    assert max(size for size, _ in batches) < 32  # never waited for a full batch
+    assert sum(size for size, _ in batches) == 40
+    if threads_before >= 2:
+        assert {threads for _, threads in batches[:-1]} == {threads_before - 1}
+    assert torch.get_num_threads() == threads_before  # restored
+
+    batches.clear()
+    stage.encoder.encode = real_encode
+    reference = stage.encode_chunks(info, iter(decoded), StageTimer())
+    np.testing.assert_allclose(slow.features, reference.features, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(slow.frame_indices, reference.frame_indices)
