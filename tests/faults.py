@@ -1,7 +1,8 @@
-"""Decode functions that misbehave like real broken decoders, for the batch runner's worker.
+"""Decode functions that misbehave like real broken decoders, for the batch runner's worker,
+and hooks that make a device worker of the local engine die or fail mid-video.
 
-They live in their own importable module because the decode worker is a spawned process that
-imports its target by name.
+They live in their own importable module because the decode worker and the device workers are
+processes started from a fork server that import their targets by name.
 """
 
 from __future__ import annotations
@@ -37,3 +38,19 @@ def slow_frames(job, emit) -> None:
         emit(message)
 
     default_decode(job, slow_emit)
+
+
+# --- in a device worker of the local engine (`run --device cpu,cpu`, engine option _worker_hook) ---
+def die_in_worker(item) -> None:
+    """Mid-video (its decoding has started): the worker process dies of SIGKILL, as by the OOM
+    killer, for videos whose name contains ``die``."""
+    if "die" in Path(item.path).name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def disk_full_in_worker(item) -> None:
+    """Mid-video: the output filesystem is full, for videos whose name contains ``full``."""
+    if "full" in Path(item.path).name:
+        from videobert_cli.errors import OutputError
+
+        raise OutputError("no space left on device", path=item.path, hint="free disk space")

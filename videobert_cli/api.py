@@ -15,6 +15,7 @@ from typing import Callable, Iterable, TextIO
 
 from videobert_cli import __version__
 from videobert_cli.config import PipelineConfig
+from videobert_cli.devices import require_single_device
 from videobert_cli.errors import FeatureFileError, InputError, UsageError
 from videobert_cli.features import FusedFeatures, SourceInfo, TextFeatures, VideoFeatures
 from videobert_cli.pipeline.inputs import output_names, plan_inputs
@@ -164,6 +165,7 @@ def extract_video_files(
 ) -> FileResults:
     """Write ``video/`` features of each video to ``output`` (a .h5 file for one video, else a directory)."""
     config = config or PipelineConfig()
+    require_single_device(config.runtime.device, "extract-video")
     paths = [Path(v) for v in videos]
 
     def work(path: Path, destination: Path) -> Path:
@@ -189,6 +191,7 @@ def extract_text_files(
 ) -> FileResults:
     """Write ``text/`` features of each transcript (and each literal text) to ``output``."""
     config = config or PipelineConfig()
+    require_single_device(config.runtime.device, "extract-text")
     paths = [Path(t) for t in transcripts]
     literals = list(texts)
     names = [*paths, *(Path(f"text-{i}.txt") for i in range(len(literals)))]
@@ -247,6 +250,7 @@ def fuse_files(
     from videobert_cli.store.hdf5 import load
 
     config = config or PipelineConfig()
+    require_single_device(config.runtime.device, "fuse")
     paths = [Path(p) for p in inputs]
     for path in paths:
         if not path.is_file():
@@ -305,6 +309,10 @@ def run(
     ``engine`` is ``"local"`` or ``"ray"`` (:mod:`videobert_cli.engines`; ``engine_options``
     such as ``address``, ``workers``, ``gpus_per_worker`` go to it). ``index``: write
     ``out_dir/index.h5`` at the end (True), never (False), or refresh it if it exists (None).
+
+    Several devices, one worker process each (local engine): ``config.runtime.device`` a list
+    such as ``"cuda:0,cuda:1"`` (``"cpu,cpu"`` on a CPU) or ``"all"`` (every visible GPU), e.g.
+    ``run(["videos/"], "features/", PipelineConfig(runtime=RuntimeConfig(device="all")))``.
     """
     # --- engines and index (videobert_cli.engines, videobert_cli.index) ---
     from videobert_cli.engines import run_engine

@@ -13,7 +13,8 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, replace
 
-from videobert_cli.errors import ConfigError
+from videobert_cli.devices import flag_for, is_multi_device, parse_device_list
+from videobert_cli.errors import ConfigError, UsageError
 
 DEFAULT_VIDEO_MODEL = "efficientnet-lite0"
 DEFAULT_TEXT_MODEL = "all-minilm-l6-v2"
@@ -146,7 +147,12 @@ class FusionConfigOptions:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """Where and how models run. None of this changes the features beyond numerical precision."""
+    """Where and how models run. None of this changes the features beyond numerical precision.
+
+    ``device``: ``auto``, ``cpu``, ``cuda``, ``cuda:N``; for ``run`` also several devices, one
+    worker process each: a list (``cuda:0,cuda:1``, ``cpu,cpu``) or ``all`` (every visible GPU).
+    See :mod:`videobert_cli.devices`.
+    """
 
     device: str = "auto"
     batch_size: int = 32
@@ -154,6 +160,8 @@ class RuntimeConfig:
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
+        if is_multi_device(self.device):
+            parse_device_list(self.device)  # a typo fails when the configuration is built
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.precision not in PRECISIONS:
@@ -229,6 +237,12 @@ def resolve_device(device: str) -> str:
     """Turn ``auto``/``cpu``/``cuda``/``cuda:N`` into a concrete torch device string."""
     import torch
 
+    if is_multi_device(device):
+        # several devices are for `run` (videobert_cli.engines.devices), never one model
+        raise UsageError(
+            f"{flag_for(device)} names several devices, but this runs on one",
+            hint="only `videobert run` uses several devices (one worker each); give one device such as cuda:0",
+        )
     device = (device or "auto").strip().lower()
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"

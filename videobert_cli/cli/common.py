@@ -94,6 +94,7 @@ def build_config(
     layers: int = 2,
     heads: int = 4,
     device: Optional[str] = None,
+    devices: Optional[str] = None,
     batch_size: Optional[int] = None,
     precision: str = "auto",
     dtype: str = "float32",
@@ -104,7 +105,11 @@ def build_config(
     drop_tail: bool = False,
     align: str = "none",
 ) -> PipelineConfig:
-    """A PipelineConfig from command-line values (command flags override global ones)."""
+    """A PipelineConfig from command-line values (command flags override global ones).
+
+    ``devices`` is ``run``'s ``--devices`` (an alternative spelling of a device list).
+    """
+    from videobert_cli.devices import device_option
     from videobert_cli.errors import UsageError
 
     if fps is not None and num_frames is not None:
@@ -118,6 +123,7 @@ def build_config(
         sampling = SamplingConfig(fps=None, num_frames=num_frames)
     else:
         sampling = SamplingConfig(fps=fps or 1.0)
+    device = device_option(device, devices)
     return PipelineConfig(
         sampling=sampling,
         video_model=VideoModelConfig(name=video_model, weights=video_weights),

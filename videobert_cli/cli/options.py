@@ -9,7 +9,11 @@ import typer
 
 Device = Annotated[
     Optional[str],
-    typer.Option("--device", help="auto | cpu | cuda | cuda:N (auto: CUDA when present). Overrides the global flag."),
+    typer.Option(
+        "--device",
+        help="auto | cpu | cuda | cuda:N (auto: CUDA when present). Overrides the global flag. "
+        "`run` also takes a list, one worker per device: cuda:0,cuda:1.",
+    ),
 ]
 BatchSize = Annotated[
     Optional[int], typer.Option("--batch-size", min=1, help="Frames (or text windows) per model call. [default: 32]")
@@ -67,5 +71,13 @@ Align = Annotated[
     typer.Option(
         "--align",
         help="none | sentences: also write one VideoBERT segment ([CLS] text [>] video [SEP]) per timed cue.",
+    ),
+]
+Devices = Annotated[
+    Optional[str],
+    typer.Option(
+        "--devices",
+        help="Several devices, one worker process each: all (every visible GPU) or a list (cuda:0,cuda:1). "
+        "Instead of --device.",
     ),
 ]

@@ -36,6 +36,8 @@ Examples:
 
   videobert run videos/ -o features/ --dry-run
 
+  videobert run videos/ -o features/ --devices all     (one worker per GPU; or --device cuda:0,cuda:1)
+
   videobert run /shared/videos -o /shared/features --engine ray --address auto --gpus-per-worker 1
 """
 
@@ -72,6 +74,7 @@ def run_command(
     heads: opt.Heads = 4,
     align: opt.Align = "none",
     device: opt.Device = None,
+    devices: opt.Devices = None,
     batch_size: opt.BatchSize = None,
     precision: opt.Precision = "auto",
     dtype: opt.Dtype = "float32",
@@ -125,7 +128,7 @@ def run_command(
         fps=fps, num_frames=num_frames, clip_len=clip_len, clip_fps=clip_fps, clip_stride=clip_stride,
         drop_tail=drop_tail, video_model=video_model, video_weights=video_weights,
         text_model=text_model, max_length=max_length, fusion_weights=fusion_weights, fusion_seed=fusion_seed,
-        d_model=d_model, layers=layers, heads=heads, align=align, device=device, batch_size=batch_size,
+        d_model=d_model, layers=layers, heads=heads, align=align, device=device, devices=devices, batch_size=batch_size,
         precision=precision, dtype=dtype, compression=compression,
     )
     options = RunOptions(
