@@ -475,25 +475,43 @@ def test_two_runs_on_one_output_folder(slow_corpus, tiny_bert, tmp_path):
 
 
 def test_out_of_memory_costs_one_video(tmp_path, tiny_bert, monkeypatch):
+    """The model runs out of memory on every batch holding big.mp4's frames. Those batches may
+    also hold a.mp4's last or z.mp4's first frames (cross-video batching): only big.mp4 fails,
+    the others' frames are encoded again on their own."""
+    import hashlib
+
+    from videobert_cli.pipeline.decoding import decode_crops
+    from videobert_cli.pipeline.stages import VideoStage
     from videobert_cli.video.encoder import FrameEncoder
 
-    for name in ("a.mp4", "big.mp4", "z.mp4"):
-        make_video(tmp_path / "in" / name, num_frames=10, fps=10)
+    make_video(tmp_path / "in" / "a.mp4", num_frames=10, fps=10)
+    make_video(tmp_path / "in" / "big.mp4", num_frames=10, fps=10, width=96, height=64)
+    make_video(tmp_path / "in" / "z.mp4", num_frames=10, fps=10)
+    config = fast_config(tiny_bert, fps=10.0)
+    stage = VideoStage(config)
+    _, chunks = decode_crops(tmp_path / "in" / "big.mp4", stage.decode_config, stage.model.preprocessing)
+    digest = lambda crop: hashlib.sha1(crop.numpy().tobytes()).hexdigest()  # noqa: E731
+    big_crops = {digest(crop) for chunk in chunks for crop in chunk.crops}
     real = FrameEncoder.encode
-    seen = {"calls": 0}
+    batches = []
 
     def encode(self, crops):
-        seen["calls"] += 1
-        if seen["calls"] == 2:  # the second video's first batch
+        holds_big = any(digest(crop) in big_crops for crop in crops)
+        batches.append((len(crops), holds_big))
+        if holds_big:
             raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return real(self, crops)
 
     monkeypatch.setattr(FrameEncoder, "encode", encode)
-    report = run_batch(plan_inputs([str(tmp_path / "in")]), tmp_path / "out", fast_config(tiny_bert))
+    report = run_batch(plan_inputs([str(tmp_path / "in")]), tmp_path / "out", config)
+    assert any(holds_big for _, holds_big in batches)
     status = {Path(r.input).name: (r.status, r.reason) for r in report.records}
     assert status == {"a.mp4": ("ok", ""), "big.mp4": ("failed", "resource"), "z.mp4": ("ok", "")}
     failed = [r for r in report.records if r.status == "failed"][0]
     assert "out of memory" in failed.message and "--batch-size" in failed.message
+    for name in ("a", "z"):
+        features = load(tmp_path / "out" / f"{name}.h5").video
+        assert len(features.features) == 10 and features.frame_indices.tolist() == list(range(10))
 
 
 def test_unreadable_file_is_reported_as_unreadable(tmp_path):

@@ -351,6 +351,36 @@ def _failure(record: RunRecord, error: BaseException) -> None:
         record.message = f"{record.input}: unexpected {error.__class__.__name__}: {str(error)[:200]}{where}"
 
 
+class _Encoded:
+    """A video encoded on its own (clip models): complete from the start."""
+
+    complete = True
+
+    def __init__(self, features):
+        self._features = features
+
+    def result(self):
+        return self._features
+
+
+@dataclass
+class _EncodedVideo:
+    """A video whose frames are decoded, waiting for its last ones to be encoded."""
+
+    item: VideoInput
+    output: Path
+    record: RunRecord
+    timer: StageTimer
+    started: float
+    info: object
+    pending: object  # stages.PendingVideo or _Encoded
+    transcript: object
+
+    def close_record(self) -> None:
+        self.record.seconds = round(time.perf_counter() - self.started, 4)
+        self.record.timings = self.timer.as_dict()
+
+
 class _WriteBehind:
     """At most one feature file being written in a background thread.
 
@@ -404,6 +434,7 @@ def run_batch(
     simulate hanging decoders).
     """
     from videobert_cli.pipeline.decode_worker import DecodeWorker, default_decode
+    from videobert_cli.pipeline.stages import SharedBatches
 
     config = config or PipelineConfig()
     options = options or RunOptions()
@@ -467,24 +498,56 @@ def run_batch(
                     str(item.path), pipeline.video.decode_config, pipeline.video.model.preprocessing, options.chunk_frames
                 )
 
-        def finish(record: RunRecord) -> None:
-            """Record one input; the earlier input's write (and record) comes first."""
-            writer.drain()
+        # Cross-video batching: a video's last frames wait in `batches` for the next video's
+        # first ones, so short videos fill the model's batches together. A video is finished
+        # (text, fusion, file) once its frames are all encoded; records keep the input order.
+        batches = SharedBatches(pipeline.video) if pipeline.video.model.kind != "clip" else None
+        waiting: list[_EncodedVideo] = []
+
+        def record_now(record: RunRecord) -> None:
             manifest.write(record)
             report.records.append(record)
             observer.on_input_done(record)
 
-        def written(record: RunRecord, item_started: float, timer: StageTimer, error: BaseException | None) -> None:
+        def hand_over(video: _EncodedVideo) -> None:
+            """Finish a video whose frames are all encoded; its file is written in the background."""
+            try:
+                write = finish_video(video.item, video.output, pipeline, config, options, video.record, video.timer,
+                                     config_hash, video.info, video.pending.result(), video.transcript,
+                                     defer_write=True)
+            except Exception as error:
+                _failure(video.record, error)
+                video.close_record()
+                writer.drain()
+                record_now(video.record)
+                if isinstance(error, OutputError):
+                    raise
+                return
+            writer.start(write, lambda error, v=video: written(v, error))
+
+        def hand_over_ready(*, flush: bool) -> None:
+            """Finish the waiting videos that are complete, in order (``flush``: all of them,
+            encoding what is still queued first)."""
+            if flush and waiting and batches is not None:
+                # a model error lands on the videos concerned; hand_over records it
+                batches.flush(waiting[-1].timer)
+            while waiting and waiting[0].pending.complete:
+                hand_over(waiting.pop(0))
+
+        def finish(record: RunRecord) -> None:
+            """Record one input; the earlier inputs (their encoding and files) come first."""
+            hand_over_ready(flush=True)
+            writer.drain()
+            record_now(record)
+
+        def written(video: _EncodedVideo, error: BaseException | None) -> None:
             """Called by ``writer.drain`` once an input's file is written (or failed to be)."""
             if error is not None:
-                _failure(record, error)
+                _failure(video.record, error)
             else:
-                record.status = STATUS_OK
-            record.seconds = round(time.perf_counter() - item_started, 4)
-            record.timings = timer.as_dict()
-            manifest.write(record)
-            report.records.append(record)
-            observer.on_input_done(record)
+                video.record.status = STATUS_OK
+            video.close_record()
+            record_now(video.record)
             if isinstance(error, OutputError):
                 raise error  # out of space or read-only: later videos would fail the same way
 
@@ -519,12 +582,13 @@ def run_batch(
 
                     try:
                         decode_timings: dict = {}
-                        write = process_video(
-                            item, output, pipeline, config, options, record, timer, config_hash,
-                            lambda get_job=get_job, next_position=position, t=decode_timings: worker.stream(
-                                get_job(), timings=t, on_done=lambda: submit(next_position)),
-                            defer_write=True,
-                        )
+                        transcript = load_transcript(item, options, record)
+                        info, chunks = worker.stream(get_job(), timings=decode_timings,
+                                                     on_done=lambda next_position=position: submit(next_position))
+                        if batches is None:  # clip models: whole clips, one video at a time
+                            pending = _Encoded(pipeline.video.encode_chunks(info, chunks, timer, path=str(item.path)))
+                        else:
+                            pending = pipeline.video.stream_into(batches, info, chunks, timer, path=str(item.path))
                         for stage, seconds in decode_timings.items():
                             timer.add(stage, seconds)
                     except KeyboardInterrupt:
@@ -541,10 +605,11 @@ def run_batch(
                         if isinstance(error, OutputError):
                             raise  # out of space or read-only: later videos would fail the same way
                         continue
-                    # the file is written in the background while the next video is decoded
-                    # and encoded; its record follows once the write is done
-                    writer.drain()
-                    writer.start(write, lambda error, r=record, s=item_started, t=timer: written(r, s, t, error))
+                    # finished (and written, in the background) as soon as its last frames
+                    # are encoded, which may be in the next video's first batch
+                    waiting.append(_EncodedVideo(item, output, record, timer, item_started, info, pending, transcript))
+                    hand_over_ready(flush=False)
+                hand_over_ready(flush=True)
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
@@ -600,11 +665,32 @@ def process_video(
     With ``defer_write`` the file is not written here: the function that writes it is returned
     (the local engine runs it in the background while the next video is encoded).
     """
-    from videobert_cli.store.hdf5 import write_feature_file
-
     transcript = load_transcript(item, options, record)
     info, chunks = open_stream()
     video = pipeline.video.encode_chunks(info, chunks, timer, path=str(item.path))
+    return finish_video(item, output, pipeline, config, options, record, timer, config_hash, info, video, transcript,
+                        defer_write=defer_write)
+
+
+def finish_video(
+    item: VideoInput,
+    output: Path,
+    pipeline: Pipeline,
+    config: PipelineConfig,
+    options: RunOptions,
+    record: RunRecord,
+    timer: StageTimer,
+    config_hash: str,
+    info,
+    video,
+    transcript,
+    *,
+    defer_write: bool = False,
+) -> Callable[[], None] | None:
+    """The rest of :func:`process_video` once the video's features are encoded: visual words,
+    text features, fusion and the file (written now, or returned to be written later)."""
+    from videobert_cli.store.hdf5 import write_feature_file
+
     if info.timestamps_source != "decoder":
         record.warnings.append(f"frame times from the {info.timestamps_source}")
     if pipeline.vocab is not None and len(video):

@@ -108,48 +108,46 @@ class VideoStage:
         """Encode streamed crop chunks in full batches; decode runs ahead in a thread."""
         if self.model.kind == "clip":
             return self._encode_clips(info, chunks, timer, path=path)
+        batches = SharedBatches(self)
+        pending = self.stream_into(batches, info, chunks, timer, path=path)
+        batches.flush(timer)
+        return pending.result()  # raises the model's error, if any
+
+    def stream_into(
+        self, batches: "SharedBatches", info: VideoInfo, chunks: Iterator[CropChunk], timer: StageTimer,
+        *, path: str = "",
+    ) -> "PendingVideo":
+        """Queue a video's crops into ``batches``, encoding every full batch on the way.
+
+        ``batches`` may already hold the last frames of earlier videos (cross-video batching:
+        a short video's frames fill the batch the previous video left partly empty), and this
+        video's last frames may stay queued for the next one; the returned
+        :class:`PendingVideo` is complete once they are encoded. On an error, this video's
+        queued frames are dropped (the earlier videos' stay) before it propagates.
+        """
+        if self.model.kind == "clip":
+            raise ValueError("clip models encode whole clips; use encode_chunks")
+        pending = PendingVideo(self, info, path)
         batch_size = self.config.runtime.batch_size
-        features: list[np.ndarray] = []
-        indices: list[np.ndarray] = []
-        stamps: list[np.ndarray] = []
-        pending: list[torch.Tensor] = []
-        pending_rows = 0
-
-        def flush() -> None:
-            nonlocal pending, pending_rows
-            if not pending:
-                return
-            with timer.stage("encode"):
-                features.append(self.encoder.encode(torch.cat(pending)))
-            pending, pending_rows = [], 0
-
         stream = _read_ahead(chunks)
-        for chunk in _timed_stream(stream, timer):
-            indices.append(chunk.frame_indices)
-            stamps.append(chunk.timestamps)
-            pending.append(chunk.crops)
-            pending_rows += len(chunk.frame_indices)
-            if pending_rows >= batch_size:
-                flush()
-            elif not stream.ready():
-                # The decoder is behind: waiting for a full batch would leave the model idle
-                # now and a whole batch to encode after the last frame is decoded. Encode
-                # what is here instead, leaving the decoder a core (see _cores_for_model).
-                with self._cores_for_model(decoder_busy=True):
-                    flush()
-        flush()
-        return VideoFeatures(
-            features=np.concatenate(features) if features else np.zeros((0, self.feature_dim), np.float32),
-            timestamps=np.concatenate(stamps) if stamps else np.zeros(0),
-            frame_indices=np.concatenate(indices).astype(np.int64) if indices else np.zeros(0, np.int64),
-            attrs={
-                **self.identity(),
-                "sampling": self.sampling.to_dict(),
-                "precision": self.precision,
-                "source_path": str(path),
-                **info.to_attrs(),
-            },
-        )
+        try:
+            for chunk in _timed_stream(stream, timer):
+                batches.add(pending, chunk)
+                if batches.rows >= batch_size:
+                    batches.flush_full(timer)
+                elif not stream.ready():
+                    # The decoder is behind: waiting for a full batch would leave the model
+                    # idle now and a whole batch to encode after the last frame is decoded.
+                    # Encode what is here instead, leaving the decoder a core.
+                    with self._cores_for_model(decoder_busy=True):
+                        batches.flush(timer)
+                if pending.error is not None:
+                    raise pending.error
+        except BaseException:
+            batches.drop(pending)
+            raise
+        pending.stream_done = True
+        return pending
 
     def _encode_clips(self, info: VideoInfo, chunks: Iterator[CropChunk], timer: StageTimer, *, path: str) -> VideoFeatures:
         """Group streamed frames into clips (bounded buffer) and encode batches of clips."""
@@ -232,6 +230,138 @@ class VideoStage:
     def decode_config(self) -> PipelineConfig:
         """The configuration the decoder needs (sampling resolved for this model's kind)."""
         return self.config.with_(sampling=self.sampling)
+
+
+class PendingVideo:
+    """One video's features as they are encoded, possibly in batches shared with other videos."""
+
+    def __init__(self, stage: VideoStage, info: VideoInfo, path: str):
+        self.stage = stage
+        self.info = info
+        self.path = path
+        self.indices: list[np.ndarray] = []
+        self.stamps: list[np.ndarray] = []
+        self.features: list[np.ndarray] = []
+        self.queued = 0  # frames waiting in a batch
+        self.stream_done = False
+        self.error: Exception | None = None  # the model failed on this video's frames
+
+    @property
+    def complete(self) -> bool:
+        """Every frame is decoded and encoded, or encoding failed (:meth:`result` raises)."""
+        return self.error is not None or (self.stream_done and self.queued == 0)
+
+    def fail(self, error: Exception) -> None:
+        """The model failed on this video's frames: its features are lost."""
+        self.error = error
+        self.features, self.queued = [], 0
+
+    def result(self) -> VideoFeatures:
+        """The video's features (call once :attr:`complete`); raises the model's error if any."""
+        if self.error is not None:
+            raise self.error
+        if not self.complete:
+            raise RuntimeError(f"{self.path}: features requested before all frames were encoded")
+        stage = self.stage
+        return VideoFeatures(
+            features=np.concatenate(self.features) if self.features else np.zeros((0, stage.feature_dim), np.float32),
+            timestamps=np.concatenate(self.stamps) if self.stamps else np.zeros(0),
+            frame_indices=np.concatenate(self.indices).astype(np.int64) if self.indices else np.zeros(0, np.int64),
+            attrs={
+                **stage.identity(),
+                "sampling": stage.sampling.to_dict(),
+                "precision": stage.precision,
+                "source_path": str(self.path),
+                **self.info.to_attrs(),
+            },
+        )
+
+
+class SharedBatches:
+    """Crops waiting for the model, from one video or several in a row.
+
+    Batches are encoded in arrival order, so every video's features come back in frame order;
+    a batch that spans videos is split by owner after the forward pass (the model treats
+    frames independently, so sharing a batch does not change anyone's features).
+    """
+
+    def __init__(self, stage: VideoStage):
+        self.stage = stage
+        self._parts: list[tuple[PendingVideo, torch.Tensor]] = []
+        self.rows = 0
+
+    def add(self, owner: PendingVideo, chunk: CropChunk) -> None:
+        """Queue ``chunk``'s crops for ``owner``."""
+        owner.indices.append(chunk.frame_indices)
+        owner.stamps.append(chunk.timestamps)
+        owner.queued += len(chunk.crops)
+        self._parts.append((owner, chunk.crops))
+        self.rows += len(chunk.crops)
+
+    def owners(self) -> list[PendingVideo]:
+        """The videos with frames in the queue, oldest first."""
+        return list(dict.fromkeys(owner for owner, _ in self._parts))
+
+    def flush(self, timer: StageTimer) -> None:
+        """Encode everything queued (the time goes to ``timer``'s "encode" stage).
+
+        A model error (out of memory, ...) is not raised here but given to the videos it
+        concerns (:attr:`PendingVideo.error`): if the batch held several videos, each one's
+        frames are encoded again on their own, so only the video that fails alone fails.
+        """
+        if not self._parts:
+            return
+        parts, self._parts, self.rows = self._parts, [], 0
+        self._encode(parts, timer)
+
+    def flush_full(self, timer: StageTimer) -> None:
+        """Encode batches of exactly ``batch_size`` frames while that many are queued (a chunk
+        that straddles the batch boundary is split), so the model always sees one shape."""
+        batch_size = self.stage.config.runtime.batch_size
+        while self.rows >= batch_size:
+            taken, count = [], 0
+            while count < batch_size:
+                owner, crops = self._parts[0]
+                room = batch_size - count
+                if len(crops) <= room:
+                    taken.append(self._parts.pop(0))
+                    count += len(crops)
+                else:
+                    taken.append((owner, crops[:room]))
+                    self._parts[0] = (owner, crops[room:])
+                    count += room
+            self.rows -= count
+            self._encode(taken, timer)
+
+    def _encode(self, parts: list[tuple[PendingVideo, torch.Tensor]], timer: StageTimer) -> None:
+        try:
+            with timer.stage("encode"):
+                features = self.stage.encoder.encode(torch.cat([crops for _, crops in parts]))
+        except Exception as error:
+            owners = list(dict.fromkeys(owner for owner, _ in parts))
+            if len(owners) == 1:
+                owners[0].fail(error)
+                return
+            for owner in owners:
+                mine = [crops for o, crops in parts if o is owner]
+                try:
+                    with timer.stage("encode"):
+                        owner.features.append(self.stage.encoder.encode(torch.cat(mine)))
+                    owner.queued -= sum(len(crops) for crops in mine)
+                except Exception as own_error:
+                    owner.fail(own_error)
+            return
+        offset = 0
+        for owner, crops in parts:
+            owner.features.append(features[offset : offset + len(crops)])
+            owner.queued -= len(crops)
+            offset += len(crops)
+
+    def drop(self, owner: PendingVideo) -> None:
+        """Forget ``owner``'s queued frames (its video failed)."""
+        kept = [(o, crops) for o, crops in self._parts if o is not owner]
+        owner.queued = 0
+        self._parts, self.rows = kept, sum(len(crops) for _, crops in kept)
 
 
 class TextStage:

@@ -1,0 +1,111 @@
+"""Cross-video batching: short videos fill the model's batches together (issue 4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import synth
+from videobert_cli.config import PipelineConfig, RuntimeConfig, SamplingConfig, VideoModelConfig
+from videobert_cli.pipeline.decoding import decode_crops
+from videobert_cli.pipeline.stages import SharedBatches, VideoStage
+from videobert_cli.pipeline.timing import StageTimer
+
+
+class _DecodedAhead:
+    """Chunks that are all decoded already: the stream is always ready (the model is the bottleneck)."""
+
+    def __init__(self, chunks):
+        self._chunks = list(chunks)
+
+    def read_ahead(self):
+        chunks = iter(self._chunks)
+
+        class Ready:
+            def __iter__(self):
+                return self
+
+            def __next__(self):
+                return next(chunks)
+
+            def ready(self):
+                return True
+
+        return Ready()
+
+
+@pytest.fixture(scope="module")
+def stage_and_videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("short")
+    videos = [synth.make_video(folder / f"v{i}.mp4", num_frames=n, fps=10) for i, n in enumerate((10, 7, 3, 12, 9))]
+    config = PipelineConfig(
+        sampling=SamplingConfig(fps=10.0),
+        video_model=VideoModelConfig(name="mobilenet_v3_small", weights="none", seed=0),
+        runtime=RuntimeConfig(device="cpu", precision="fp32", batch_size=16),
+    )
+    return VideoStage(config), videos
+
+
+def _decoded(stage, path):
+    info, chunks = decode_crops(path, stage.decode_config, stage.model.preprocessing, chunk_frames=4)
+    return info, _DecodedAhead(chunks)
+
+
+def test_short_videos_share_full_batches_and_keep_their_features(stage_and_videos):
+    stage, videos = stage_and_videos
+    alone = [stage.encode_chunks(*_decoded(stage, path), StageTimer(), path=str(path)) for path in videos]
+
+    sizes = []
+    real_encode = stage.encoder.encode
+    stage.encoder.encode = lambda crops: (sizes.append(len(crops)), real_encode(crops))[1]
+    try:
+        batches = SharedBatches(stage)
+        pending = [stage.stream_into(batches, *_decoded(stage, path), StageTimer(), path=str(path)) for path in videos]
+        assert not pending[-1].complete  # the last frames wait for a next video...
+        batches.flush(StageTimer())  # ...or the end of the run
+    finally:
+        stage.encoder.encode = real_encode
+
+    # 41 frames in batches of 16: every batch full but the last, although no video has 16 frames
+    assert sizes == [16, 16, 9]
+    for shared, single in zip(pending, alone):
+        assert shared.complete
+        result = shared.result()
+        np.testing.assert_array_equal(result.frame_indices, single.frame_indices)
+        np.testing.assert_array_equal(result.timestamps, single.timestamps)
+        np.testing.assert_allclose(result.features, single.features, rtol=0, atol=1e-5)
+        assert result.attrs["source_path"] == single.attrs["source_path"]
+
+
+def test_a_failing_shared_batch_is_retried_per_video(stage_and_videos, tmp_path):
+    """The model fails on a batch holding two videos; each is encoded again alone and only the
+    one that fails alone loses its features."""
+    stage, videos = stage_and_videos
+    # synth frames depend on the frame number only: another size makes other crops
+    other = synth.make_video(tmp_path / "other.mp4", num_frames=3, fps=10, width=96, height=64)
+    real_encode = stage.encoder.encode
+    poisoned: set[bytes] = set()
+    calls = []
+
+    def encode(crops):
+        calls.append(len(crops))
+        if any(crop.numpy().tobytes() in poisoned for crop in crops):
+            raise RuntimeError("out of memory")
+        return real_encode(crops)
+
+    batches = SharedBatches(stage)
+    first = stage.stream_into(batches, *_decoded(stage, videos[0]), StageTimer(), path="first")
+    info, stream = _decoded(stage, other)
+    poisoned.update(crop.numpy().tobytes() for chunk in stream._chunks for crop in chunk.crops)
+    stage.encoder.encode = encode
+    try:
+        # 10 + 3 frames < 16: nothing is encoded until the flush at the end
+        second = stage.stream_into(batches, info, stream, StageTimer(), path="second")
+        batches.flush(StageTimer())
+        with pytest.raises(RuntimeError, match="out of memory"):
+            second.result()
+    finally:
+        stage.encoder.encode = real_encode
+    assert calls == [13, 10, 3]  # the shared batch, then each video alone
+    assert first.complete and len(first.result().features) == 10
+    assert second.complete and second.error is not None
