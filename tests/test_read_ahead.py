@@ -87,3 +87,21 @@ def test_encoder_takes_what_is_there_when_the_decoder_is_behind(tmp_path):
     reference = stage.encode_chunks(info, iter(decoded), StageTimer())
     np.testing.assert_allclose(slow.features, reference.features, rtol=0, atol=1e-5)
     np.testing.assert_array_equal(slow.frame_indices, reference.frame_indices)
+
+
+def test_a_suspended_reader_is_really_released(tmp_path):
+    """While the consumer holds a chunk, nothing but the handle may reference the reader: a
+    suspension must free decord's reader (and the frames it decodes ahead into memory)."""
+    import gc
+    import weakref
+
+    path = synth.make_video(tmp_path / "v.mp4", width=64, height=48, fps=25, num_frames=60)
+    handle = ReaderHandle(open_video(path), lambda: open_video(path))
+    chunks = iter_frame_chunks(handle, np.arange(0, 60, 2), chunk_frames=4)
+    for _ in range(3):
+        next(chunks)
+        reader = weakref.ref(handle.get())
+        handle.suspend()
+        gc.collect()
+        assert reader() is None, "the paused chunk iterator still holds the decord reader"
+    assert sum(len(i) for i, _ in chunks) == 30 - 12  # and it goes on after reopening

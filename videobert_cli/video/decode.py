@@ -370,6 +370,11 @@ def iter_frame_chunks(
         frames.append(frame)
         taken.append(frame_index)
         if len(frames) == chunk_frames:
+            if handle is not None:
+                # hold no reference while the consumer has the chunk: the handle may close the
+                # reader meanwhile, and decord frees its frame buffers only when the last
+                # reference goes (a local one kept it decoding ahead into memory: 11.8 GB)
+                reader = None
             yield from _expand(indices, taken, frames)
             frames, taken = [], []
     if frames:
