@@ -33,6 +33,7 @@ CACHE = Path(__file__).resolve().parent / ".cache"
 #: name -> (width, height, seconds)
 VIDEOS = {
     "warmup_720p_4s": (1280, 720, 4),  # untimed warm-up runs
+    "720p_3s": (1280, 720, 3),  # copied into a folder of short videos (cross-video batching)
     "720p_1min": (1280, 720, 60),
     "1080p_1min": (1920, 1080, 60),
     "720p_10min": (1280, 720, 600),

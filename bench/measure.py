@@ -323,6 +323,65 @@ def measure_e2e(spec: dict) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def measure_shorts(spec: dict) -> dict:
+    """api.run on a folder of ``copies`` short videos: throughput and the batch sizes the model saw."""
+    import shutil
+
+    from videobert_cli import api
+    from videobert_cli.config import SamplingConfig
+    from videobert_cli.pipeline.runner import RunOptions
+    from videobert_cli.video.encoder import FrameEncoder
+    from videobert_cli.video.models import load_video_model
+
+    config = _video_config(spec)
+    work = Path(tempfile.mkdtemp(prefix="videobert-bench-"))
+    try:
+        clips = work / "clips"
+        clips.mkdir()
+        for index in range(int(spec["copies"])):
+            shutil.copy(spec["video"], clips / f"clip_{index:03d}.mp4")
+        if spec.get("warmup_video"):
+            warm = config.with_(sampling=SamplingConfig(fps=None, num_frames=int(spec.get("batch_size", 32)) + 8))
+            api.run([spec["warmup_video"]], work / "warmup", warm, RunOptions(force=True), stdin=io.StringIO())
+        started = time.perf_counter()
+        load_video_model(config.video_model)
+        load_s = time.perf_counter() - started
+
+        sizes: list[int] = []
+        real_encode = FrameEncoder.encode
+
+        def counting_encode(self, crops):
+            sizes.append(len(crops))
+            return real_encode(self, crops)
+
+        FrameEncoder.encode = counting_encode
+        try:
+            started = time.perf_counter()
+            report = api.run([str(clips)], work / "out", config, RunOptions(force=True), stdin=io.StringIO())
+            wall = time.perf_counter() - started
+        finally:
+            FrameEncoder.encode = real_encode
+        bad = [r for r in report.records if r.status != "ok"]
+        if bad:
+            raise RuntimeError(f"run failed: {bad[0].reason}: {bad[0].message}")
+        frames = sum(r.frames for r in report.records)
+        batch = int(spec.get("batch_size", 32))
+        return {
+            "videos": len(report.records),
+            "frames": frames,
+            "frames_per_video": frames / max(len(report.records), 1),
+            "wall_s": wall,
+            "load_s": load_s,
+            "fps": frames / max(wall - load_s, 1e-9),
+            "batches": len(sizes),
+            "full_batches": sum(1 for size in sizes if size == batch),
+            "batch_sizes": sizes,
+            **_threads(),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def measure_text(spec: dict) -> dict:
     """extract_text end to end vs the BERT forward alone over the same windows."""
     import torch
@@ -429,7 +488,7 @@ def measure_fusion(spec: dict) -> dict:
 
 
 KINDS = {"decode": measure_decode, "model": measure_model, "e2e": measure_e2e, "text": measure_text,
-         "fusion": measure_fusion}
+         "fusion": measure_fusion, "shorts": measure_shorts}
 
 
 def main() -> None:
