@@ -16,6 +16,7 @@ import numpy as np
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -382,39 +383,46 @@ class _EncodedVideo:
 
 
 class _WriteBehind:
-    """At most one feature file being written in a background thread.
+    """Feature files written in a background thread, one after the other, at most ``depth``
+    waiting.
 
-    Writing (HDF5, compression, ``--verify-hash``) then overlaps with the next video's
-    decoding and encoding instead of adding to it. ``drain`` waits for the write and calls its
-    ``done(error)`` callback in the caller's thread, so records keep the input order.
+    Writing (HDF5, compression, ``--verify-hash``) then overlaps with the next videos' decoding
+    and encoding instead of adding to it. ``drain`` waits for the writes and calls their
+    ``done(error)`` callbacks in the caller's thread, in order, so records keep the input order.
     """
 
-    def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
-        self._done: Callable[[BaseException | None], None] | None = None
-        self._error: BaseException | None = None
+    def __init__(self, depth: int = 2) -> None:
+        self.depth = depth
+        self._pending: deque = deque()  # [thread, done, error]
 
     def start(self, write: Callable[[], None], done: Callable[[BaseException | None], None]) -> None:
-        """Run ``write()`` in the background; ``drain`` first if one is running."""
-        self.drain()
-        self._done, self._error = done, None
+        """Write in the background after the writes already started; wait if ``depth`` are pending."""
+        while len(self._pending) >= self.depth:
+            self._finish_oldest()
+        entry = [None, done, None]
+        previous = self._pending[-1][0] if self._pending else None
 
         def run() -> None:
+            if previous is not None:
+                previous.join()  # files are written in input order
             try:
                 write()
             except BaseException as error:  # handed to done() in the caller's thread
-                self._error = error
+                entry[2] = error
 
-        self._thread = threading.Thread(target=run, name="videobert-writer", daemon=True)
-        self._thread.start()
+        entry[0] = threading.Thread(target=run, name="videobert-writer", daemon=True)
+        entry[0].start()
+        self._pending.append(entry)
 
     def drain(self) -> None:
-        """Wait for the running write, then call its ``done`` (which may raise)."""
-        if self._thread is None:
-            return
-        self._thread.join()
-        done, error = self._done, self._error
-        self._thread = self._done = self._error = None
+        """Wait for every write started, calling each ``done`` in turn (which may raise)."""
+        while self._pending:
+            self._finish_oldest()
+
+    def _finish_oldest(self) -> None:
+        thread, done, _ = self._pending[0]
+        thread.join()
+        _, done, error = self._pending.popleft()
         done(error)
 
 

@@ -127,15 +127,22 @@ class VideoStage:
         """
         if self.model.kind == "clip":
             raise ValueError("clip models encode whole clips; use encode_chunks")
+        from videobert_cli.video.decode import plan_sampling
+
         pending = PendingVideo(self, info, path)
         batch_size = self.config.runtime.batch_size
+        # the decoder plans the same frames: after the last one the stream ends, and the frames
+        # wait for the next video's instead of being encoded as a partial batch
+        expected = len(plan_sampling(info, self.sampling))
+        received = 0
         stream = _read_ahead(chunks)
         try:
             for chunk in _timed_stream(stream, timer):
                 batches.add(pending, chunk)
+                received += len(chunk.crops)
                 if batches.rows >= batch_size:
                     batches.flush_full(timer)
-                elif not stream.ready():
+                elif received < expected and not stream.ready():
                     # The decoder is behind: waiting for a full batch would leave the model
                     # idle now and a whole batch to encode after the last frame is decoded.
                     # Encode what is here instead, leaving the decoder a core.
