@@ -60,14 +60,18 @@ def test_short_videos_share_full_batches_and_keep_their_features(stage_and_video
     stage.encoder.encode = lambda crops: (sizes.append(len(crops)), real_encode(crops))[1]
     try:
         batches = SharedBatches(stage)
-        pending = [stage.stream_into(batches, *_decoded(stage, path), StageTimer(), path=str(path)) for path in videos]
+        timers = [StageTimer() for _ in videos]
+        pending = [stage.stream_into(batches, *_decoded(stage, path), timer, path=str(path))
+                   for path, timer in zip(videos, timers)]
         assert not pending[-1].complete  # the last frames wait for a next video...
-        batches.flush(StageTimer())  # ...or the end of the run
+        batches.flush()  # ...or the end of the run
     finally:
         stage.encoder.encode = real_encode
 
     # 41 frames in batches of 16: every batch full but the last, although no video has 16 frames
     assert sizes == [16, 16, 9]
+    # every video gets its share of the encoding time of the batches it was in
+    assert all(timer.as_dict().get("encode", 0) > 0 for timer in timers)
     for shared, single in zip(pending, alone):
         assert shared.complete
         result = shared.result()
@@ -101,7 +105,7 @@ def test_a_failing_shared_batch_is_retried_per_video(stage_and_videos, tmp_path)
     try:
         # 10 + 3 frames < 16: nothing is encoded until the flush at the end
         second = stage.stream_into(batches, info, stream, StageTimer(), path="second")
-        batches.flush(StageTimer())
+        batches.flush()
         with pytest.raises(RuntimeError, match="out of memory"):
             second.result()
     finally:

@@ -538,7 +538,7 @@ def run_batch(
             encoding what is still queued first)."""
             if flush and waiting and batches is not None:
                 # a model error lands on the videos concerned; hand_over records it
-                batches.flush(waiting[-1].timer)
+                batches.flush()
             while waiting and waiting[0].pending.complete:
                 hand_over(waiting.pop(0))
 

@@ -110,7 +110,7 @@ class VideoStage:
             return self._encode_clips(info, chunks, timer, path=path)
         batches = SharedBatches(self)
         pending = self.stream_into(batches, info, chunks, timer, path=path)
-        batches.flush(timer)
+        batches.flush()
         return pending.result()  # raises the model's error, if any
 
     def stream_into(
@@ -129,7 +129,7 @@ class VideoStage:
             raise ValueError("clip models encode whole clips; use encode_chunks")
         from videobert_cli.video.decode import plan_sampling
 
-        pending = PendingVideo(self, info, path)
+        pending = PendingVideo(self, info, path, timer)
         batch_size = self.config.runtime.batch_size
         # the decoder plans the same frames: after the last one the stream ends, and the frames
         # wait for the next video's instead of being encoded as a partial batch
@@ -141,13 +141,13 @@ class VideoStage:
                 batches.add(pending, chunk)
                 received += len(chunk.crops)
                 if batches.rows >= batch_size:
-                    batches.flush_full(timer)
+                    batches.flush_full()
                 elif received < expected and not stream.ready():
                     # The decoder is behind: waiting for a full batch would leave the model
                     # idle now and a whole batch to encode after the last frame is decoded.
                     # Encode what is here instead, leaving the decoder a core.
                     with self._cores_for_model(decoder_busy=True):
-                        batches.flush(timer)
+                        batches.flush()
                 if pending.error is not None:
                     raise pending.error
         except BaseException:
@@ -242,10 +242,11 @@ class VideoStage:
 class PendingVideo:
     """One video's features as they are encoded, possibly in batches shared with other videos."""
 
-    def __init__(self, stage: VideoStage, info: VideoInfo, path: str):
+    def __init__(self, stage: VideoStage, info: VideoInfo, path: str, timer: StageTimer):
         self.stage = stage
         self.info = info
         self.path = path
+        self.timer = timer  # gets this video's share of the time of every batch it is in
         self.indices: list[np.ndarray] = []
         self.stamps: list[np.ndarray] = []
         self.features: list[np.ndarray] = []
@@ -309,8 +310,8 @@ class SharedBatches:
         """The videos with frames in the queue, oldest first."""
         return list(dict.fromkeys(owner for owner, _ in self._parts))
 
-    def flush(self, timer: StageTimer) -> None:
-        """Encode everything queued (the time goes to ``timer``'s "encode" stage).
+    def flush(self) -> None:
+        """Encode everything queued (each video's timer gets its share of the "encode" time).
 
         A model error (out of memory, ...) is not raised here but given to the videos it
         concerns (:attr:`PendingVideo.error`): if the batch held several videos, each one's
@@ -319,9 +320,9 @@ class SharedBatches:
         if not self._parts:
             return
         parts, self._parts, self.rows = self._parts, [], 0
-        self._encode(parts, timer)
+        self._encode(parts)
 
-    def flush_full(self, timer: StageTimer) -> None:
+    def flush_full(self) -> None:
         """Encode batches of exactly ``batch_size`` frames while that many are queued (a chunk
         that straddles the batch boundary is split), so the model always sees one shape."""
         batch_size = self.stage.config.runtime.batch_size
@@ -338,23 +339,21 @@ class SharedBatches:
                     self._parts[0] = (owner, crops[room:])
                     count += room
             self.rows -= count
-            self._encode(taken, timer)
+            self._encode(taken)
 
-    def _encode(self, parts: list[tuple[PendingVideo, torch.Tensor]], timer: StageTimer) -> None:
+    def _encode(self, parts: list[tuple[PendingVideo, torch.Tensor]]) -> None:
         try:
-            with timer.stage("encode"):
-                features = self.stage.encoder.encode(torch.cat([crops for _, crops in parts]))
+            features = self._timed_encode(parts)
         except Exception as error:
             owners = list(dict.fromkeys(owner for owner, _ in parts))
             if len(owners) == 1:
                 owners[0].fail(error)
                 return
             for owner in owners:
-                mine = [crops for o, crops in parts if o is owner]
+                mine = [(o, crops) for o, crops in parts if o is owner]
                 try:
-                    with timer.stage("encode"):
-                        owner.features.append(self.stage.encoder.encode(torch.cat(mine)))
-                    owner.queued -= sum(len(crops) for crops in mine)
+                    owner.features.append(self._timed_encode(mine))
+                    owner.queued -= sum(len(crops) for _, crops in mine)
                 except Exception as own_error:
                     owner.fail(own_error)
             return
@@ -363,6 +362,17 @@ class SharedBatches:
             owner.features.append(features[offset : offset + len(crops)])
             owner.queued -= len(crops)
             offset += len(crops)
+
+    def _timed_encode(self, parts: list[tuple[PendingVideo, torch.Tensor]]) -> np.ndarray:
+        """One forward pass; each video's "encode" time gets its share of it, by frames."""
+        started = time.perf_counter()
+        try:
+            return self.stage.encoder.encode(torch.cat([crops for _, crops in parts]))
+        finally:
+            seconds = time.perf_counter() - started
+            total = sum(len(crops) for _, crops in parts)
+            for owner, crops in parts:
+                owner.timer.add("encode", seconds * len(crops) / total)
 
     def drop(self, owner: PendingVideo) -> None:
         """Forget ``owner``'s queued frames (its video failed)."""

@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch  # noqa: F401  (import order matters, see module docstring)
@@ -317,9 +317,17 @@ class ReaderHandle:
 
 
 def iter_frame_chunks(
-    reader, indices: np.ndarray, *, chunk_frames: int = DEFAULT_CHUNK_FRAMES, path: str | Path = ""
+    reader,
+    indices: np.ndarray,
+    *,
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+    path: str | Path = "",
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(indices, frames)`` with frames uint8 (n, H, W, 3), at most ``chunk_frames`` at a time.
+
+    With ``transform``, each decoded (H, W, 3) frame is replaced by ``transform(frame)`` as soon
+    as it is decoded (e.g. its crop), so at most one full-resolution frame is alive at a time.
 
     Frames are read sequentially in playback order: the decoder skips the frames in between
     (decoding without colour conversion), and jumps with an accurate seek only when the next
@@ -367,7 +375,7 @@ def iter_frame_chunks(
                 path=path, reason="truncated",
             ) from exc
         position = frame_index + 1
-        frames.append(frame)
+        frames.append(frame if transform is None else transform(frame))
         taken.append(frame_index)
         if len(frames) == chunk_frames:
             if handle is not None:
@@ -386,4 +394,8 @@ def _expand(indices: np.ndarray, taken: list[int], frames: list[np.ndarray]):
     lookup = {index: i for i, index in enumerate(taken)}
     wanted = indices[(indices >= taken[0]) & (indices <= taken[-1])]
     stacked = np.stack(frames)
-    yield wanted, stacked[[lookup[int(i)] for i in wanted]]
+    frames.clear()
+    if len(wanted) == len(taken):  # no repeated index: no second copy
+        yield wanted, stacked
+    else:
+        yield wanted, stacked[[lookup[int(i)] for i in wanted]]
