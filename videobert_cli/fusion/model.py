@@ -34,8 +34,10 @@ from torch import nn
 from videobert_cli.errors import ConfigError
 from videobert_cli.features import MODALITY_CLS, MODALITY_SEP, MODALITY_SEP_VIDEO, MODALITY_TEXT, MODALITY_VIDEO
 
-#: score-matrix elements computed at once per attention call (64 Mi floats = 256 MB in fp32)
-QUERY_BLOCK_ELEMENTS = 64 * 1024 * 1024
+#: score-matrix elements computed at once per attention call (8 Mi floats = 32 MB in fp32; the
+#: scores, their masked copy and the probabilities exist together). 64 Mi made the run's peak
+#: memory grow by ~400 MB from a 1-minute to a 10-minute video (3001 positions, one block).
+QUERY_BLOCK_ELEMENTS = 8 * 1024 * 1024
 #: standard deviation of the normal initialisation of weights and embeddings (BERT's value)
 INIT_STD = 0.02
 #: longest period of the sinusoidal time features is 2*pi*TIME_MAX_PERIOD (in time units)
