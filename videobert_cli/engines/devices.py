@@ -50,14 +50,12 @@ from multiprocessing import connection as mp_connection
 from pathlib import Path
 from typing import Callable
 
-from videobert_cli import __version__
 from videobert_cli.config import PipelineConfig
 from videobert_cli.devices import resolve_devices, worker_threads
 from videobert_cli.errors import OutputError, UsageError, VideoBertError
 from videobert_cli.pipeline.inputs import VideoInput
 from videobert_cli.pipeline.lock import OutputLock
 from videobert_cli.pipeline.runner import (
-    MANIFEST_NAME,
     STATUS_FAILED,
     STATUS_OK,
     STATUS_SKIPPED,
@@ -75,8 +73,9 @@ from videobert_cli.pipeline.runner import (
     _safe_output_path,
     _SilentObserver,
     decide,
+    record_and_dispatch,
 )
-from videobert_cli.pipeline.signals import StopFlag, graceful_signals
+from videobert_cli.pipeline.signals import StopFlag
 
 #: the reason code of a video whose worker process died (the Ray engine's code)
 REASON_WORKER_LOST = "worker-lost"
@@ -655,33 +654,16 @@ def run_devices(
                 observer.on_message(f"starting {len(used)} worker(s) on {', '.join(used)}; loading models")
                 pool.start_all()
                 pool.wait_first_ready()
-            manifest = _Manifest(out_dir / MANIFEST_NAME)
-            manifest.write({"type": "run", "started_at": report.started_at, "tool_version": __version__,
-                            "config_hash": config_hash, "inputs": len(plan), "pid": os.getpid(), "engine": "local",
-                            "devices": list(used)})
-            pool.manifest, pool.report = manifest, report
-            observer.on_start(len(plan))
-            try:
-                with graceful_signals(stop, on_first=lambda name: observer.on_message(
-                        f"{name}: finishing the videos in progress, then stopping (again to stop now)")):
-                    for task, needed in plan:  # up to date: recorded at once
-                        if needed:
-                            continue
-                        observer.on_input_start(task.item)
-                        record = task.record()
-                        manifest.write(record)
-                        report.records.append(record)
-                        observer.on_input_done(record)
-                    if tasks:
-                        report.interrupted = pool.run(tasks) and pool.fatal is None
-            except KeyboardInterrupt:
-                report.interrupted = True
-                pool.close(force=True)  # the second signal: stop now
-            finally:
-                report.finished_at = _now()
-                report.seconds = time.perf_counter() - started
-                manifest.write({"type": "summary", **report.summary()})
-                manifest.close()
+
+            def attach(manifest) -> None:
+                pool.manifest, pool.report = manifest, report
+
+            record_and_dispatch(
+                out_dir, plan, report, observer, stop, started,
+                {"config_hash": config_hash, "engine": "local", "devices": list(used)}, attach,
+                lambda tasks: pool.run(tasks) and pool.fatal is None,
+                on_second_signal=lambda: pool.close(force=True),  # the second signal: stop now
+            )
         finally:
             pool.close()
     if pool.fatal is not None:

@@ -43,7 +43,6 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
-from videobert_cli import __version__
 from videobert_cli.config import PipelineConfig
 from videobert_cli.errors import (
     DecodeTimeoutError,
@@ -57,7 +56,6 @@ from videobert_cli.errors import (
 from videobert_cli.pipeline.inputs import VideoInput
 from videobert_cli.pipeline.lock import OutputLock
 from videobert_cli.pipeline.runner import (
-    MANIFEST_NAME,
     STATUS_FAILED,
     STATUS_OK,
     STATUS_SKIPPED,
@@ -77,8 +75,9 @@ from videobert_cli.pipeline.runner import (
     _SilentObserver,
     decide,
     process_video,
+    record_and_dispatch,
 )
-from videobert_cli.pipeline.signals import StopFlag, graceful_signals
+from videobert_cli.pipeline.signals import StopFlag
 from videobert_cli.pipeline.timing import StageTimer
 
 INSTALL_HINT = "pip install 'videobert-cli[ray]'"
@@ -953,32 +952,16 @@ def run_ray(
                 workers = driver.worker_count(len(tasks))
                 driver.start_workers(workers)
                 driver.wait_first_ready()
-            manifest = _Manifest(out_dir / MANIFEST_NAME)
-            manifest.write({"type": "run", "started_at": report.started_at, "tool_version": __version__,
-                            "config_hash": config_hash, "inputs": len(plan), "pid": os.getpid(), "engine": "ray",
-                            "workers": workers, "gpus_per_worker": settings.gpus_per_worker})
-            driver.manifest, driver.report = manifest, report
-            observer.on_start(len(plan))
-            try:
-                with graceful_signals(stop, on_first=lambda name: observer.on_message(
-                        f"{name}: finishing the videos in progress, then stopping (again to stop now)")):
-                    for task, needed in plan:  # up to date: recorded at once
-                        if needed:
-                            continue
-                        observer.on_input_start(task.item)
-                        record = task.record()
-                        manifest.write(record)
-                        report.records.append(record)
-                        observer.on_input_done(record)
-                    if tasks:
-                        report.interrupted = driver.run(tasks) and driver.fatal is None
-            except KeyboardInterrupt:
-                report.interrupted = True
-            finally:
-                report.finished_at = _now()
-                report.seconds = time.perf_counter() - started
-                manifest.write({"type": "summary", **report.summary()})
-                manifest.close()
+
+            def attach(manifest) -> None:
+                driver.manifest, driver.report = manifest, report
+
+            record_and_dispatch(
+                out_dir, plan, report, observer, stop, started,
+                {"config_hash": config_hash, "engine": "ray", "workers": workers,
+                 "gpus_per_worker": settings.gpus_per_worker},
+                attach, lambda tasks: driver.run(tasks) and driver.fatal is None,
+            )
         finally:
             driver.close()
             if owns_ray:

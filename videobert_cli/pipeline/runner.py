@@ -634,6 +634,57 @@ def run_batch(
     return report
 
 
+def record_and_dispatch(
+    out_dir: Path,
+    plan: list,
+    report: RunReport,
+    observer: RunObserver,
+    stop: StopFlag,
+    started: float,
+    run_fields: dict,
+    attach: Callable[[_Manifest], None],
+    run_tasks: Callable[[list], bool],
+    on_second_signal: Callable[[], None] | None = None,
+) -> None:
+    """The manifest side shared by the engines that hand videos to workers (devices, Ray).
+
+    Writes the run line (``run_fields`` added), records the up-to-date inputs of ``plan``
+    (``(task, needed)`` pairs whose tasks have ``.item`` and ``.record()``) at once, then calls
+    ``run_tasks(needed tasks)`` - which returns whether a stop request interrupted it - under
+    graceful signals, and always writes the summary. ``attach(manifest)`` hands the manifest to
+    the driver before any task runs; ``on_second_signal`` runs when a second signal stops the run.
+    """
+    tasks = [task for task, needed in plan if needed]
+    manifest = _Manifest(out_dir / MANIFEST_NAME)
+    manifest.write({"type": "run", "started_at": report.started_at, "tool_version": __version__,
+                    "config_hash": run_fields.pop("config_hash"), "inputs": len(plan), "pid": os.getpid(),
+                    **run_fields})
+    attach(manifest)
+    observer.on_start(len(plan))
+    try:
+        with graceful_signals(stop, on_first=lambda name: observer.on_message(
+                f"{name}: finishing the videos in progress, then stopping (again to stop now)")):
+            for task, needed in plan:  # up to date: recorded at once
+                if needed:
+                    continue
+                observer.on_input_start(task.item)
+                record = task.record()
+                manifest.write(record)
+                report.records.append(record)
+                observer.on_input_done(record)
+            if tasks:
+                report.interrupted = run_tasks(tasks)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        if on_second_signal is not None:
+            on_second_signal()
+    finally:
+        report.finished_at = _now()
+        report.seconds = time.perf_counter() - started
+        manifest.write({"type": "summary", **report.summary()})
+        manifest.close()
+
+
 def load_transcript(item: VideoInput, options: RunOptions, record: RunRecord):
     """The item's parsed transcript, or None (video-only); warnings go to the record."""
     from videobert_cli.text.transcripts import parse_transcript
