@@ -34,10 +34,11 @@ from torch import nn
 from videobert_cli.errors import ConfigError
 from videobert_cli.features import MODALITY_CLS, MODALITY_SEP, MODALITY_SEP_VIDEO, MODALITY_TEXT, MODALITY_VIDEO
 
-#: score-matrix elements computed at once per attention call (8 Mi floats = 32 MB in fp32; the
+#: score-matrix elements computed at once per attention call (1 Mi floats = 4 MB in fp32; the
 #: scores, their masked copy and the probabilities exist together). 64 Mi made the run's peak
-#: memory grow by ~400 MB from a 1-minute to a 10-minute video (3001 positions, one block).
-QUERY_BLOCK_ELEMENTS = 8 * 1024 * 1024
+#: memory grow by ~400 MB from a 1-minute to a 10-minute video (3001 positions, one block);
+#: at 1 Mi the blocks are still large enough for full-speed matrix products.
+QUERY_BLOCK_ELEMENTS = 1024 * 1024
 #: standard deviation of the normal initialisation of weights and embeddings (BERT's value)
 INIT_STD = 0.02
 #: longest period of the sinusoidal time features is 2*pi*TIME_MAX_PERIOD (in time units)
@@ -194,7 +195,9 @@ class MultiHeadSelfAttention(nn.Module):
         # result is identical, but the (L x L) score matrix of a long video (an hour at 1 fps
         # plus its transcript is ~20k positions: 6 GB per layer) never exists at once.
         rows = max(1, QUERY_BLOCK_ELEMENTS // max(1, b * self.num_heads * length))
-        blocks = []
+        # one output buffer, filled block by block: a list of small per-block results kept
+        # alive between the blocks' large temporaries fragmented the heap (+1 GB at L = 8000)
+        out = torch.empty_like(q) if rows < length else None
         for start in range(0, length, rows):
             scores = torch.matmul(q[:, :, start : start + rows], k.transpose(-2, -1)) / math.sqrt(self.head_dim)
             if key_mask is not None:
@@ -204,8 +207,11 @@ class MultiHeadSelfAttention(nn.Module):
             else:
                 probs = torch.softmax(scores, dim=-1)
             probs = self.attn_dropout(probs)
-            blocks.append(torch.matmul(probs, v))  # (B, H, rows, d_head)
-        out = torch.cat(blocks, dim=2) if len(blocks) > 1 else blocks[0]
+            block = torch.matmul(probs, v)  # (B, H, rows, d_head)
+            if out is None:
+                out = block
+            else:
+                out[:, :, start : start + rows] = block
         out = out.transpose(1, 2).reshape(b, length, d_model)
         return self.out_proj(out)
 
