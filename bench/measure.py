@@ -264,27 +264,34 @@ def measure_model(spec: dict) -> dict:
     }
 
 
-def measure_e2e(spec: dict) -> dict:
-    """api.run on one video after a warm-up run; record timings + peak RSS by process role."""
+def _warm_up(config, spec: dict, work: Path) -> float:
+    """An untimed run on ``spec["warmup_video"]`` (starts multiprocessing's fork server, which
+    imports torch + decord once, and runs the model at the real batch shape); returns what a
+    timed run pays once per batch run: building the video model, measured alone."""
     from videobert_cli import api
     from videobert_cli.config import SamplingConfig
     from videobert_cli.pipeline.runner import RunOptions
     from videobert_cli.video.models import load_video_model
 
+    if spec.get("warmup_video"):
+        warm = config.with_(sampling=SamplingConfig(fps=None, num_frames=int(spec.get("batch_size", 32)) + 8))
+        report = api.run([spec["warmup_video"]], work / "warmup", warm, RunOptions(force=True), stdin=io.StringIO())
+        if report.records[0].status != "ok":
+            raise RuntimeError(f"warm-up failed: {report.records[0].message}")
+    started = time.perf_counter()
+    load_video_model(config.video_model)
+    return time.perf_counter() - started
+
+
+def measure_e2e(spec: dict) -> dict:
+    """api.run on one video after a warm-up run; record timings + peak RSS by process role."""
+    from videobert_cli import api
+    from videobert_cli.pipeline.runner import RunOptions
+
     config = _video_config(spec)
     work = Path(tempfile.mkdtemp(prefix="videobert-bench-"))
     try:
-        # Warm-up: starts multiprocessing's fork server (imports torch + decord once) and runs
-        # the model at the real batch shape; none of it is timed.
-        if spec.get("warmup_video"):
-            warm = config.with_(sampling=SamplingConfig(fps=None, num_frames=int(spec.get("batch_size", 32)) + 8))
-            report = api.run([spec["warmup_video"]], work / "warmup", warm, RunOptions(force=True), stdin=io.StringIO())
-            if report.records[0].status != "ok":
-                raise RuntimeError(f"warm-up failed: {report.records[0].message}")
-        # What the timed run pays once per batch run: building the model (measured alone).
-        started = time.perf_counter()
-        load_video_model(config.video_model)
-        load_s = time.perf_counter() - started
+        load_s = _warm_up(config, spec, work)
 
         import gc
 
@@ -328,10 +335,8 @@ def measure_shorts(spec: dict) -> dict:
     import shutil
 
     from videobert_cli import api
-    from videobert_cli.config import SamplingConfig
     from videobert_cli.pipeline.runner import RunOptions
     from videobert_cli.video.encoder import FrameEncoder
-    from videobert_cli.video.models import load_video_model
 
     config = _video_config(spec)
     work = Path(tempfile.mkdtemp(prefix="videobert-bench-"))
@@ -340,12 +345,7 @@ def measure_shorts(spec: dict) -> dict:
         clips.mkdir()
         for index in range(int(spec["copies"])):
             shutil.copy(spec["video"], clips / f"clip_{index:03d}.mp4")
-        if spec.get("warmup_video"):
-            warm = config.with_(sampling=SamplingConfig(fps=None, num_frames=int(spec.get("batch_size", 32)) + 8))
-            api.run([spec["warmup_video"]], work / "warmup", warm, RunOptions(force=True), stdin=io.StringIO())
-        started = time.perf_counter()
-        load_video_model(config.video_model)
-        load_s = time.perf_counter() - started
+        load_s = _warm_up(config, spec, work)
 
         sizes: list[int] = []
         real_encode = FrameEncoder.encode

@@ -368,39 +368,10 @@ def slow_corpus(tmp_path_factory) -> Path:
 SLOW_ARGS = ["--video-model", "resnet18", "--video-weights", "none", "--fps", "10"]
 
 
-def _wait_for(predicate, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc)."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = [], [pid]
-    while frontier:
-        current = frontier.pop()
-        children = [child for child, parent in parents.items() if parent == current]
-        found.extend(children)
-        frontier.extend(children)
-    return found
 
 
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 def _features(path: Path) -> dict[str, np.ndarray]:
@@ -413,14 +384,14 @@ def test_kill_9_then_rerun_redoes_only_unfinished_inputs(slow_corpus, tiny_bert,
     args = ["--quiet", "run", str(slow_corpus), "-o", str(out), *SLOW_ARGS, *fast_args(tiny_bert)[4:]]
     process = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        assert _wait_for(lambda: len(list(out.glob("*.h5"))) >= 2), "run produced no output"
-        helpers = _descendants(process.pid)
+        assert faults.wait_for(lambda: len(list(out.glob("*.h5"))) >= 2), "run produced no output"
+        helpers = faults.descendants(process.pid)
         assert helpers, "the run has no decode worker / fork server processes"
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
     # the killed run's fork server and decode worker end by themselves (no 1 GB leak per kill)
-    assert _wait_for(lambda: not [pid for pid in helpers if _running(pid)], timeout=30), "orphaned helpers"
+    assert faults.wait_for(lambda: not [pid for pid in helpers if faults.running(pid)], timeout=30), "orphaned helpers"
     finished = sorted(p.name for p in out.glob("*.h5"))
     assert 2 <= len(finished) < 8
     assert all(is_complete(out / name) for name in finished), "a file looks complete but is not"
@@ -442,7 +413,7 @@ def test_sigterm_stops_after_the_current_video_with_a_consistent_report(slow_cor
     out = tmp_path / "termed"
     args = ["--quiet", "run", str(slow_corpus), "-o", str(out), *SLOW_ARGS, *fast_args(tiny_bert)[4:], "--json"]
     process = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert _wait_for(lambda: len(list(out.glob("*.h5"))) >= 1)
+    assert faults.wait_for(lambda: len(list(out.glob("*.h5"))) >= 1)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == EXIT_INTERRUPTED, stderr
@@ -459,7 +430,7 @@ def test_two_runs_on_one_output_folder(slow_corpus, tiny_bert, tmp_path):
     args = ["--quiet", "run", str(slow_corpus), "-o", str(out), *SLOW_ARGS, *fast_args(tiny_bert)[4:]]
     first = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        assert _wait_for(lambda: (out / ".videobert.lock").exists() and (out / MANIFEST_NAME).exists())
+        assert faults.wait_for(lambda: (out / ".videobert.lock").exists() and (out / MANIFEST_NAME).exists())
         second = subprocess.run(_cli(*args), capture_output=True, text=True, timeout=120)
         assert second.returncode == EXIT_LOCKED
         assert "another videobert run" in second.stderr and "--wait-lock" in second.stderr

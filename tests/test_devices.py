@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -375,38 +374,10 @@ def test_a_model_that_cannot_load_fails_the_run_before_anything_is_written(tmp_p
 
 
 # --- signals, as cron and systemd send them ----------------------------------------------------------
-def _descendants(pid: int) -> list[int]:
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = [], [pid]
-    while frontier:
-        current = frontier.pop()
-        children = [child for child, parent in parents.items() if parent == current]
-        found.extend(children)
-        frontier.extend(children)
-    return found
 
 
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
-def _wait_for(predicate, timeout: float = 120.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_ctrl_c_finishes_the_videos_in_progress_and_leaves_nothing_running(fast_cli_flags, tmp_path):
@@ -423,8 +394,8 @@ def test_ctrl_c_finishes_the_videos_in_progress_and_leaves_nothing_running(fast_
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     try:
-        assert _wait_for(lambda: len(list(out.glob("*.h5"))) >= 1), "run produced no output"
-        helpers = _descendants(process.pid)
+        assert faults.wait_for(lambda: len(list(out.glob("*.h5"))) >= 1), "run produced no output"
+        helpers = faults.descendants(process.pid)
         os.killpg(process.pid, signal.SIGINT)
         stdout, stderr = process.communicate(timeout=120)
     finally:
@@ -438,4 +409,4 @@ def test_ctrl_c_finishes_the_videos_in_progress_and_leaves_nothing_running(fast_
     assert len(done) == summary["ok"] and all(is_complete(out / name) for name in done)
     lines = manifest(out)
     assert lines[-1]["type"] == "summary" and lines[-1]["interrupted"]
-    assert _wait_for(lambda: not [pid for pid in helpers if _running(pid)], timeout=30), "workers left behind"
+    assert faults.wait_for(lambda: not [pid for pid in helpers if faults.running(pid)], timeout=30), "workers left behind"

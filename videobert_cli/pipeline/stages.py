@@ -82,7 +82,7 @@ class VideoStage:
         return self.model.identity()
 
     @contextlib.contextmanager
-    def _cores_for_model(self, *, decoder_busy: bool):
+    def _cores_while_decoder_is_behind(self):
         """torch threads for one batch: one fewer than usual while the decoder is the bottleneck.
 
         The decoder (one thread, in the decode worker or the read-ahead thread) and torch's
@@ -93,7 +93,7 @@ class VideoStage:
         model runs on the CPU.
         """
         threads = torch.get_num_threads()
-        if not decoder_busy or self.config.runtime.num_threads or self.device != "cpu" or threads < 2:
+        if self.config.runtime.num_threads or self.device != "cpu" or threads < 2:
             yield
             return
         torch.set_num_threads(threads - 1)
@@ -146,7 +146,7 @@ class VideoStage:
                     # The decoder is behind: waiting for a full batch would leave the model
                     # idle now and a whole batch to encode after the last frame is decoded.
                     # Encode what is here instead, leaving the decoder a core.
-                    with self._cores_for_model(decoder_busy=True):
+                    with self._cores_while_decoder_is_behind():
                         batches.flush()
                 if pending.error is not None:
                     raise pending.error
