@@ -106,6 +106,10 @@ def corpus(tmp_path_factory) -> Path:
     whole = (root / "good.mp4").read_bytes()
     for fraction in (0.3, 0.6, 0.9):  # moov atom at the end: any cut loses the index
         (root / f"truncated{int(fraction * 100)}.mp4").write_bytes(whole[: int(len(whole) * fraction)])
+    # Matroska keeps no index at the end: decord would read the first half as a whole video
+    whole_mkv = make_video(root / "whole.mkv", width=64, height=48, fps=10, num_frames=40).read_bytes()
+    (root / "whole.mkv").unlink()
+    (root / "truncated50.mkv").write_bytes(whole_mkv[: len(whole_mkv) // 2])
     _audio_only(root / "audio.mp4")
     (root / "folder.mp4").mkdir()  # a directory named like a video is not an input
     os.symlink(root / "missing-target.mp4", root / "broken_link.mp4")
@@ -146,6 +150,7 @@ EXPECTED = {
     "truncated30.mp4": ("failed", "truncated", None, ("truncated30.mp4", "truncated")),
     "truncated60.mp4": ("failed", "truncated", None, ("truncated60.mp4", "truncated")),
     "truncated90.mp4": ("failed", "truncated", None, ("truncated90.mp4", "truncated")),
+    "truncated50.mkv": ("failed", "truncated", None, ("truncated50.mkv", "truncated", "declares")),
     "audio.mp4": ("failed", "no-video-stream", None, ("audio.mp4", "no video stream")),
     "broken_link.mp4": ("failed", "missing", None, ("broken_link.mp4", "not found")),
 }
@@ -198,7 +203,7 @@ def test_good_inputs_are_complete_and_sampled_by_time(corpus_run, corpus):
 def test_summary_json_and_exit_code(corpus_run):
     _, result = corpus_run
     summary = json.loads(result.stdout)
-    assert summary["ok"] == 9 and summary["failed"] == 10 and summary["exit_code"] == 1
+    assert summary["ok"] == 9 and summary["failed"] == 11 and summary["exit_code"] == 1
     assert {f["reason"] for f in summary["failures"]} >= {"truncated", "not-a-video", "transcript"}
 
 
@@ -206,7 +211,7 @@ def test_rerun_skips_done_inputs_and_retries_failed_ones(corpus_run, corpus, tin
     out, _ = corpus_run
     result = invoke("--quiet", "run", str(corpus), "-o", str(out), *fast_args(tiny_bert), "--json")
     summary = json.loads(result.stdout)
-    assert (summary["ok"], summary["skipped"], summary["failed"]) == (0, 9, 10)
+    assert (summary["ok"], summary["skipped"], summary["failed"]) == (0, 9, 11)
 
 
 # --- hangs and crashes of the decoder ----------------------------------------------------------

@@ -156,7 +156,12 @@ def decode_failure(path: str | Path, raw: str, decoder_log: str = "") -> VideoDe
 
 
 def probe_video(reader, path: str | Path) -> VideoInfo:
-    """Read frame count, rate, size and every frame's timestamp (no pixel decoding)."""
+    """Read frame count, rate, size and every frame's timestamp (no pixel decoding).
+
+    A Matroska/WebM file shorter than its header declares is refused as truncated: decord
+    would read its packets up to the cut as a complete, shorter video.
+    """
+    _refuse_cut_matroska(path)
     num_frames = len(reader)
     if num_frames <= 0:
         raise VideoDecodeError("video has no frames", path=path, reason="zero-frames")
@@ -199,6 +204,25 @@ def probe_video(reader, path: str | Path) -> VideoInfo:
         frame_ends=ends,
         timestamps_source=timestamps_source,
     )
+
+
+def _refuse_cut_matroska(path: str | Path) -> None:
+    from videobert_cli.video.container import matroska_shortfall
+
+    try:
+        shortfall = matroska_shortfall(path)
+    except OSError:
+        return  # unreadable files were refused before decord opened them
+    if shortfall is not None:
+        declared, actual = shortfall
+        raise VideoDecodeError(
+            f"truncated Matroska/WebM file: its header declares {declared} bytes, the file has {actual} "
+            f"({100 * (declared - actual) / declared:.0f}% missing)",
+            path=path,
+            hint="download or copy it again; to keep the part that is there, remux it first "
+                 "(ffmpeg -i IN -c copy OUT.mkv) and extract from OUT.mkv",
+            reason="truncated",
+        )
 
 
 def _plausible_times(starts: np.ndarray) -> bool:
