@@ -306,10 +306,6 @@ class SharedBatches:
         self._parts.append((owner, chunk.crops))
         self.rows += len(chunk.crops)
 
-    def owners(self) -> list[PendingVideo]:
-        """The videos with frames in the queue, oldest first."""
-        return list(dict.fromkeys(owner for owner, _ in self._parts))
-
     def flush(self) -> None:
         """Encode everything queued (each video's timer gets its share of the "encode" time).
 
