@@ -74,6 +74,7 @@ from videobert_cli.pipeline.runner import (
     _SilentObserver,
     decide,
     record_and_dispatch,
+    record_input,
 )
 from videobert_cli.pipeline.signals import StopFlag
 
@@ -400,9 +401,7 @@ class _Pool:
 
     # -- records --------------------------------------------------------------------------------
     def _finish(self, record: RunRecord) -> None:
-        self.manifest.write(record)
-        self.report.records.append(record)
-        self.observer.on_input_done(record)
+        record_input(self.manifest, self.report, self.observer, record)
 
     def _fail(self, task: _Task, reason: str, message: str, seconds: float = 0.0) -> None:
         record = task.record()

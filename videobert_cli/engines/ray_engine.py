@@ -76,6 +76,7 @@ from videobert_cli.pipeline.runner import (
     decide,
     process_video,
     record_and_dispatch,
+    record_input,
 )
 from videobert_cli.pipeline.signals import StopFlag
 from videobert_cli.pipeline.timing import StageTimer
@@ -695,9 +696,7 @@ class _Driver:
     def _finish(self, task: _Task, record: RunRecord) -> None:
         if task.lost:
             record.warnings.append(f"tried {task.attempt + 1} times: worker lost ({'; '.join(task.lost)})")
-        self.manifest.write(record)
-        self.report.records.append(record)
-        self.observer.on_input_done(record)
+        record_input(self.manifest, self.report, self.observer, record)
 
     def _fail(self, task: _Task, reason: str, message: str, seconds: float = 0.0) -> None:
         record = task.record()

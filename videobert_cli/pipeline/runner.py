@@ -253,6 +253,13 @@ class _Manifest:
         self._handle.close()
 
 
+def record_input(manifest: _Manifest, report: RunReport, observer: RunObserver, record: RunRecord) -> None:
+    """An input is done: its manifest line, its place in the report, and the observer told."""
+    manifest.write(record)
+    report.records.append(record)
+    observer.on_input_done(record)
+
+
 def _ensure_output_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError("output path exists and is not a directory", path=out_dir, hint="give -o a directory")
@@ -512,11 +519,6 @@ def run_batch(
         batches = SharedBatches(pipeline.video) if pipeline.video.model.kind != "clip" else None
         waiting: list[_EncodedVideo] = []
 
-        def record_now(record: RunRecord) -> None:
-            manifest.write(record)
-            report.records.append(record)
-            observer.on_input_done(record)
-
         def hand_over(video: _EncodedVideo) -> None:
             """Finish a video whose frames are all encoded; its file is written in the background."""
             try:
@@ -527,7 +529,7 @@ def run_batch(
                 _failure(video.record, error)
                 video.close_record()
                 writer.drain()
-                record_now(video.record)
+                record_input(manifest, report, observer, video.record)
                 if isinstance(error, OutputError):
                     raise
                 return
@@ -546,7 +548,7 @@ def run_batch(
             """Record one input; the earlier inputs (their encoding and files) come first."""
             hand_over_ready(flush=True)
             writer.drain()
-            record_now(record)
+            record_input(manifest, report, observer, record)
 
         def written(video: _EncodedVideo, error: BaseException | None) -> None:
             """Called by ``writer.drain`` once an input's file is written (or failed to be)."""
@@ -555,7 +557,7 @@ def run_batch(
             else:
                 video.record.status = STATUS_OK
             video.close_record()
-            record_now(video.record)
+            record_input(manifest, report, observer, video.record)
             if isinstance(error, OutputError):
                 raise error  # out of space or read-only: later videos would fail the same way
 
@@ -668,10 +670,7 @@ def record_and_dispatch(
                 if needed:
                     continue
                 observer.on_input_start(task.item)
-                record = task.record()
-                manifest.write(record)
-                report.records.append(record)
-                observer.on_input_done(record)
+                record_input(manifest, report, observer, task.record())
             if tasks:
                 report.interrupted = run_tasks(tasks)
     except KeyboardInterrupt:
