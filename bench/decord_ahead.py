@@ -47,7 +47,8 @@ def main(argv: list[str]) -> int:
     print("|---|---|---|")
     for label, steps in CALLS:
         reader = open_video(video, num_threads=1)
-        keyframe = int(reader.get_key_indices()[min(1, len(reader.get_key_indices()) - 1)])
+        keys = reader.get_key_indices()
+        keyframe = int(keys[min(1, len(keys) - 1)])  # the second keyframe, if there is one
         results = []
         for name, *args in steps:
             args = [keyframe if a == "keyframe" else a for a in args]

@@ -437,8 +437,8 @@ def render(results: dict) -> str:
                 bound_s = 1.2 * max(dec_time, model_time)
                 floor = ""
                 if not str(results.get("device", "cpu")).startswith("cuda"):
-                    # both sides are CPU work: (decode core-seconds + model threads x model
-                    # seconds) / cores is the shortest any overlap can make the run
+                    # both sides are CPU work: (decode + model CPU seconds) / cores is the
+                    # shortest any overlap can make the run
                     cores = results["machine"]["cpus"]
                     floor = f"; CPU-time floor ({dec_cpu:.1f} + {model_cpu:.1f}) / {cores} = " \
                             f"{(dec_cpu + model_cpu) / cores:.1f} s ({cpu_how})"

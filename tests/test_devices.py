@@ -374,12 +374,6 @@ def test_a_model_that_cannot_load_fails_the_run_before_anything_is_written(tmp_p
 
 
 # --- signals, as cron and systemd send them ----------------------------------------------------------
-
-
-
-
-
-
 def test_ctrl_c_finishes_the_videos_in_progress_and_leaves_nothing_running(fast_cli_flags, tmp_path):
     """Ctrl-C signals every process of the terminal's group: the workers must leave the stopping
     to the parent, and no worker may be left running afterwards."""

@@ -650,7 +650,8 @@ def record_and_dispatch(
 ) -> None:
     """The manifest side shared by the engines that hand videos to workers (devices, Ray).
 
-    Writes the run line (``run_fields`` added), records the up-to-date inputs of ``plan``
+    Writes the run line (``run_fields`` added; its ``config_hash`` keeps the place it has in
+    every engine's run line), records the up-to-date inputs of ``plan``
     (``(task, needed)`` pairs whose tasks have ``.item`` and ``.record()``) at once, then calls
     ``run_tasks(needed tasks)`` - which returns whether a stop request interrupted it - under
     graceful signals, and always writes the summary. ``attach(manifest)`` hands the manifest to
@@ -659,7 +660,7 @@ def record_and_dispatch(
     tasks = [task for task, needed in plan if needed]
     manifest = _Manifest(out_dir / MANIFEST_NAME)
     manifest.write({"type": "run", "started_at": report.started_at, "tool_version": __version__,
-                    "config_hash": run_fields.pop("config_hash"), "inputs": len(plan), "pid": os.getpid(),
+                    "config_hash": run_fields["config_hash"], "inputs": len(plan), "pid": os.getpid(),
                     **run_fields})
     attach(manifest)
     observer.on_start(len(plan))
