@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads of model-only and end to end (videobert --threads; "
                              "default: torch's, one per core); decoding always has its one worker thread")
+    parser.add_argument("--decoder", default="decord", help="frame decoder of decode-only and end to end "
+                        "(videobert --decoder): decord or pyav")
     parser.add_argument("--skip-text", action="store_true")
     parser.add_argument("--skip-fusion", action="store_true")
     parser.add_argument("--render", metavar="JSON", help="only print the report of an earlier --json file")
@@ -311,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run = Runner(args, env)
     results: dict = {"mode": mode, "machine": facts, "device": args.device, "precisions": precisions,
-                     "max_foreign": args.max_foreign, "threads": args.threads,
+                     "max_foreign": args.max_foreign, "threads": args.threads, "decoder": args.decoder,
                      "e2e_precision": e2e_precision, "inputs": videos, "models": {}}
     settings = [("720p", 5.0), ("1080p", 1.0)]
     lengths = ["1min"] + ([] if args.quick else ["10min"])
@@ -319,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     for model in models:
         weights = weights_for(model)
         print(f"\n== {model} (weights: {weights}) ==", flush=True)
-        base = {"model": model, "weights": weights, "batch_size": BATCH, "threads": args.threads}
+        base = {"model": model, "weights": weights, "batch_size": BATCH, "threads": args.threads,
+                "decoder": args.decoder}
         res: dict = {"weights": weights, "decode": {}, "model": {}, "e2e": {}}
         crops = work / f"crops_{model}_720p_fps5.npy"
         # decode-only (the worker's path) on the 1-minute videos; the 10-minute ones are the same
@@ -399,7 +402,8 @@ def render(results: dict) -> str:
         return f"{m['_load']['foreign_cores']:.2f}" + ("!" if disturbed(m) else "")
 
     for model, res in results["models"].items():
-        lines.append(f"### {model} (weights: {res['weights']}, batch {BATCH}, end to end at {e2e_p})\n")
+        decoder = results.get("decoder", "decord")
+        lines.append(f"### {model} (weights: {res['weights']}, batch {BATCH}, end to end at {e2e_p}, decoder {decoder})\n")
         rows = []
         model_fps = res["model"][e2e_p]["fps"]
         for key, e2e in res["e2e"].items():

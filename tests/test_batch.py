@@ -181,6 +181,31 @@ def test_every_input_gets_its_status_and_reason(corpus_run):
             assert not (out / Path(record["output"]).name).exists()
 
 
+def test_pyav_decoder_gives_every_input_the_same_outcome_and_features(corpus_run, corpus, tiny_bert, tmp_path):
+    decord_out, _ = corpus_run
+    out = tmp_path / "pyav-out"
+    result = invoke("--quiet", "--decoder", "pyav", "run", str(corpus), "-o", str(out), *fast_args(tiny_bert), "--json")
+    assert result.exit_code == EXIT_SOME_FAILED, result.output
+    seen, reference = records(out), records(decord_out)
+    assert set(seen) == set(EXPECTED)
+    for name, (status, reason, frames, _words) in EXPECTED.items():
+        assert (seen[name]["status"], seen[name]["reason"]) == (status, reason), (name, seen[name])
+        assert seen[name]["frames"] == reference[name]["frames"], name
+        if status == "ok":
+            ours, theirs = load(out / Path(seen[name]["output"]).name), load(decord_out / Path(reference[name]["output"]).name)
+            # decord has no frame times for notimes.mkv, so PyAV cannot match its frames by time
+            expected = "decord" if name == "notimes.mkv" else "pyav"
+            assert (ours.video.attrs["decoder"], theirs.video.attrs["decoder"]) == (expected, "decord"), name
+            fell_back = [w for w in seen[name]["warnings"] if "not PyAV" in w]
+            assert bool(fell_back) == (expected == "decord"), (name, seen[name]["warnings"])
+            np.testing.assert_array_equal(ours.video.frame_indices, theirs.video.frame_indices)
+            # same pixels; the model may batch them with other videos' frames differently, so
+            # the features agree to float rounding rather than bit for bit
+            a, b = ours.video.features.astype(np.float64), theirs.video.features.astype(np.float64)
+            cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+            assert cosine.min() > 0.99999, (name, cosine)
+
+
 def test_good_inputs_are_complete_and_sampled_by_time(corpus_run, corpus):
     out, _ = corpus_run
     vfr = load(out / "vfr.h5")

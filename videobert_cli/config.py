@@ -149,6 +149,9 @@ class FusionConfigOptions:
 class RuntimeConfig:
     """Where and how models run. None of this changes the features beyond numerical precision.
 
+    ``decoder``: ``decord`` (default) or ``pyav``, which decodes the same pixels in the calling
+    thread, converting only the sampled frames (see :mod:`videobert_cli.video.pyav_decode`).
+
     ``device``: ``auto``, ``cpu``, ``cuda``, ``cuda:N``; for ``run`` also several devices, one
     worker process each: a list (``cuda:0,cuda:1``, ``cpu,cpu``) or ``all`` (every visible GPU).
     See :mod:`videobert_cli.devices`.
@@ -158,8 +161,16 @@ class RuntimeConfig:
     batch_size: int = 32
     precision: str = "auto"
     num_threads: int | None = None
+    decoder: str = "decord"
 
     def __post_init__(self) -> None:
+        if self.decoder != "decord":
+            from videobert_cli.pipeline.decoding import FRAME_DECODERS
+
+            if self.decoder not in FRAME_DECODERS:
+                raise ConfigError(
+                    f"unknown decoder {self.decoder!r}", hint=f"use one of {', '.join(sorted(FRAME_DECODERS))}"
+                )
         if is_multi_device(self.device):
             parse_device_list(self.device)  # a typo fails when the configuration is built
         if self.batch_size < 1:

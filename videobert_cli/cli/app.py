@@ -34,6 +34,11 @@ def main_options(
     threads: Annotated[
         Optional[int], typer.Option("--threads", min=1, help="torch intra-op threads for the models (default: torch's).")
     ] = None,
+    decoder: Annotated[
+        str,
+        typer.Option("--decoder", help="decord (default) | pyav: the same frames, decoded in the calling thread "
+                     "with no read-ahead (less CPU and memory; needs PyAV)."),
+    ] = "decord",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; errors only.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     version: Annotated[
@@ -43,6 +48,7 @@ def main_options(
     STATE.device = device
     STATE.batch_size = batch_size
     STATE.threads = threads
+    STATE.decoder = decoder
     STATE.quiet = quiet
     STATE.debug = debug
 

@@ -32,6 +32,7 @@ class GlobalState:
     device: str = "auto"
     batch_size: int = 32
     threads: int | None = None
+    decoder: str = "decord"
     quiet: bool = False
     debug: bool = False
 
@@ -142,6 +143,7 @@ def build_config(
             batch_size=batch_size or STATE.batch_size,
             precision=precision,
             num_threads=STATE.threads,
+            decoder=STATE.decoder,
         ),
         output=OutputConfig(dtype=dtype, compression=compression),
     )

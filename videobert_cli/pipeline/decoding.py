@@ -6,15 +6,17 @@ tasks) import torch, torchvision and decord only, not transformers.
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from videobert_cli.config import PipelineConfig
+from videobert_cli.errors import ConfigError
 from videobert_cli.pipeline.timing import StageTimer
 from videobert_cli.video.decode import (
     DEFAULT_CHUNK_FRAMES,
@@ -27,6 +29,78 @@ from videobert_cli.video.decode import (
 )
 from videobert_cli.video.models import Preprocessing
 from videobert_cli.video.preprocess import resize_and_crop
+
+log = logging.getLogger(__name__)
+
+#: ``(indices, frames)`` runs of decoded (and transformed) frames, as iter_frame_chunks yields
+FrameChunks = Iterator[tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class FrameJob:
+    """One video's frames to decode: what every frame decoder is given."""
+
+    path: str | Path
+    info: VideoInfo
+    indices: np.ndarray
+    chunk_frames: int
+    transform: Callable[[np.ndarray], np.ndarray]
+    decode_threads: int
+
+
+@dataclass
+class FrameSource:
+    """A decoder's frames, its way to stop work while the consumer waits, and its name."""
+
+    chunks: FrameChunks
+    suspend: Callable[[], None]
+    decoder: str
+    note: str = ""  # why this decoder and not the one asked for, when they differ
+
+
+def _decord_source(job: FrameJob, reader) -> FrameSource:
+    path, threads = job.path, job.decode_threads  # the reopen closure must not hold the reader
+    handle = ReaderHandle(reader, lambda: open_video(path, num_threads=threads))
+    chunks = iter_frame_chunks(handle, job.indices, chunk_frames=job.chunk_frames, path=job.path, transform=job.transform)
+    return FrameSource(chunks, handle.suspend, "decord")
+
+
+def _pyav_source(job: FrameJob, reader) -> FrameSource:
+    from videobert_cli.video.pyav_decode import iter_frame_chunks_pyav, pyav_plan
+
+    plan, why_not = pyav_plan(job.path, job.info.num_frames, job.info.frame_starts)
+    if plan is None:
+        log.warning("%s: decoding with decord, not PyAV: %s", job.path, why_not)
+        source = _decord_source(job, reader)
+        source.note = f"decoded with decord, not PyAV: {why_not}"
+        return source
+    del reader  # decord must not decode ahead in the background while PyAV decodes
+    # nothing runs between calls here, so there is nothing to stop while the consumer waits
+    chunks = iter_frame_chunks_pyav(job.path, plan, job.indices, chunk_frames=job.chunk_frames,
+                                    transform=job.transform, threads=job.decode_threads)
+    return FrameSource(chunks, lambda: None, "pyav")
+
+
+#: frame decoders by name (``RuntimeConfig.decoder``, ``--decoder``); both give the same pixels
+FRAME_DECODERS: dict[str, Callable[[FrameJob, object], FrameSource]] = {"decord": _decord_source, "pyav": _pyav_source}
+
+
+def register_frame_decoder(name: str, factory: Callable[[FrameJob, object], FrameSource]) -> None:
+    """Make ``factory(job, reader)`` available as ``--decoder NAME``; it must yield decord's frames.
+
+    ``reader`` is the decord reader that probed the video: use it or drop every reference to
+    it (decord decodes ahead in the background for as long as a reader lives).
+    """
+    FRAME_DECODERS[name] = factory
+
+
+def frame_source(job: FrameJob, reader, decoder: str) -> FrameSource:
+    """The frames of ``job`` from the decoder called ``decoder`` (which takes over ``reader``)."""
+    try:
+        factory = FRAME_DECODERS[decoder]
+    except KeyError:
+        raise ConfigError(f"unknown decoder {decoder!r}", hint=f"use one of {', '.join(sorted(FRAME_DECODERS))}") from None
+    return factory(job, reader)
 
 
 @dataclass
@@ -58,8 +132,6 @@ def decode_crops(
         info = probe_video(reader, path)
         indices = plan_sampling(info, config.sampling)
 
-    handle = ReaderHandle(reader, lambda: open_video(path, num_threads=decode_threads))
-
     cropping = [0.0]  # seconds spent in resize_and_crop, inside the decode loop
 
     def crop(frame: np.ndarray) -> np.ndarray:
@@ -70,8 +142,13 @@ def decode_crops(
         cropping[0] += time.perf_counter() - started
         return cropped
 
+    source = frame_source(FrameJob(path, info, indices, chunk_frames, crop, decode_threads), reader,
+                          config.runtime.decoder)
+    del reader  # the decoder owns it now (decord keeps it, PyAV drops it)
+    info = replace(info, decoder=source.decoder, decoder_note=source.note)
+
     def chunks() -> Iterator[CropChunk]:
-        iterator = iter_frame_chunks(handle, indices, chunk_frames=chunk_frames, path=path, transform=crop)
+        iterator = source.chunks
         while True:
             started = time.perf_counter()
             cropping[0] = 0.0
@@ -83,7 +160,7 @@ def decode_crops(
             timer.add("preprocess", cropping[0])
             yield CropChunk(chunk_indices, info.frame_starts[chunk_indices], torch.from_numpy(crops))
 
-    return info, CropStream(chunks(), handle)
+    return info, CropStream(chunks(), source)
 
 
 #: decoded crops a decoder may run ahead of a slower encoder before its reader is suspended:
@@ -95,9 +172,9 @@ READ_AHEAD_BYTES = 64 * 1024 * 1024
 class CropStream:
     """The chunks of one video, with :meth:`suspend` to close the reader while waiting."""
 
-    def __init__(self, chunks: Iterator[CropChunk], handle: ReaderHandle):
+    def __init__(self, chunks: Iterator[CropChunk], source: FrameSource):
         self._chunks = chunks
-        self.handle = handle
+        self.source = source
 
     def __iter__(self) -> "CropStream":
         return self
@@ -105,12 +182,18 @@ class CropStream:
     def __next__(self) -> CropChunk:
         return next(self._chunks)
 
+    @property
+    def decoder(self) -> str:
+        """The decoder that decodes this video (``pyav`` falls back to ``decord`` for some)."""
+        return self.source.decoder
+
     def suspend(self) -> None:
-        self.handle.suspend()
+        self.source.suspend()
 
     def read_ahead(self) -> Iterator[CropChunk]:
         """Decode in a thread up to READ_AHEAD_BYTES of crops ahead of the consumer; when that
-        is full, close the reader (see ReaderHandle) until the consumer catches up."""
+        is full, stop the decoder (decord: close the reader, see ReaderHandle) until the
+        consumer catches up."""
         from videobert_cli.pipeline.prefetch import prefetch
 
         return prefetch(self, depth=1 << 20, max_bytes=READ_AHEAD_BYTES, on_full=self.suspend,

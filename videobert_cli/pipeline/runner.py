@@ -752,6 +752,8 @@ def finish_video(
 
     if info.timestamps_source != "decoder":
         record.warnings.append(f"frame times from the {info.timestamps_source}")
+    if info.decoder_note:
+        record.warnings.append(info.decoder_note)
     if pipeline.vocab is not None and len(video):
         from videobert_cli.vocab import assign_words, word_attrs
 

@@ -35,6 +35,8 @@ class VideoInfo:
     frame_starts: np.ndarray  # (num_frames,) presentation start time of every frame, seconds
     frame_ends: np.ndarray  # (num_frames,)
     timestamps_source: str = "decoder"
+    decoder: str = "decord"  # which frame decoder gives the pixels (``--decoder``)
+    decoder_note: str = ""  # why it is not the one asked for, when it is not
 
     def to_attrs(self) -> dict:
         """The video facts stored in the HDF5 ``video/`` group."""
@@ -45,6 +47,7 @@ class VideoInfo:
             "width": int(self.width),
             "height": int(self.height),
             "timestamps_source": self.timestamps_source,
+            "decoder": self.decoder,
         }
 
 
@@ -168,6 +171,9 @@ def probe_video(reader, path: str | Path) -> VideoInfo:
     try:
         times = np.asarray(reader.get_frame_timestamp(np.arange(num_frames)), dtype=np.float64)
         first = reader[0]
+        # reading a frame sets decord decoding ahead in its own thread; a plain seek to the
+        # first keyframe stops it, so an idle probed reader costs no CPU and no memory
+        reader.seek(0)
     except Exception as exc:
         raise decode_failure(path, str(exc) or exc.__class__.__name__) from exc
     if len(first.shape) != 3 or first.shape[2] != 3:

@@ -1,0 +1,188 @@
+"""``--decoder pyav`` gives decord's frames, pixel for pixel, or hands the video to decord.
+
+The reference is decord itself (the decoder every other test is written against): the same
+sampled frames read through :func:`videobert_cli.video.decode.iter_frame_chunks`. Broken
+inputs (truncated, not a video, ...) get the same outcome with either decoder:
+``tests/test_batch.py::test_pyav_decoder_gives_every_input_the_same_outcome_and_features``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import synth
+from videobert_cli.config import PipelineConfig, RuntimeConfig, SamplingConfig
+from videobert_cli.errors import ConfigError
+from videobert_cli.pipeline.decoding import FRAME_DECODERS, decode_crops, frame_source
+from videobert_cli.video.decode import iter_frame_chunks, open_video, plan_sampling, probe_video
+from videobert_cli.video.models import Preprocessing
+
+av = pytest.importorskip("av", reason="PyAV is in the dev extra")
+
+CROP = Preprocessing(resize_size=64, crop_size=56, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+def _write(path: Path, *, frames: int = 90, fps: int = 30, width: int = 96, height: int = 64,
+           pix_fmt: str = "yuv420p", codec: str = "libx264", rotation: int | None = None,
+           options: dict | None = None) -> Path:
+    """H.264 with B-frames and several GOPs (so sampling needs seeks and pts reordering)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.options = options if options is not None else {"g": "20", "bf": "2", "preset": "ultrafast", "crf": "18"}
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(synth.frame_pixels(index, width, height), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def _decord_frames(path: Path, indices: np.ndarray) -> np.ndarray:
+    reader = open_video(path, num_threads=1)
+    return np.concatenate([frames for _, frames in iter_frame_chunks(reader, indices, chunk_frames=8)])
+
+
+def _frames(path: Path, sampling: SamplingConfig, decoder: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """Sampled full frames (no crop) through the named decoder, as decode_crops drives it."""
+    from videobert_cli.pipeline.decoding import FrameJob
+
+    reader = open_video(path, num_threads=1)
+    info = probe_video(reader, path)
+    indices = plan_sampling(info, sampling)
+    source = frame_source(FrameJob(path, info, indices, 8, lambda frame: frame, 1), reader, decoder)
+    del reader
+    chunks = list(source.chunks)
+    return np.concatenate([i for i, _ in chunks]), np.concatenate([f for _, f in chunks]), source.decoder
+
+
+SAMPLINGS = [SamplingConfig(fps=5.0), SamplingConfig(fps=None, num_frames=7), SamplingConfig(fps=30.0)]
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS, ids=["fps5", "7-frames", "every-frame"])
+def test_pyav_gives_decords_pixels_for_h264_with_b_frames(tmp_path: Path, sampling: SamplingConfig) -> None:
+    path = _write(tmp_path / "b_frames.mp4")
+    indices, frames, used = _frames(path, sampling, "pyav")
+    assert used == "pyav"
+    np.testing.assert_array_equal(indices, plan_sampling(probe_video(open_video(path), path), sampling))
+    np.testing.assert_array_equal(frames, _decord_frames(path, indices))
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("vp9.webm", {"codec": "libvpx-vp9", "options": {"crf": "20", "b": "0", "deadline": "realtime", "cpu-used": "8", "g": "20"}}),
+        ("full_range.mp4", {"pix_fmt": "yuvj420p"}),
+        ("yuv444.mkv", {"pix_fmt": "yuv444p"}),
+        ("yuv422.mp4", {"pix_fmt": "yuv422p"}),
+        ("odd_size.mp4", {"width": 98, "height": 66}),
+    ],
+)
+def test_pyav_gives_decords_pixels_across_codecs_and_formats(tmp_path: Path, name: str, kwargs: dict) -> None:
+    path = _write(tmp_path / name, frames=60, **kwargs)
+    indices, frames, used = _frames(path, SamplingConfig(fps=4.0), "pyav")
+    assert used == "pyav"
+    np.testing.assert_array_equal(frames, _decord_frames(path, indices))
+
+
+@pytest.mark.parametrize("rotation", [90, 180, -90])
+def test_pyav_turns_rotated_videos_as_decord_does(tmp_path: Path, rotation: int) -> None:
+    path = _write(tmp_path / f"rot{rotation}.mp4", frames=30, rotation=rotation)
+    indices, frames, used = _frames(path, SamplingConfig(fps=10.0), "pyav")
+    assert used == "pyav"
+    expected = _decord_frames(path, indices)
+    assert frames.shape == expected.shape
+    if rotation != 180:
+        assert frames.shape[1:3] == (96, 64)  # portrait, as decord shows it
+    np.testing.assert_array_equal(frames, expected)
+
+
+def test_pyav_variable_frame_rate_matches_decord(tmp_path: Path) -> None:
+    times = np.cumsum([0.0] + [0.033, 0.050, 0.017, 0.100] * 12)[:-1]
+    path = synth.make_video(tmp_path / "vfr.mkv", width=64, height=48, pts=np.round(times, 3))
+    indices, frames, used = _frames(path, SamplingConfig(fps=7.0), "pyav")
+    assert used == "pyav"
+    np.testing.assert_array_equal(frames, _decord_frames(path, indices))
+
+
+def test_ten_bit_video_is_decoded_by_decord(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # the two FFmpeg versions convert 10-bit to 8-bit RGB differently: PyAV must not be used
+    path = _write(tmp_path / "ten_bit.mp4", frames=30, pix_fmt="yuv420p10le",
+                  options={"g": "10", "preset": "ultrafast", "crf": "18"})
+    with caplog.at_level("WARNING"):
+        indices, frames, used = _frames(path, SamplingConfig(fps=10.0), "pyav")
+    assert used == "decord"
+    assert "yuv420p10le" in caplog.text
+    np.testing.assert_array_equal(frames, _decord_frames(path, indices))
+
+
+def test_decode_crops_with_pyav_equals_decord(tmp_path: Path) -> None:
+    path = _write(tmp_path / "crops.mp4", frames=75)
+    crops = {}
+    for decoder in ("decord", "pyav"):
+        config = PipelineConfig(sampling=SamplingConfig(fps=6.0), runtime=RuntimeConfig(device="cpu", decoder=decoder))
+        info, stream = decode_crops(path, config, CROP, chunk_frames=4)
+        assert stream.decoder == decoder
+        chunks = list(stream)
+        crops[decoder] = np.concatenate([chunk.crops.numpy() for chunk in chunks])
+        timestamps = np.concatenate([chunk.timestamps for chunk in chunks])
+        np.testing.assert_array_equal(timestamps, info.frame_starts[np.concatenate([c.frame_indices for c in chunks])])
+    np.testing.assert_array_equal(crops["pyav"], crops["decord"])
+
+
+def test_unknown_decoder_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown decoder 'ffmpeg'") as raised:
+        RuntimeConfig(decoder="ffmpeg")
+    assert "decord" in raised.value.hint and "pyav" in raised.value.hint
+    assert set(FRAME_DECODERS) >= {"decord", "pyav"}
+
+
+def test_decoder_does_not_change_the_config_fingerprint() -> None:
+    assert PipelineConfig(runtime=RuntimeConfig(decoder="pyav")).fingerprint() == PipelineConfig().fingerprint()
+
+
+def test_pyav_in_a_process_that_loaded_decord_first(tmp_path: Path) -> None:
+    # The decode worker imports decord (FFmpeg 4) before PyAV (FFmpeg 8); conftest imports PyAV
+    # first in this process, so check the other order in a fresh interpreter.
+    path = _write(tmp_path / "order.mp4", frames=60)
+    script = (
+        "import sys, numpy as np, decord, av\n"
+        "from videobert_cli.video.decode import open_video, probe_video, plan_sampling, iter_frame_chunks\n"
+        "from videobert_cli.pipeline.decoding import FrameJob, frame_source\n"
+        "from videobert_cli.config import SamplingConfig\n"
+        "p = sys.argv[1]; r = open_video(p, num_threads=1); info = probe_video(r, p)\n"
+        "idx = plan_sampling(info, SamplingConfig(fps=5.0))\n"
+        "src = frame_source(FrameJob(p, info, idx, 8, lambda f: f, 1), r, 'pyav'); del r\n"
+        "a = np.concatenate([f for _, f in src.chunks])\n"
+        "b = np.concatenate([f for _, f in iter_frame_chunks(open_video(p, num_threads=1), idx, chunk_frames=8)])\n"
+        "assert src.decoder == 'pyav', src.decoder\n"
+        "assert np.array_equal(a, b), 'frames differ'\n"
+        "print('equal', len(a))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "equal 10"
+
+
+def test_cli_refuses_an_unknown_decoder_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from videobert_cli.cli.app import app
+    from videobert_cli.errors import EXIT_USAGE
+
+    path = _write(tmp_path / "clip.mp4", frames=10)
+    result = CliRunner().invoke(app, ["--decoder", "ffmpeg", "extract-video", str(path), "-o", str(tmp_path / "out")])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "unknown decoder 'ffmpeg'" in result.output and "pyav" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -1,0 +1,173 @@
+"""Frame decoding with PyAV, in the caller's thread, for the sampled frames only.
+
+decord decodes in a thread of its own and keeps decoding ahead into a queue with no bound
+after each call (see ``docs/benchmarks.md``, "decord decodes ahead"); that costs CPU the
+model could use and memory that depends on timing. Here the caller's thread demuxes and
+decodes, and only the sampled frames are converted to RGB, so nothing runs while the consumer
+waits and memory stays at the decoder's own reference frames.
+
+The frames must be the ones decord gives, pixel for pixel: sampling plans and timestamps still
+come from decord's probe (:func:`videobert_cli.video.decode.probe_video`), and decord's frame
+``i`` is the ``i``-th packet of the video stream in presentation order. A demux pass (no
+decoding) reads every packet's pts, so frames are matched by their exact integer pts.
+Equality with decord was checked for 8-bit 4:2:0, 4:2:2 and 4:4:4 (limited and full range,
+BT.601 and BT.709 tags), H.264, VP9 and MPEG-4 Part 2, and rotated MP4s
+(``tests/test_pyav_decoder.py``). Where it is not known to hold (other pixel formats, e.g.
+10-bit, where the two libswscale versions convert differently), or where PyAV's packet index
+disagrees with decord's, :func:`pyav_plan` says why and the caller decodes with decord.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from videobert_cli.errors import ConfigError, VideoDecodeError
+
+#: pixel formats whose RGB conversion was checked equal to decord's
+EQUAL_PIXEL_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
+
+
+def import_av():
+    """PyAV, or a :class:`ConfigError` that says how to install it."""
+    try:
+        import av
+    except ImportError as exc:  # an optional dependency
+        raise ConfigError(
+            "--decoder pyav needs PyAV, which is not installed",
+            hint="pip install 'videobert-cli[pyav]' (or pip install av), or use --decoder decord",
+        ) from exc
+    return av
+
+
+@dataclass(frozen=True)
+class PyAVPlan:
+    """What PyAV needs to decode decord's frames: every frame's pts and the keyframes."""
+
+    pts: np.ndarray  # (num_frames,) int64, presentation order = decord's frame order
+    keyframes: np.ndarray  # sorted frame indices of keyframes
+
+
+def pyav_plan(path: str | Path, num_frames: int, frame_starts: np.ndarray) -> tuple[PyAVPlan | None, str]:
+    """Index the video stream's packets; ``(None, reason)`` where PyAV cannot match decord.
+
+    decord's timestamps are float32 seconds (a tick off past ~9 minutes at 1/15360 s), so
+    the comparison allows 1 ms; the frames themselves are matched by the integer pts.
+    """
+    av = import_av()
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as exc:
+        return None, f"PyAV cannot open it ({exc})"
+    try:
+        if not container.streams.video:
+            return None, "PyAV finds no video stream"
+        stream = container.streams.best("video")
+        pix_fmt = stream.codec_context.pix_fmt
+        if pix_fmt not in EQUAL_PIXEL_FORMATS:
+            return None, f"pixel format {pix_fmt} (PyAV's RGB conversion is only checked equal to decord's for 8-bit YUV)"
+        pts, keys = [], []
+        for packet in container.demux(stream):
+            if packet.pts is None:
+                continue  # the flush packet, or a packet without a time
+            pts.append(packet.pts)
+            keys.append(packet.is_keyframe)
+    except av.error.FFmpegError as exc:
+        return None, f"PyAV cannot read its packets ({exc})"
+    finally:
+        container.close()
+    if len(pts) != num_frames:
+        return None, f"PyAV counts {len(pts)} frames, decord {num_frames}"
+    order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
+    sorted_pts = np.asarray(pts, dtype=np.int64)[order]
+    if len(np.unique(sorted_pts)) != len(sorted_pts):
+        return None, "several frames share a timestamp"
+    seconds = sorted_pts * float(stream.time_base)
+    if not np.allclose(seconds, frame_starts, rtol=0, atol=1e-3):
+        return None, "PyAV's frame times differ from decord's"
+    keyframes = np.sort(np.nonzero(np.asarray(keys, dtype=bool)[order])[0])
+    return PyAVPlan(sorted_pts, keyframes), ""
+
+
+def _rgb(frame) -> np.ndarray:
+    """The frame as decord shows it: RGB, turned by the stream's display rotation."""
+    image = frame.to_ndarray(format="rgb24")
+    quarter_turns = (int(round(frame.rotation / 90.0)) % 4) if frame.rotation else 0
+    return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
+
+
+def iter_frame_chunks_pyav(
+    path: str | Path,
+    plan: PyAVPlan,
+    indices: np.ndarray,
+    *,
+    chunk_frames: int,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    threads: int = 1,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(indices, frames)`` like :func:`videobert_cli.video.decode.iter_frame_chunks`.
+
+    Decodes forward in playback order and seeks only when the next wanted frame lies beyond
+    a keyframe that the decoder has not reached (seeking then saves decoding everything up to
+    that keyframe).
+    """
+    from videobert_cli.video.decode import _expand, clean_decoder_message
+
+    if not np.all(np.diff(indices) >= 0):
+        raise ValueError("indices must be in playback order")
+    unique = np.unique(indices)
+    if len(unique) == 0:
+        return
+    av = import_av()
+    container = av.open(str(path))
+    try:
+        stream = container.streams.best("video")
+        stream.thread_count = threads
+        frames_out: Iterator | None = None
+        position = 0  # frame index of the next frame the decoder returns
+        frames: list[np.ndarray] = []
+        taken: list[int] = []
+        for frame_index in unique.tolist():
+            target = int(plan.pts[frame_index])
+            key_before = plan.keyframes[plan.keyframes <= frame_index]
+            key = int(key_before[-1]) if len(key_before) else 0
+            if frames_out is None or frame_index < position or key > position:
+                container.seek(int(plan.pts[key]), stream=stream, backward=True, any_frame=False)
+                frames_out = container.decode(stream)
+                position = key
+            try:
+                while True:
+                    frame = next(frames_out)
+                    if frame.pts is None or frame.pts < target:
+                        continue  # decoded as a reference only, never converted
+                    if frame.pts > target:
+                        raise VideoDecodeError(
+                            f"frame {frame_index} is missing from the stream (decoding jumped past it)",
+                            path=path, reason="truncated",
+                        )
+                    break
+            except StopIteration:
+                raise VideoDecodeError(
+                    f"video ends before frame {frame_index} (the container promised more frames)",
+                    path=path, reason="truncated",
+                ) from None
+            except av.error.FFmpegError as exc:
+                raise VideoDecodeError(
+                    f"decoding failed near frame {frame_index} (truncated or corrupt): "
+                    f"{clean_decoder_message(str(exc)) or exc.__class__.__name__}",
+                    path=path, reason="truncated",
+                ) from exc
+            position = frame_index + 1
+            image = _rgb(frame)
+            frames.append(image if transform is None else transform(image))
+            taken.append(frame_index)
+            if len(frames) == chunk_frames:
+                yield from _expand(indices, taken, frames)
+                frames, taken = [], []
+        if frames:
+            yield from _expand(indices, taken, frames)
+    finally:
+        container.close()
