@@ -66,6 +66,7 @@ def pyav_plan(path: str | Path, num_frames: int, frame_starts: np.ndarray) -> tu
         if not container.streams.video:
             return None, "PyAV finds no video stream"
         stream = container.streams.best("video")
+        time_base = stream.time_base  # read before close(), which clears it
         pix_fmt = stream.codec_context.pix_fmt
         if pix_fmt not in EQUAL_PIXEL_FORMATS:
             return None, f"pixel format {pix_fmt} (PyAV's RGB conversion is only checked equal to decord's for 8-bit YUV)"
@@ -85,7 +86,7 @@ def pyav_plan(path: str | Path, num_frames: int, frame_starts: np.ndarray) -> tu
     sorted_pts = np.asarray(pts, dtype=np.int64)[order]
     if len(np.unique(sorted_pts)) != len(sorted_pts):
         return None, "several frames share a timestamp"
-    seconds = sorted_pts * float(stream.time_base)
+    seconds = sorted_pts * float(time_base)
     if not np.allclose(seconds, frame_starts, rtol=0, atol=1e-3):
         return None, "PyAV's frame times differ from decord's"
     keyframes = np.sort(np.nonzero(np.asarray(keys, dtype=bool)[order])[0])
