@@ -186,3 +186,38 @@ def test_cli_refuses_an_unknown_decoder_in_one_line(tmp_path: Path) -> None:
     assert "unknown decoder 'ffmpeg'" in result.output and "pyav" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_pyav_without_pyav_installed_fails_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "av", None)  # what `import av` meets when PyAV is missing
+    with pytest.raises(ConfigError, match="needs PyAV") as raised:
+        RuntimeConfig(decoder="pyav")
+    assert "videobert-cli[pyav]" in raised.value.hint
+
+
+def test_a_registered_decoder_is_used_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from videobert_cli.pipeline import decoding
+
+    monkeypatch.setattr(decoding, "FRAME_DECODERS", dict(decoding.FRAME_DECODERS))
+    monkeypatch.setattr(decoding, "_DECODER_CHECKS", dict(decoding._DECODER_CHECKS))
+    jobs = []
+
+    def recording(job, reader):
+        jobs.append(job.indices.tolist())
+        source = decoding.FRAME_DECODERS["decord"](job, reader)
+        source.decoder = "recording"
+        return source
+
+    decoding.register_frame_decoder("recording", recording)
+    path = _write(tmp_path / "plug.mp4", frames=30)
+    config = PipelineConfig(sampling=SamplingConfig(fps=5.0), runtime=RuntimeConfig(device="cpu", decoder="recording"))
+    info, stream = decode_crops(path, config, CROP)
+    assert stream.decoder == info.decoder == "recording"
+    assert sum(len(chunk.frame_indices) for chunk in stream) == 5 and jobs == [[0, 6, 12, 18, 24]]
+
+    def unavailable():
+        raise ConfigError("the recording decoder is switched off", hint="use decord")
+
+    decoding.register_frame_decoder("recording", recording, check=unavailable)
+    with pytest.raises(ConfigError, match="switched off"):
+        RuntimeConfig(decoder="recording")

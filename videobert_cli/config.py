@@ -164,13 +164,10 @@ class RuntimeConfig:
     decoder: str = "decord"
 
     def __post_init__(self) -> None:
-        if self.decoder != "decord":
-            from videobert_cli.pipeline.decoding import FRAME_DECODERS
+        if self.decoder != "decord":  # fail before any work: unknown, or PyAV not installed
+            from videobert_cli.pipeline.decoding import check_frame_decoder
 
-            if self.decoder not in FRAME_DECODERS:
-                raise ConfigError(
-                    f"unknown decoder {self.decoder!r}", hint=f"use one of {', '.join(sorted(FRAME_DECODERS))}"
-                )
+            check_frame_decoder(self.decoder)
         if is_multi_device(self.device):
             parse_device_list(self.device)  # a typo fails when the configuration is built
         if self.batch_size < 1:

@@ -81,26 +81,43 @@ def _pyav_source(job: FrameJob, reader) -> FrameSource:
     return FrameSource(chunks, lambda: None, "pyav")
 
 
+def _check_pyav() -> None:
+    from videobert_cli.video.pyav_decode import import_av
+
+    import_av()
+
+
 #: frame decoders by name (``RuntimeConfig.decoder``, ``--decoder``); both give the same pixels
 FRAME_DECODERS: dict[str, Callable[[FrameJob, object], FrameSource]] = {"decord": _decord_source, "pyav": _pyav_source}
+#: what a decoder needs beyond decord, checked when a configuration names it
+_DECODER_CHECKS: dict[str, Callable[[], None]] = {"pyav": _check_pyav}
 
 
-def register_frame_decoder(name: str, factory: Callable[[FrameJob, object], FrameSource]) -> None:
+def register_frame_decoder(
+    name: str, factory: Callable[[FrameJob, object], FrameSource], *, check: Callable[[], None] | None = None
+) -> None:
     """Make ``factory(job, reader)`` available as ``--decoder NAME``; it must yield decord's frames.
 
     ``reader`` is the decord reader that probed the video: use it or drop every reference to
-    it (decord decodes ahead in the background for as long as a reader lives).
+    it (decord decodes ahead in the background for as long as a reader lives). ``check``
+    raises :class:`ConfigError` when the decoder cannot run here (e.g. a missing package).
     """
     FRAME_DECODERS[name] = factory
+    if check is not None:
+        _DECODER_CHECKS[name] = check
+
+
+def check_frame_decoder(name: str) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is a registered decoder that can run here."""
+    if name not in FRAME_DECODERS:
+        raise ConfigError(f"unknown decoder {name!r}", hint=f"use one of {', '.join(sorted(FRAME_DECODERS))}")
+    _DECODER_CHECKS.get(name, lambda: None)()
 
 
 def frame_source(job: FrameJob, reader, decoder: str) -> FrameSource:
     """The frames of ``job`` from the decoder called ``decoder`` (which takes over ``reader``)."""
-    try:
-        factory = FRAME_DECODERS[decoder]
-    except KeyError:
-        raise ConfigError(f"unknown decoder {decoder!r}", hint=f"use one of {', '.join(sorted(FRAME_DECODERS))}") from None
-    return factory(job, reader)
+    check_frame_decoder(decoder)
+    return FRAME_DECODERS[decoder](job, reader)
 
 
 @dataclass
