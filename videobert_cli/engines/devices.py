@@ -208,7 +208,7 @@ def _load_pipeline(settings: _WorkerSettings):
 
 def _process(settings: _WorkerSettings, pipeline, read_ahead: _ReadAhead, task: _Task, hint: str | None):
     """One video, exactly as run_batch processes it; returns ``(record, fatal OutputError or None)``."""
-    from videobert_cli.pipeline.runner import process_video
+    from videobert_cli.pipeline.runner import VideoJob, process_video
     from videobert_cli.pipeline.timing import StageTimer
 
     worker = read_ahead.worker
@@ -230,8 +230,8 @@ def _process(settings: _WorkerSettings, pipeline, read_ahead: _ReadAhead, task: 
         return stream
 
     try:
-        process_video(task.item, task.output, pipeline, settings.config, settings.options, record, timer,
-                      settings.config_hash, open_stream)
+        process_video(VideoJob(task.item, task.output, pipeline, settings.config, settings.options, record, timer,
+                               settings.config_hash), open_stream)
         for stage, seconds in decode_timings.items():
             timer.add(stage, seconds)
         record.status = STATUS_OK

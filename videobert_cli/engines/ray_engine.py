@@ -64,6 +64,7 @@ from videobert_cli.pipeline.runner import (
     RunOptions,
     RunRecord,
     RunReport,
+    VideoJob,
     _clean_stale_temps,
     _ensure_output_dir,
     _failure,
@@ -501,8 +502,8 @@ class ModelWorker:
                 stream = self._stream_for(item, hint)
                 return stream.open(decode_timings)
 
-            process_video(item, output, self.pipeline, self.config, self.options, record, timer, self.config_hash,
-                          open_stream)
+            process_video(VideoJob(item, output, self.pipeline, self.config, self.options, record, timer,
+                                   self.config_hash), open_stream)
             for stage, seconds in decode_timings.items():
                 timer.add(stage, seconds)
             record.status = STATUS_OK

@@ -522,9 +522,9 @@ def run_batch(
         def hand_over(video: _EncodedVideo) -> None:
             """Finish a video whose frames are all encoded; its file is written in the background."""
             try:
-                write = finish_video(video.item, video.output, pipeline, config, options, video.record, video.timer,
-                                     config_hash, video.info, video.pending.result(), video.transcript,
-                                     defer_write=True)
+                job = VideoJob(video.item, video.output, pipeline, config, options, video.record, video.timer,
+                               config_hash)
+                write = finish_video(job, video.info, video.pending.result(), video.transcript, defer_write=True)
             except Exception as error:
                 _failure(video.record, error)
                 video.close_record()
@@ -704,18 +704,23 @@ def load_transcript(item: VideoInput, options: RunOptions, record: RunRecord):
     return transcript
 
 
+@dataclass(frozen=True)
+class VideoJob:
+    """One video of a run with the run's settings: what every engine hands to
+    :func:`process_video` (and the local engine to :func:`finish_video`)."""
+
+    item: VideoInput
+    output: Path
+    pipeline: Pipeline
+    config: PipelineConfig
+    options: RunOptions
+    record: RunRecord
+    timer: StageTimer
+    config_hash: str
+
+
 def process_video(
-    item: VideoInput,
-    output: Path,
-    pipeline: Pipeline,
-    config: PipelineConfig,
-    options: RunOptions,
-    record: RunRecord,
-    timer: StageTimer,
-    config_hash: str,
-    open_stream: Callable[[], tuple],
-    *,
-    defer_write: bool = False,
+    job: VideoJob, open_stream: Callable[[], tuple], *, defer_write: bool = False
 ) -> Callable[[], None] | None:
     """Everything after decoding for one video, shared by every engine.
 
@@ -724,31 +729,19 @@ def process_video(
     With ``defer_write`` the file is not written here: the function that writes it is returned
     (the local engine runs it in the background while the next video is encoded).
     """
-    transcript = load_transcript(item, options, record)
+    transcript = load_transcript(job.item, job.options, job.record)
     info, chunks = open_stream()
-    video = pipeline.video.encode_chunks(info, chunks, timer, path=str(item.path))
-    return finish_video(item, output, pipeline, config, options, record, timer, config_hash, info, video, transcript,
-                        defer_write=defer_write)
+    video = job.pipeline.video.encode_chunks(info, chunks, job.timer, path=str(job.item.path))
+    return finish_video(job, info, video, transcript, defer_write=defer_write)
 
 
-def finish_video(
-    item: VideoInput,
-    output: Path,
-    pipeline: Pipeline,
-    config: PipelineConfig,
-    options: RunOptions,
-    record: RunRecord,
-    timer: StageTimer,
-    config_hash: str,
-    info,
-    video,
-    transcript,
-    *,
-    defer_write: bool = False,
-) -> Callable[[], None] | None:
+def finish_video(job: VideoJob, info, video, transcript, *, defer_write: bool = False) -> Callable[[], None] | None:
     """The rest of :func:`process_video` once the video's features are encoded: visual words,
     text features, fusion and the file (written now, or returned to be written later)."""
     from videobert_cli.store.hdf5 import write_feature_file
+
+    item, output, pipeline, config, options = job.item, job.output, job.pipeline, job.config, job.options
+    record, timer, config_hash = job.record, job.timer, job.config_hash
 
     if info.timestamps_source != "decoder":
         record.warnings.append(f"frame times from the {info.timestamps_source}")
