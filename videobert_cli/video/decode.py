@@ -365,18 +365,59 @@ def iter_frame_chunks(
     faster than decord's ``get_batch`` for dense sampling and never slower for sparse sampling.
     Repeated indices (several sample times on one long-lasting frame) are decoded once.
     """
+    return chunk_decoded_frames(indices, lambda unique: _decord_frames(reader, unique, path),
+                                chunk_frames=chunk_frames, transform=transform)
+
+
+def chunk_decoded_frames(
+    indices: np.ndarray,
+    decode: Callable[[np.ndarray], Iterator[tuple[int, np.ndarray]]],
+    *,
+    chunk_frames: int,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The chunks of every frame decoder: ``decode(unique sorted indices)`` yields
+    ``(frame_index, frame)`` once per index; this transforms each frame at once, groups them
+    ``chunk_frames`` at a time and repeats the frames of repeated indices."""
     if not np.all(np.diff(indices) >= 0):
         raise ValueError("indices must be in playback order")
-    handle = reader if isinstance(reader, ReaderHandle) else None
     unique = np.unique(indices)
     if len(unique) == 0:
         return
+    frames: list[np.ndarray] = []
+    taken: list[int] = []
+    for frame_index, frame in decode(unique):
+        frames.append(frame if transform is None else transform(frame))
+        taken.append(frame_index)
+        if len(frames) == chunk_frames:
+            yield from _expand(indices, taken, frames)
+            frames, taken = [], []
+    if frames:
+        yield from _expand(indices, taken, frames)
+
+
+def video_ended_early(frame_index: int, path: str | Path) -> VideoDecodeError:
+    """The container listed a frame that the stream does not have."""
+    return VideoDecodeError(f"video ends before frame {frame_index} (the container promised more frames)",
+                            path=path, reason="truncated")
+
+
+def decoding_failed(frame_index: int, path: str | Path, exc: BaseException) -> VideoDecodeError:
+    """A decoder error while decoding up to ``frame_index``."""
+    return VideoDecodeError(
+        f"decoding failed near frame {frame_index} (truncated or corrupt): "
+        f"{clean_decoder_message(str(exc)) or exc.__class__.__name__}",
+        path=path, reason="truncated",
+    )
+
+
+def _decord_frames(reader, unique: np.ndarray, path: str | Path) -> Iterator[tuple[int, np.ndarray]]:
+    """decord's frames at ``unique`` (sorted, distinct indices); ``reader`` may be a ReaderHandle."""
+    handle = reader if isinstance(reader, ReaderHandle) else None
     try:
         keyframes = np.asarray((handle.get() if handle else reader).get_key_indices(), dtype=np.int64)
     except Exception:  # some containers have no index; fall back to skipping only
         keyframes = np.zeros(0, dtype=np.int64)
-    frames: list[np.ndarray] = []
-    taken: list[int] = []
     position = None  # index of the frame next() returns
     for frame_index in unique.tolist():
         if handle is not None:
@@ -394,29 +435,16 @@ def iter_frame_chunks(
                     reader.skip_frames(frame_index - position)
             frame = reader.next().asnumpy()
         except StopIteration:
-            raise VideoDecodeError(
-                f"video ends before frame {frame_index} (the container promised more frames)",
-                path=path, reason="truncated",
-            ) from None
+            raise video_ended_early(frame_index, path) from None
         except Exception as exc:
-            raise VideoDecodeError(
-                f"decoding failed near frame {frame_index} (truncated or corrupt): "
-                f"{clean_decoder_message(str(exc)) or exc.__class__.__name__}",
-                path=path, reason="truncated",
-            ) from exc
+            raise decoding_failed(frame_index, path, exc) from exc
         position = frame_index + 1
-        frames.append(frame if transform is None else transform(frame))
-        taken.append(frame_index)
-        if len(frames) == chunk_frames:
-            if handle is not None:
-                # hold no reference while the consumer has the chunk: the handle may close the
-                # reader meanwhile, and decord frees its frame buffers only when the last
-                # reference goes (a local one kept it decoding ahead into memory: 11.8 GB)
-                reader = None
-            yield from _expand(indices, taken, frames)
-            frames, taken = [], []
-    if frames:
-        yield from _expand(indices, taken, frames)
+        if handle is not None:
+            # hold no reference while the consumer has a chunk: the handle may close the
+            # reader meanwhile, and decord frees its frame buffers only when the last
+            # reference goes (a local one kept it decoding ahead into memory: 11.8 GB)
+            reader = None
+        yield frame_index, frame
 
 
 def _expand(indices: np.ndarray, taken: list[int], frames: list[np.ndarray]):

@@ -89,7 +89,7 @@ def pyav_plan(path: str | Path, num_frames: int, frame_starts: np.ndarray) -> tu
     seconds = sorted_pts * float(time_base)
     if not np.allclose(seconds, frame_starts, rtol=0, atol=1e-3):
         return None, "PyAV's frame times differ from decord's"
-    keyframes = np.sort(np.nonzero(np.asarray(keys, dtype=bool)[order])[0])
+    keyframes = np.nonzero(np.asarray(keys, dtype=bool)[order])[0]  # ascending already
     return PyAVPlan(sorted_pts, keyframes), ""
 
 
@@ -115,13 +115,16 @@ def iter_frame_chunks_pyav(
     a keyframe that the decoder has not reached (seeking then saves decoding everything up to
     that keyframe).
     """
-    from videobert_cli.video.decode import _expand, clean_decoder_message
+    from videobert_cli.video.decode import chunk_decoded_frames
 
-    if not np.all(np.diff(indices) >= 0):
-        raise ValueError("indices must be in playback order")
-    unique = np.unique(indices)
-    if len(unique) == 0:
-        return
+    return chunk_decoded_frames(indices, lambda unique: _pyav_frames(path, plan, unique, threads),
+                                chunk_frames=chunk_frames, transform=transform)
+
+
+def _pyav_frames(path: str | Path, plan: PyAVPlan, unique: np.ndarray, threads: int) -> Iterator[tuple[int, np.ndarray]]:
+    """PyAV's RGB frames at ``unique`` (sorted, distinct indices), matched by pts."""
+    from videobert_cli.video.decode import decoding_failed, video_ended_early
+
     av = import_av()
     container = av.open(str(path))
     try:
@@ -129,8 +132,6 @@ def iter_frame_chunks_pyav(
         stream.thread_count = threads
         frames_out: Iterator | None = None
         position = 0  # frame index of the next frame the decoder returns
-        frames: list[np.ndarray] = []
-        taken: list[int] = []
         for frame_index in unique.tolist():
             target = int(plan.pts[frame_index])
             key_before = plan.keyframes[plan.keyframes <= frame_index]
@@ -151,24 +152,10 @@ def iter_frame_chunks_pyav(
                         )
                     break
             except StopIteration:
-                raise VideoDecodeError(
-                    f"video ends before frame {frame_index} (the container promised more frames)",
-                    path=path, reason="truncated",
-                ) from None
+                raise video_ended_early(frame_index, path) from None
             except av.error.FFmpegError as exc:
-                raise VideoDecodeError(
-                    f"decoding failed near frame {frame_index} (truncated or corrupt): "
-                    f"{clean_decoder_message(str(exc)) or exc.__class__.__name__}",
-                    path=path, reason="truncated",
-                ) from exc
+                raise decoding_failed(frame_index, path, exc) from exc
             position = frame_index + 1
-            image = _rgb(frame)
-            frames.append(image if transform is None else transform(image))
-            taken.append(frame_index)
-            if len(frames) == chunk_frames:
-                yield from _expand(indices, taken, frames)
-                frames, taken = [], []
-        if frames:
-            yield from _expand(indices, taken, frames)
+            yield frame_index, _rgb(frame)
     finally:
         container.close()
