@@ -163,7 +163,7 @@ def _video_config(spec: dict):
             precision=spec.get("precision", "fp32"),
             batch_size=spec.get("batch_size", 32),
             num_threads=spec.get("threads"),
-            decoder=spec.get("decoder", "decord"),
+            decoder=spec.get("decoder", "auto"),
         ),
     )
 

@@ -269,8 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads of model-only and end to end (videobert --threads; "
                              "default: torch's, one per core); decoding always has its one worker thread")
-    parser.add_argument("--decoder", default="decord", help="frame decoder of decode-only and end to end "
-                        "(videobert --decoder): decord or pyav")
+    parser.add_argument("--decoder", default="auto", help="frame decoder of decode-only and end to end "
+                        "(videobert --decoder): auto (the default), pyav or decord")
     parser.add_argument("--skip-text", action="store_true")
     parser.add_argument("--skip-fusion", action="store_true")
     parser.add_argument("--render", metavar="JSON", help="only print the report of an earlier --json file")
@@ -402,7 +402,7 @@ def render(results: dict) -> str:
         return f"{m['_load']['foreign_cores']:.2f}" + ("!" if disturbed(m) else "")
 
     for model, res in results["models"].items():
-        decoder = results.get("decoder", "decord")
+        decoder = results.get("decoder", "decord")  # runs before the decoder option were decord
         lines.append(f"### {model} (weights: {res['weights']}, batch {BATCH}, end to end at {e2e_p}, decoder {decoder})\n")
         rows = []
         model_fps = res["model"][e2e_p]["fps"]

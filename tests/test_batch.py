@@ -181,10 +181,18 @@ def test_every_input_gets_its_status_and_reason(corpus_run):
             assert not (out / Path(record["output"]).name).exists()
 
 
-def test_pyav_decoder_gives_every_input_the_same_outcome_and_features(corpus_run, corpus, tiny_bert, tmp_path):
-    decord_out, _ = corpus_run
-    out = tmp_path / "pyav-out"
-    result = invoke("--quiet", "--decoder", "pyav", "run", str(corpus), "-o", str(out), *fast_args(tiny_bert), "--json")
+@pytest.mark.parametrize("decoder", ["auto", "pyav"])
+def test_pyav_decoder_gives_every_input_the_same_outcome_and_features(decoder, corpus_run, corpus, tiny_bert, tmp_path):
+    """The default (auto) and --decoder pyav against --decoder decord: same outcomes, frames and
+    features; only an explicit --decoder pyav warns where it falls back to decord."""
+    decord_out = tmp_path / "decord-out"
+    result = invoke("--quiet", "--decoder", "decord", "run", str(corpus), "-o", str(decord_out), *fast_args(tiny_bert), "--json")
+    assert result.exit_code == EXIT_SOME_FAILED, result.output
+    if decoder == "auto":
+        out, result = corpus_run  # the default run
+    else:
+        out = tmp_path / "pyav-out"
+        result = invoke("--quiet", "--decoder", decoder, "run", str(corpus), "-o", str(out), *fast_args(tiny_bert), "--json")
     assert result.exit_code == EXIT_SOME_FAILED, result.output
     seen, reference = records(out), records(decord_out)
     assert set(seen) == set(EXPECTED)
@@ -197,7 +205,7 @@ def test_pyav_decoder_gives_every_input_the_same_outcome_and_features(corpus_run
             expected = "decord" if name == "notimes.mkv" else "pyav"
             assert (ours.video.attrs["decoder"], theirs.video.attrs["decoder"]) == (expected, "decord"), name
             fell_back = [w for w in seen[name]["warnings"] if "not PyAV" in w]
-            assert bool(fell_back) == (expected == "decord"), (name, seen[name]["warnings"])
+            assert bool(fell_back) == (expected == "decord" and decoder == "pyav"), (name, seen[name]["warnings"])
             np.testing.assert_array_equal(ours.video.frame_indices, theirs.video.frame_indices)
             # same pixels; the model may batch them with other videos' frames differently, so
             # the features agree to float rounding rather than bit for bit

@@ -1,4 +1,5 @@
-"""``--decoder pyav`` gives decord's frames, pixel for pixel, or hands the video to decord.
+"""PyAV (``--decoder pyav`` and the default, ``auto``) gives decord's frames, pixel for pixel,
+or hands the video to decord.
 
 The reference is decord itself (the decoder every other test is written against): the same
 sampled frames read through :func:`videobert_cli.video.decode.iter_frame_chunks`. Broken
@@ -13,6 +14,7 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -22,8 +24,6 @@ from videobert_cli.errors import ConfigError
 from videobert_cli.pipeline.decoding import FRAME_DECODERS, decode_crops, frame_source
 from videobert_cli.video.decode import iter_frame_chunks, open_video, plan_sampling, probe_video
 from videobert_cli.video.models import Preprocessing
-
-av = pytest.importorskip("av", reason="PyAV is in the dev extra")
 
 CROP = Preprocessing(resize_size=64, crop_size=56, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
@@ -126,25 +126,52 @@ def test_ten_bit_video_is_decoded_by_decord(tmp_path: Path, caplog: pytest.LogCa
     np.testing.assert_array_equal(frames, _decord_frames(path, indices))
 
 
+def test_auto_uses_pyav_where_it_is_exact_and_decord_quietly_elsewhere(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert RuntimeConfig().decoder == "auto"
+    eight_bit = _write(tmp_path / "eight_bit.mp4", frames=30)
+    ten_bit = _write(tmp_path / "ten_bit.mp4", frames=30, pix_fmt="yuv420p10le",
+                     options={"g": "10", "preset": "ultrafast", "crf": "18"})
+    config = PipelineConfig(sampling=SamplingConfig(fps=10.0), runtime=RuntimeConfig(device="cpu"))
+    with caplog.at_level("INFO"):
+        infos = {path.name: decode_crops(path, config, CROP)[0] for path in (eight_bit, ten_bit)}
+    assert (infos["eight_bit.mp4"].decoder, infos["ten_bit.mp4"].decoder) == ("pyav", "decord")
+    # falling back is what auto means: the reason is logged, but not as a warning, and the run
+    # report gets no warning (decoder_note stays empty)
+    assert infos["ten_bit.mp4"].decoder_note == ""
+    assert [r.levelname for r in caplog.records if "yuv420p10le" in r.getMessage()] == ["INFO"]
+
+
+def test_auto_without_pyav_decodes_with_decord(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "av", None)  # what `import av` meets when PyAV is missing
+    path = _write(tmp_path / "clip.mp4", frames=30)
+    config = PipelineConfig(sampling=SamplingConfig(fps=5.0), runtime=RuntimeConfig(device="cpu"))
+    info, stream = decode_crops(path, config, CROP)
+    assert (info.decoder, info.decoder_note) == ("decord", "")
+    assert len(np.concatenate([chunk.frame_indices for chunk in stream])) == 5
+
+
 def test_decode_crops_with_pyav_equals_decord(tmp_path: Path) -> None:
     path = _write(tmp_path / "crops.mp4", frames=75)
     crops = {}
-    for decoder in ("decord", "pyav"):
+    for decoder in ("decord", "pyav", "auto"):
         config = PipelineConfig(sampling=SamplingConfig(fps=6.0), runtime=RuntimeConfig(device="cpu", decoder=decoder))
         info, stream = decode_crops(path, config, CROP, chunk_frames=4)
-        assert stream.decoder == decoder
+        assert stream.decoder == ("pyav" if decoder == "auto" else decoder)
         chunks = list(stream)
         crops[decoder] = np.concatenate([chunk.crops.numpy() for chunk in chunks])
         timestamps = np.concatenate([chunk.timestamps for chunk in chunks])
         np.testing.assert_array_equal(timestamps, info.frame_starts[np.concatenate([c.frame_indices for c in chunks])])
     np.testing.assert_array_equal(crops["pyav"], crops["decord"])
+    np.testing.assert_array_equal(crops["auto"], crops["decord"])
 
 
 def test_unknown_decoder_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown decoder 'ffmpeg'") as raised:
         RuntimeConfig(decoder="ffmpeg")
     assert "decord" in raised.value.hint and "pyav" in raised.value.hint
-    assert set(FRAME_DECODERS) >= {"decord", "pyav"}
+    assert set(FRAME_DECODERS) >= {"auto", "decord", "pyav"}
 
 
 def test_decoder_does_not_change_the_config_fingerprint() -> None:

@@ -149,8 +149,10 @@ class FusionConfigOptions:
 class RuntimeConfig:
     """Where and how models run. None of this changes the features beyond numerical precision.
 
-    ``decoder``: ``decord`` (default) or ``pyav``, which decodes the same pixels in the calling
-    thread, converting only the sampled frames (see :mod:`videobert_cli.video.pyav_decode`).
+    ``decoder``: ``auto`` (default), ``pyav`` or ``decord``; all give decord's pixels. PyAV
+    decodes in the calling thread and converts only the sampled frames, so memory stays flat
+    (see :mod:`videobert_cli.video.pyav_decode`); ``auto`` uses it wherever it is shown to
+    give decord's pixels and decord elsewhere, ``pyav`` also but warns when it falls back.
 
     ``device``: ``auto``, ``cpu``, ``cuda``, ``cuda:N``; for ``run`` also several devices, one
     worker process each: a list (``cuda:0,cuda:1``, ``cpu,cpu``) or ``all`` (every visible GPU).
@@ -161,10 +163,10 @@ class RuntimeConfig:
     batch_size: int = 32
     precision: str = "auto"
     num_threads: int | None = None
-    decoder: str = "decord"
+    decoder: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.decoder != "decord":  # fail before any work: unknown, or PyAV not installed
+        if self.decoder not in ("auto", "decord"):  # fail before any work: unknown, or PyAV not installed
             from videobert_cli.pipeline.decoding import check_frame_decoder
 
             check_frame_decoder(self.decoder)

@@ -36,9 +36,10 @@ def main_options(
     ] = None,
     decoder: Annotated[
         str,
-        typer.Option("--decoder", help="decord (default) | pyav: the same frames, decoded in the calling thread "
-                     "with no read-ahead (less CPU and memory; needs PyAV)."),
-    ] = "decord",
+        typer.Option("--decoder", help="auto | pyav | decord: the same frames either way. PyAV decodes in the "
+                     "calling thread with no read-ahead (flat memory, less CPU); auto uses it wherever it gives "
+                     "decord's pixels, decord elsewhere."),
+    ] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; errors only.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     version: Annotated[

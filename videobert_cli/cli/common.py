@@ -32,7 +32,7 @@ class GlobalState:
     device: str = "auto"
     batch_size: int = 32
     threads: int | None = None
-    decoder: str = "decord"
+    decoder: str = "auto"
     quiet: bool = False
     debug: bool = False
 

@@ -65,14 +65,19 @@ def _decord_source(job: FrameJob, reader) -> FrameSource:
     return FrameSource(chunks, handle.suspend, "decord")
 
 
-def _pyav_source(job: FrameJob, reader) -> FrameSource:
+def _pyav_source(job: FrameJob, reader, *, asked: bool = True) -> FrameSource:
+    """PyAV's frames where they are known to equal decord's, decord's otherwise.
+
+    ``asked``: the user named PyAV (``--decoder pyav``), so falling back is worth a warning;
+    under ``auto`` it is the expected course for, e.g., 10-bit video.
+    """
     from videobert_cli.video.pyav_decode import iter_frame_chunks_pyav, pyav_plan
 
     plan, why_not = pyav_plan(job.path, job.info.num_frames, job.info.frame_starts)
     if plan is None:
-        log.warning("%s: decoding with decord, not PyAV: %s", job.path, why_not)
+        log.log(logging.WARNING if asked else logging.INFO, "%s: decoding with decord, not PyAV: %s", job.path, why_not)
         source = _decord_source(job, reader)
-        source.note = f"decoded with decord, not PyAV: {why_not}"
+        source.note = f"decoded with decord, not PyAV: {why_not}" if asked else ""
         return source
     del reader  # decord must not decode ahead in the background while PyAV decodes
     # nothing runs between calls here, so there is nothing to stop while the consumer waits
@@ -87,8 +92,23 @@ def _check_pyav() -> None:
     import_av()
 
 
-#: frame decoders by name (``RuntimeConfig.decoder``, ``--decoder``); both give the same pixels
-FRAME_DECODERS: dict[str, Callable[[FrameJob, object], FrameSource]] = {"decord": _decord_source, "pyav": _pyav_source}
+def _auto_source(job: FrameJob, reader) -> FrameSource:
+    """The default: PyAV where it gives decord's pixels, since decord's read-ahead makes the
+    decode worker's peak memory grow with the video's length (``docs/benchmarks.md``);
+    decord for the rest, and wherever PyAV is not installed."""
+    try:
+        _check_pyav()
+    except ConfigError:
+        return _decord_source(job, reader)
+    return _pyav_source(job, reader, asked=False)
+
+
+#: frame decoders by name (``RuntimeConfig.decoder``, ``--decoder``); all give the same pixels
+FRAME_DECODERS: dict[str, Callable[[FrameJob, object], FrameSource]] = {
+    "auto": _auto_source,
+    "decord": _decord_source,
+    "pyav": _pyav_source,
+}
 #: what a decoder needs beyond decord, checked when a configuration names it
 _DECODER_CHECKS: dict[str, Callable[[], None]] = {"pyav": _check_pyav}
 
