@@ -40,6 +40,7 @@ class DecodeJob:
 
 def default_decode(job: DecodeJob, emit: Callable[[tuple], None]) -> None:
     """Decode one job in the worker, emitting ("info", ...), ("chunk", ...) messages."""
+    from videobert_cli.memory import release_freed_memory
     from videobert_cli.pipeline.decoding import decode_crops
     from videobert_cli.pipeline.timing import StageTimer
 
@@ -49,30 +50,11 @@ def default_decode(job: DecodeJob, emit: Callable[[tuple], None]) -> None:
     for chunk in chunks.read_ahead():
         emit(("chunk", chunk.frame_indices, chunk.timestamps, chunk.crops.numpy()))
         del chunk
-        _release_freed_memory()
+        # full-resolution frames are freed in one thread and the queue's feeder thread frees
+        # the pickled chunks in another; without this the worker grew on long videos
+        release_freed_memory()
     emit(("timings", timer.as_dict()))
 
-
-def _release_freed_memory() -> None:
-    """Return freed heap pages to the OS.
-
-    Full-resolution frames are allocated and freed in one thread while the queue's feeder
-    thread frees the pickled chunks in another; glibc keeps such freed memory in per-thread
-    arenas, and the worker's resident size kept growing on long videos without this.
-    """
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        try:
-            import ctypes
-
-            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):  # not glibc
-            _MALLOC_TRIM = False
-    if _MALLOC_TRIM:
-        _MALLOC_TRIM(0)
-
-
-_MALLOC_TRIM = None
 
 
 def _capture_stderr():
