@@ -248,3 +248,29 @@ def test_a_registered_decoder_is_used_by_name(tmp_path: Path, monkeypatch: pytes
     decoding.register_frame_decoder("recording", recording, check=unavailable)
     with pytest.raises(ConfigError, match="switched off"):
         RuntimeConfig(decoder="recording")
+
+
+def test_errors_of_either_decoder_library_are_the_files_fault() -> None:
+    import decord
+
+    from videobert_cli.video.decode import raised_by_a_decoder
+
+    assert raised_by_a_decoder(av.error.InvalidDataError(1094995529, "Invalid data found when processing input"))
+    assert raised_by_a_decoder(decord.DECORDError("cannot find video stream"))
+    assert not raised_by_a_decoder(ValueError("a bug of ours"))
+
+
+def test_a_file_that_cannot_be_reopened_for_decoding_is_a_decode_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demux pass opened it, then it changed: a one-line VideoDecodeError, not a crash."""
+    from videobert_cli.errors import VideoDecodeError
+    from videobert_cli.video import pyav_decode
+
+    path = _write(tmp_path / "clip.mp4", frames=30)
+    reader = open_video(path, num_threads=1)
+    info = probe_video(reader, path)
+    plan, why_not = pyav_decode.pyav_plan(path, info.num_frames, info.frame_starts)
+    assert plan is not None, why_not
+    path.write_bytes(b"\x00" * 4096)  # overwritten between the plan and the decoding
+    with pytest.raises(VideoDecodeError) as raised:
+        list(pyav_decode.iter_frame_chunks_pyav(path, plan, np.array([0, 6]), chunk_frames=4))
+    assert str(path) in str(raised.value) and "\n" not in str(raised.value)

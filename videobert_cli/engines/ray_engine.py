@@ -216,7 +216,9 @@ def _decode_task(path: str, config: PipelineConfig, preprocessing, chunk_frames:
     except MemoryError:
         yield ("error", ResourceError("out of memory while decoding", path=path, reason="out-of-memory"))
     except Exception as error:  # anything else is still only this video's failure
-        from_decoder = "decord" in (type(error).__module__ or "") or "DECORD" in type(error).__name__
+        from videobert_cli.video.decode import raised_by_a_decoder
+
+        from_decoder = raised_by_a_decoder(error)
         yield ("error", VideoDecodeError(
             f"{error.__class__.__name__}: {error}"[:300], path=path,
             hint=None if from_decoder else "this is a bug in videobert-cli; please report it",

@@ -141,7 +141,9 @@ def _worker_main(
         except MemoryError:
             results.put((job.job_id, "error", "ResourceError", "out of memory while decoding", None, "out-of-memory"))
         except Exception as error:  # anything else is still only this video's failure
-            from_decoder = "decord" in (type(error).__module__ or "") or "DECORD" in type(error).__name__
+            from videobert_cli.video.decode import raised_by_a_decoder
+
+            from_decoder = raised_by_a_decoder(error)
             results.put((job.job_id, "error", "VideoDecodeError", f"{error.__class__.__name__}: {error}"[:300],
                          None if from_decoder else "this is a bug in videobert-cli; please report it",
                          "corrupt" if from_decoder else "internal"))

@@ -149,6 +149,12 @@ def open_video(path: str | Path, *, num_threads: int = 0, decoder_log: str = "")
         raise decode_failure(path, str(exc) or exc.__class__.__name__, decoder_log) from exc
 
 
+def raised_by_a_decoder(error: BaseException) -> bool:
+    """Whether ``error`` comes from decord or PyAV (so most likely from a bad file) rather
+    than from videobert-cli's own code."""
+    return (type(error).__module__ or "").split(".")[0] in ("decord", "av") or "DECORD" in type(error).__name__
+
+
 def decode_failure(path: str | Path, raw: str, decoder_log: str = "") -> VideoDecodeError:
     """A :class:`VideoDecodeError` that says why, in words, with the decoder's own line."""
     detail = clean_decoder_message(raw) or clean_decoder_message(decoder_log)

@@ -123,10 +123,13 @@ def iter_frame_chunks_pyav(
 
 def _pyav_frames(path: str | Path, plan: PyAVPlan, unique: np.ndarray, threads: int) -> Iterator[tuple[int, np.ndarray]]:
     """PyAV's RGB frames at ``unique`` (sorted, distinct indices), matched by pts."""
-    from videobert_cli.video.decode import decoding_failed, video_ended_early
+    from videobert_cli.video.decode import decode_failure, decoding_failed, video_ended_early
 
     av = import_av()
-    container = av.open(str(path))
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as exc:  # it opened for the plan; changed or vanished since
+        raise decode_failure(path, str(exc)) from exc
     try:
         stream = container.streams.best("video")
         stream.thread_count = threads
@@ -136,11 +139,11 @@ def _pyav_frames(path: str | Path, plan: PyAVPlan, unique: np.ndarray, threads: 
             target = int(plan.pts[frame_index])
             key_before = plan.keyframes[plan.keyframes <= frame_index]
             key = int(key_before[-1]) if len(key_before) else 0
-            if frames_out is None or frame_index < position or key > position:
-                container.seek(int(plan.pts[key]), stream=stream, backward=True, any_frame=False)
-                frames_out = container.decode(stream)
-                position = key
             try:
+                if frames_out is None or frame_index < position or key > position:
+                    container.seek(int(plan.pts[key]), stream=stream, backward=True, any_frame=False)
+                    frames_out = container.decode(stream)
+                    position = key
                 while True:
                     frame = next(frames_out)
                     if frame.pts is None or frame.pts < target:
