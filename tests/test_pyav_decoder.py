@@ -274,3 +274,57 @@ def test_a_file_that_cannot_be_reopened_for_decoding_is_a_decode_error(tmp_path:
     with pytest.raises(VideoDecodeError) as raised:
         list(pyav_decode.iter_frame_chunks_pyav(path, plan, np.array([0, 6]), chunk_frames=4))
     assert str(path) in str(raised.value) and "\n" not in str(raised.value)
+
+
+def _write_streams(path: Path, sizes: list[tuple[int, int]], default: int | None = None, frames: int = 20) -> Path:
+    """One container, several H.264 video streams of different pictures (and maybe sizes)."""
+    with av.open(str(path), "w") as container:
+        streams = []
+        for width, height in sizes:
+            stream = container.add_stream("libx264", rate=10)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"preset": "ultrafast"}
+            streams.append(stream)
+        if default is not None:
+            for number, stream in enumerate(streams):
+                stream.disposition = av.stream.Disposition.default if number == default else av.stream.Disposition(0)
+        for index in range(frames):
+            for number, stream in enumerate(streams):
+                frame = av.VideoFrame.from_ndarray(synth.frame_pixels(index + 100 * number, stream.width, stream.height),
+                                                   format="rgb24")
+                frame.pts, frame.time_base = index, Fraction(1, 10)
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+        for stream in streams:
+            for packet in stream.encode():
+                container.mux(packet)
+    return path
+
+
+def _crops(path: Path, decoder: str) -> tuple[str, np.ndarray]:
+    config = PipelineConfig(sampling=SamplingConfig(fps=5.0), runtime=RuntimeConfig(device="cpu", decoder=decoder))
+    info, stream = decode_crops(path, config, CROP)
+    return info.decoder, np.concatenate([chunk.crops.numpy() for chunk in stream])
+
+
+@pytest.mark.parametrize(
+    "name, sizes, default",
+    [("small_first.mkv", [(64, 48), (96, 64)], None), ("large_first.mp4", [(96, 64), (64, 48)], None),
+     ("second_is_default.mkv", [(96, 64), (64, 48)], 1)],
+)
+def test_with_several_video_streams_pyav_decodes_the_one_decord_picks(tmp_path: Path, name: str, sizes: list,
+                                                                     default: int | None) -> None:
+    # FFmpeg 4.1 (decord) and 8.1 (PyAV) rank the streams differently for the last two files
+    path = _write_streams(tmp_path / name, sizes, default)
+    used, crops = _crops(path, "auto")
+    assert used == "pyav"
+    np.testing.assert_array_equal(crops, _crops(path, "decord")[1])
+
+
+def test_video_streams_that_look_alike_are_left_to_decord(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = _write_streams(tmp_path / "two_angles.mkv", [(64, 48), (64, 48)])
+    with caplog.at_level("WARNING"):
+        used, crops = _crops(path, "pyav")
+    assert used == "decord"
+    assert "several video streams match" in caplog.text
+    np.testing.assert_array_equal(crops, _crops(path, "decord")[1])

@@ -73,7 +73,7 @@ def _pyav_source(job: FrameJob, reader, *, asked: bool = True) -> FrameSource:
     """
     from videobert_cli.video.pyav_decode import iter_frame_chunks_pyav, pyav_plan
 
-    plan, why_not = pyav_plan(job.path, job.info.num_frames, job.info.frame_starts)
+    plan, why_not = pyav_plan(job.path, job.info.num_frames, job.info.frame_starts, (job.info.width, job.info.height))
     if plan is None:
         log.log(logging.WARNING if asked else logging.INFO, "%s: decoding with decord, not PyAV: %s", job.path, why_not)
         source = _decord_source(job, reader)

@@ -13,8 +13,10 @@ decoding) reads every packet's pts, so frames are matched by their exact integer
 Equality with decord was checked for 8-bit 4:2:0, 4:2:2 and 4:4:4 (limited and full range,
 BT.601 and BT.709 tags), H.264, VP9 and MPEG-4 Part 2, and rotated MP4s
 (``tests/test_pyav_decoder.py``). Where it is not known to hold (other pixel formats, e.g.
-10-bit, where the two libswscale versions convert differently), or where PyAV's packet index
-disagrees with decord's, :func:`pyav_plan` says why and the caller decodes with decord.
+10-bit, where the two libswscale versions convert differently), where PyAV's packet index
+disagrees with decord's, or where several video streams could be the one decord decodes (the
+two FFmpeg versions rank streams differently), :func:`pyav_plan` says why and the caller
+decodes with decord.
 """
 
 from __future__ import annotations
@@ -45,17 +47,24 @@ def import_av():
 
 @dataclass(frozen=True)
 class PyAVPlan:
-    """What PyAV needs to decode decord's frames: every frame's pts and the keyframes."""
+    """What PyAV needs to decode decord's frames: the stream, every frame's pts, the keyframes."""
 
     pts: np.ndarray  # (num_frames,) int64, presentation order = decord's frame order
     keyframes: np.ndarray  # sorted frame indices of keyframes
+    stream_index: int = 0  # the container's index of the video stream decord decodes
 
 
-def pyav_plan(path: str | Path, num_frames: int, frame_starts: np.ndarray) -> tuple[PyAVPlan | None, str]:
+def pyav_plan(
+    path: str | Path, num_frames: int, frame_starts: np.ndarray, frame_size: tuple[int, int] | None = None
+) -> tuple[PyAVPlan | None, str]:
     """Index the video stream's packets; ``(None, reason)`` where PyAV cannot match decord.
 
     decord's timestamps are float32 seconds (a tick off past ~9 minutes at 1/15360 s), so
     the comparison allows 1 ms; the frames themselves are matched by the integer pts.
+
+    With several video streams, the two FFmpeg versions do not always pick the same one, so
+    the stream must match decord's ``frame_size`` (width, height of its frames) and frame
+    times, and be the only one that does.
     """
     av = import_av()
     try:
@@ -63,23 +72,46 @@ def pyav_plan(path: str | Path, num_frames: int, frame_starts: np.ndarray) -> tu
     except av.error.FFmpegError as exc:
         return None, f"PyAV cannot open it ({exc})"
     try:
-        if not container.streams.video:
+        streams = list(container.streams.video)
+        if not streams:
             return None, "PyAV finds no video stream"
-        stream = container.streams.best("video")
-        time_base = stream.time_base  # read before close(), which clears it
-        pix_fmt = stream.codec_context.pix_fmt
-        if pix_fmt not in EQUAL_PIXEL_FORMATS:
-            return None, f"pixel format {pix_fmt} (PyAV's RGB conversion is only checked equal to decord's for 8-bit YUV)"
-        pts, keys = [], []
-        for packet in container.demux(stream):
+        if len(streams) > 1:
+            if frame_size is None:
+                return None, "several video streams, and decord's frame size is not known"
+            streams = [s for s in streams if sorted((s.codec_context.width, s.codec_context.height)) == sorted(frame_size)]
+            if not streams:
+                return None, "no video stream has decord's frame size"
+        time_bases = {s.index: s.time_base for s in streams}  # read before close(), which clears them
+        pixel_formats = {s.index: s.codec_context.pix_fmt for s in streams}
+        packets: dict[int, tuple[list[int], list[bool]]] = {s.index: ([], []) for s in streams}
+        for packet in container.demux(*streams):
             if packet.pts is None:
                 continue  # the flush packet, or a packet without a time
+            pts, keys = packets[packet.stream.index]
             pts.append(packet.pts)
             keys.append(packet.is_keyframe)
     except av.error.FFmpegError as exc:
         return None, f"PyAV cannot read its packets ({exc})"
     finally:
         container.close()
+    reasons, plans = [], []
+    for index, (pts, keys) in packets.items():
+        plan, why_not = _stream_plan(index, pts, keys, num_frames, frame_starts, time_bases[index], pixel_formats[index])
+        if plan is None:
+            reasons.append(why_not)
+        else:
+            plans.append(plan)
+    if len(plans) > 1:
+        return None, "several video streams match decord's frames; cannot tell which one decord decodes"
+    if not plans:
+        return None, reasons[0] if len(reasons) == 1 else "no video stream matches decord's frames"
+    return plans[0], ""
+
+
+def _stream_plan(index: int, pts: list[int], keys: list[bool], num_frames: int, frame_starts: np.ndarray,
+                 time_base, pix_fmt: str | None) -> tuple[PyAVPlan | None, str]:
+    if pix_fmt not in EQUAL_PIXEL_FORMATS:
+        return None, f"pixel format {pix_fmt} (PyAV's RGB conversion is only checked equal to decord's for 8-bit YUV)"
     if len(pts) != num_frames:
         return None, f"PyAV counts {len(pts)} frames, decord {num_frames}"
     order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
@@ -90,7 +122,7 @@ def pyav_plan(path: str | Path, num_frames: int, frame_starts: np.ndarray) -> tu
     if not np.allclose(seconds, frame_starts, rtol=0, atol=1e-3):
         return None, "PyAV's frame times differ from decord's"
     keyframes = np.nonzero(np.asarray(keys, dtype=bool)[order])[0]  # ascending already
-    return PyAVPlan(sorted_pts, keyframes), ""
+    return PyAVPlan(sorted_pts, keyframes, index), ""
 
 
 def _rgb(frame) -> np.ndarray:
@@ -131,7 +163,7 @@ def _pyav_frames(path: str | Path, plan: PyAVPlan, unique: np.ndarray, threads: 
     except av.error.FFmpegError as exc:  # it opened for the plan; changed or vanished since
         raise decode_failure(path, str(exc)) from exc
     try:
-        stream = container.streams.best("video")
+        stream = next(s for s in container.streams.video if s.index == plan.stream_index)
         stream.thread_count = threads
         frames_out: Iterator | None = None
         position = 0  # frame index of the next frame the decoder returns
