@@ -328,3 +328,25 @@ def test_video_streams_that_look_alike_are_left_to_decord(tmp_path: Path, caplog
     assert used == "decord"
     assert "several video streams match" in caplog.text
     np.testing.assert_array_equal(crops, _crops(path, "decord")[1])
+
+
+@pytest.mark.parametrize("name, codec, options", [
+    ("open_gop.mp4", "libx264", {"g": "20", "bf": "3", "preset": "ultrafast",
+                                 "x264-params": "open-gop=1:bframes=3:b-pyramid=normal"}),
+    ("mpeg2.mkv", "mpeg2video", {"g": "12", "bf": "2"}),
+])
+def test_open_gop_streams_get_the_right_frames_by_default(tmp_path: Path, name: str, codec: str, options: dict) -> None:
+    """On open-GOP streams, decord's skipping and seeking return wrong frames for sparse
+    samples (from the first B-frame that leads a GOP on); PyAV, the default, returns the frames
+    that decord itself gives when it decodes every frame in order."""
+    path = _write(tmp_path / name, frames=90, codec=codec, options=options)
+    every_index, every_frame, _ = _frames(path, SamplingConfig(fps=30.0), "decord")  # no skip, no seek
+    in_order = dict(zip(every_index.tolist(), every_frame))
+    for sampling in (SamplingConfig(fps=5.0), SamplingConfig(fps=None, num_frames=7)):
+        indices, frames, used = _frames(path, sampling, "auto")
+        assert used == "pyav"
+        for index, frame in zip(indices.tolist(), frames):
+            np.testing.assert_array_equal(frame, in_order[index], err_msg=f"{name} frame {index}")
+    # what the default avoids: decord's own sparse path disagrees with its in-order decoding
+    indices, frames, _ = _frames(path, SamplingConfig(fps=5.0), "decord")
+    assert any(not np.array_equal(frame, in_order[index]) for index, frame in zip(indices.tolist(), frames))
