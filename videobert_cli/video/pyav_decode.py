@@ -6,8 +6,9 @@ model could use and memory that depends on timing. Here the caller's thread demu
 decodes, and only the sampled frames are converted to RGB, so nothing runs while the consumer
 waits and memory stays at the decoder's own reference frames.
 
-The frames must be the ones decord gives, pixel for pixel: sampling plans and timestamps still
-come from decord's probe (:func:`videobert_cli.video.decode.probe_video`), and decord's frame
+The frames must be the ones decord gives, pixel for pixel, when it decodes in order (on
+open-GOP streams decord's own skipping and seeking return shifted frames; see the README's
+known limitations): sampling plans and timestamps still come from decord's probe (:func:`videobert_cli.video.decode.probe_video`), and decord's frame
 ``i`` is the ``i``-th packet of the video stream in presentation order. A demux pass (no
 decoding) reads every packet's pts, so frames are matched by their exact integer pts.
 Equality with decord was checked for 8-bit 4:2:0, 4:2:2 and 4:4:4 (limited and full range,
@@ -81,6 +82,9 @@ def pyav_plan(
             streams = [s for s in streams if sorted((s.codec_context.width, s.codec_context.height)) == sorted(frame_size)]
             if not streams:
                 return None, "no video stream has decord's frame size"
+        if all(s.codec_context.pix_fmt not in EQUAL_PIXEL_FORMATS for s in streams):  # no need to demux
+            return _stream_plan(streams[0].index, [], [], num_frames, frame_starts, streams[0].time_base,
+                                streams[0].codec_context.pix_fmt)
         time_bases = {s.index: s.time_base for s in streams}  # read before close(), which clears them
         pixel_formats = {s.index: s.codec_context.pix_fmt for s in streams}
         packets: dict[int, tuple[list[int], list[bool]]] = {s.index: ([], []) for s in streams}
