@@ -350,3 +350,28 @@ def test_open_gop_streams_get_the_right_frames_by_default(tmp_path: Path, name: 
     # what the default avoids: decord's own sparse path disagrees with its in-order decoding
     indices, frames, _ = _frames(path, SamplingConfig(fps=5.0), "decord")
     assert any(not np.array_equal(frame, in_order[index]) for index, frame in zip(indices.tolist(), frames))
+
+
+@pytest.mark.parametrize("name, codec, options", [
+    ("transport.ts", "libx264", {"g": "20", "bf": "2", "preset": "ultrafast"}),
+    ("program.mpg", "mpeg2video", {"g": "12", "bf": "2"}),
+])
+def test_containers_where_pyav_seeking_is_unchecked_are_left_to_decord(tmp_path: Path, name: str, codec: str,
+                                                                       options: dict) -> None:
+    path = _write(tmp_path / name, frames=60, codec=codec, options=options)
+    for sampling in (SamplingConfig(fps=5.0), SamplingConfig(fps=30.0)):
+        indices, frames, used = _frames(path, sampling, "auto")
+        assert used == "decord"
+        reference_indices, reference, _ = _frames(path, sampling, "decord")
+        np.testing.assert_array_equal(indices, reference_indices)
+        np.testing.assert_array_equal(frames, reference)
+    plan, why_not = _pyav_plan_of(path)
+    assert plan is None and "container format" in why_not
+
+
+def _pyav_plan_of(path: Path):
+    from videobert_cli.video import pyav_decode
+
+    reader = open_video(path, num_threads=1)
+    info = probe_video(reader, path)
+    return pyav_decode.pyav_plan(path, info.num_frames, info.frame_starts, (info.width, info.height))

@@ -30,6 +30,9 @@ import numpy as np
 
 from videobert_cli.errors import ConfigError, VideoDecodeError
 
+#: container formats (FFmpeg demuxer names) where PyAV's seeking was checked against decord;
+#: others (MPEG-TS/PS, whose byte-based seeking missed frames, FLV, Ogg, ...) go to decord
+CHECKED_CONTAINERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi"})
 #: pixel formats whose RGB conversion was checked equal to decord's
 EQUAL_PIXEL_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
 
@@ -73,6 +76,8 @@ def pyav_plan(
     except av.error.FFmpegError as exc:
         return None, f"PyAV cannot open it ({exc})"
     try:
+        if container.format.name not in CHECKED_CONTAINERS:
+            return None, f"container format {container.format.name} (PyAV's seeking is only checked in MP4/MOV, Matroska/WebM and AVI)"
         streams = list(container.streams.video)
         if not streams:
             return None, "PyAV finds no video stream"
