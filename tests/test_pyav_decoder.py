@@ -375,3 +375,22 @@ def _pyav_plan_of(path: Path):
     reader = open_video(path, num_threads=1)
     info = probe_video(reader, path)
     return pyav_decode.pyav_plan(path, info.num_frames, info.frame_starts, (info.width, info.height))
+
+
+def test_decord_on_an_open_gop_stream_says_its_frames_may_be_shifted(tmp_path: Path) -> None:
+    from videobert_cli.pipeline.decoding import OPEN_GOP_WARNING
+
+    open_gop = _write(tmp_path / "open_gop.mp4", frames=60, options={
+        "g": "20", "bf": "3", "preset": "ultrafast", "x264-params": "open-gop=1:bframes=3:b-pyramid=normal"})
+    closed_gop = _write(tmp_path / "closed_gop.mp4", frames=60)  # B-frames too, but closed GOPs
+    notes = {}
+    for path in (open_gop, closed_gop):
+        for decoder in ("decord", "auto"):
+            config = PipelineConfig(sampling=SamplingConfig(fps=5.0), runtime=RuntimeConfig(device="cpu", decoder=decoder))
+            info, stream = decode_crops(path, config, CROP)
+            list(stream)
+            notes[path.name, decoder] = (info.decoder, info.decoder_note)
+    assert notes["open_gop.mp4", "decord"] == ("decord", OPEN_GOP_WARNING)
+    assert notes["open_gop.mp4", "auto"] == ("pyav", "")  # PyAV gets these frames right
+    assert notes["closed_gop.mp4", "decord"] == ("decord", "")
+    assert notes["closed_gop.mp4", "auto"] == ("pyav", "")

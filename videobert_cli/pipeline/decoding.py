@@ -55,14 +55,31 @@ class FrameSource:
     chunks: FrameChunks
     suspend: Callable[[], None]
     decoder: str
-    note: str = ""  # why this decoder and not the one asked for, when they differ
+    note: str = ""  # a warning for the manifest: why not the decoder asked for, or what to beware of
+
+
+#: the manifest warning for open-GOP streams decoded by decord
+OPEN_GOP_WARNING = ("decord may return shifted frames here: this stream has open GOPs (decord counts frames in "
+                    "decoding order when it skips or seeks); --decoder auto decodes such MP4/Matroska/AVI files with PyAV")
 
 
 def _decord_source(job: FrameJob, reader) -> FrameSource:
     path, threads = job.path, job.decode_threads  # the reopen closure must not hold the reader
+    note = ""
+    if len(job.indices):
+        from videobert_cli.video.pyav_decode import decode_order_differs
+
+        try:
+            keyframes = np.asarray(reader.get_key_indices(), dtype=np.int64)
+        except Exception:  # some containers have no index: decord skips without seeking
+            keyframes = None
+        if keyframes is not None and decode_order_differs(path, keyframes):
+            log.warning("%s: %s", path, OPEN_GOP_WARNING)
+            note = OPEN_GOP_WARNING
     handle = ReaderHandle(reader, lambda: open_video(path, num_threads=threads))
     chunks = iter_frame_chunks(handle, job.indices, chunk_frames=job.chunk_frames, path=job.path, transform=job.transform)
-    return FrameSource(chunks, handle.suspend, "decord")
+    return FrameSource(chunks, handle.suspend, "decord", note)
+
 
 
 def _pyav_source(job: FrameJob, reader, *, asked: bool = True) -> FrameSource:
@@ -77,7 +94,8 @@ def _pyav_source(job: FrameJob, reader, *, asked: bool = True) -> FrameSource:
     if plan is None:
         log.log(logging.WARNING if asked else logging.INFO, "%s: decoding with decord, not PyAV: %s", job.path, why_not)
         source = _decord_source(job, reader)
-        source.note = f"decoded with decord, not PyAV: {why_not}" if asked else ""
+        if asked:
+            source.note = "; ".join(filter(None, [f"decoded with decord, not PyAV: {why_not}", source.note]))
         return source
     del reader  # decord must not decode ahead in the background while PyAV decodes
     # nothing runs between calls here, so there is nothing to stop while the consumer waits

@@ -117,6 +117,27 @@ def pyav_plan(
     return plans[0], ""
 
 
+def decode_order_differs(path: str | Path, decord_keyframes: np.ndarray) -> bool:
+    """Whether decord's keyframe indices (decoding order) differ from the keyframes' places in
+    display order: on such open-GOP streams decord's skipping and seeking return shifted
+    frames. ``False`` where PyAV is missing or cannot read the file (nothing is known)."""
+    try:
+        av = import_av()
+    except ConfigError:
+        return False
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return False
+            stream = container.streams.best("video")
+            packets = [(packet.pts, packet.is_keyframe) for packet in container.demux(stream) if packet.pts is not None]
+    except av.error.FFmpegError:
+        return False
+    packets.sort()
+    in_display_order = [index for index, (_, key) in enumerate(packets) if key]
+    return list(np.asarray(decord_keyframes).tolist()) != in_display_order
+
+
 def _stream_plan(index: int, pts: list[int], keys: list[bool], num_frames: int, frame_starts: np.ndarray,
                  time_base, pix_fmt: str | None) -> tuple[PyAVPlan | None, str]:
     if pix_fmt not in EQUAL_PIXEL_FORMATS:
