@@ -56,7 +56,6 @@ def default_decode(job: DecodeJob, emit: Callable[[tuple], None]) -> None:
     emit(("timings", timer.as_dict()))
 
 
-
 def _capture_stderr():
     """Send fd 2 (where ffmpeg and decord print) to a private temp file we can read back."""
     import tempfile

@@ -81,7 +81,6 @@ def _decord_source(job: FrameJob, reader) -> FrameSource:
     return FrameSource(chunks, handle.suspend, "decord", note)
 
 
-
 def _pyav_source(job: FrameJob, reader, *, asked: bool = True) -> FrameSource:
     """PyAV's frames where they are known to equal decord's, decord's otherwise.
 

@@ -8,8 +8,9 @@ waits and memory stays at the decoder's own reference frames.
 
 The frames must be the ones decord gives, pixel for pixel, when it decodes in order (on
 open-GOP streams decord's own skipping and seeking return shifted frames; see the README's
-known limitations): sampling plans and timestamps still come from decord's probe (:func:`videobert_cli.video.decode.probe_video`), and decord's frame
-``i`` is the ``i``-th packet of the video stream in presentation order. A demux pass (no
+known limitations): sampling plans and timestamps still come from decord's probe
+(:func:`videobert_cli.video.decode.probe_video`), and decord's frame ``i`` is the ``i``-th
+packet of the video stream in presentation order. A demux pass (no
 decoding) reads every packet's pts, so frames are matched by their exact integer pts.
 Equality with decord was checked for 8-bit 4:2:0, 4:2:2 and 4:4:4 (limited and full range,
 BT.601 and BT.709 tags), H.264, VP9 and MPEG-4 Part 2, and rotated MP4s
@@ -88,8 +89,7 @@ def pyav_plan(
             if not streams:
                 return None, "no video stream has decord's frame size"
         if all(s.codec_context.pix_fmt not in EQUAL_PIXEL_FORMATS for s in streams):  # no need to demux
-            return _stream_plan(streams[0].index, [], [], num_frames, frame_starts, streams[0].time_base,
-                                streams[0].codec_context.pix_fmt)
+            return None, _unchecked_pixel_format(streams[0].codec_context.pix_fmt)
         time_bases = {s.index: s.time_base for s in streams}  # read before close(), which clears them
         pixel_formats = {s.index: s.codec_context.pix_fmt for s in streams}
         packets: dict[int, tuple[list[int], list[bool]]] = {s.index: ([], []) for s in streams}
@@ -133,25 +133,34 @@ def decode_order_differs(path: str | Path, decord_keyframes: np.ndarray) -> bool
             packets = [(packet.pts, packet.is_keyframe) for packet in container.demux(stream) if packet.pts is not None]
     except av.error.FFmpegError:
         return False
-    packets.sort()
-    in_display_order = [index for index, (_, key) in enumerate(packets) if key]
-    return list(np.asarray(decord_keyframes).tolist()) != in_display_order
+    pts, keys = zip(*packets) if packets else ((), ())
+    _, keyframes = _display_order(pts, keys)
+    return not np.array_equal(np.asarray(decord_keyframes), keyframes)
+
+
+def _unchecked_pixel_format(pix_fmt: str | None) -> str:
+    return f"pixel format {pix_fmt} (PyAV's RGB conversion is only checked equal to decord's for 8-bit YUV)"
+
+
+def _display_order(pts, keys) -> tuple[np.ndarray, np.ndarray]:
+    """Packets' pts sorted into display order, and the display-order indices of the keyframes."""
+    order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
+    keyframes = np.nonzero(np.asarray(keys, dtype=bool)[order])[0]  # ascending already
+    return np.asarray(pts, dtype=np.int64)[order], keyframes
 
 
 def _stream_plan(index: int, pts: list[int], keys: list[bool], num_frames: int, frame_starts: np.ndarray,
                  time_base, pix_fmt: str | None) -> tuple[PyAVPlan | None, str]:
     if pix_fmt not in EQUAL_PIXEL_FORMATS:
-        return None, f"pixel format {pix_fmt} (PyAV's RGB conversion is only checked equal to decord's for 8-bit YUV)"
+        return None, _unchecked_pixel_format(pix_fmt)
     if len(pts) != num_frames:
         return None, f"PyAV counts {len(pts)} frames, decord {num_frames}"
-    order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
-    sorted_pts = np.asarray(pts, dtype=np.int64)[order]
+    sorted_pts, keyframes = _display_order(pts, keys)
     if len(np.unique(sorted_pts)) != len(sorted_pts):
         return None, "several frames share a timestamp"
     seconds = sorted_pts * float(time_base)
     if not np.allclose(seconds, frame_starts, rtol=0, atol=1e-3):
         return None, "PyAV's frame times differ from decord's"
-    keyframes = np.nonzero(np.asarray(keys, dtype=bool)[order])[0]  # ascending already
     return PyAVPlan(sorted_pts, keyframes, index), ""
 
 
