@@ -164,9 +164,13 @@ def _stream_plan(index: int, pts: list[int], keys: list[bool], num_frames: int, 
     return PyAVPlan(sorted_pts, keyframes, index), ""
 
 
-def _rgb(frame) -> np.ndarray:
-    """The frame as decord shows it: RGB, turned by the stream's display rotation."""
-    image = frame.to_ndarray(format="rgb24")
+def _rgb(frame, threads: int) -> np.ndarray:
+    """The frame as decord shows it: RGB, turned by the stream's display rotation.
+
+    ``threads``: libswscale's threads for the conversion; PyAV >= 17 otherwise starts one per
+    CPU, next to the model's own threads.
+    """
+    image = frame.to_ndarray(format="rgb24", threads=threads)
     quarter_turns = (int(round(frame.rotation / 90.0)) % 4) if frame.rotation else 0
     return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
 
@@ -230,6 +234,6 @@ def _pyav_frames(path: str | Path, plan: PyAVPlan, unique: np.ndarray, threads: 
             except av.error.FFmpegError as exc:
                 raise decoding_failed(frame_index, path, exc) from exc
             position = frame_index + 1
-            yield frame_index, _rgb(frame)
+            yield frame_index, _rgb(frame, threads)
     finally:
         container.close()
