@@ -13,7 +13,8 @@ while foreign load was above ``--max-foreign`` is repeated (up to ``--retries`` 
 waiting for the machine to calm down) and the least disturbed attempt is kept.
 
 Targets (from the issue):
-  T1  720p, --fps 5:  end-to-end frames/s >= 0.85 x model-only frames/s
+  T1  720p, --fps 5:  end-to-end frames/s >= 0.85 x model-only frames/s (1-minute video: the
+      median over --t1-rounds back-to-back pairs of runs)
   T2  1080p, --fps 1: end-to-end time <= 1.2 x max(decode-only time, model-only time)
   T3  peak RSS of the 10-minute video <= 1.2 x that of the 1-minute video (full mode only)
   T4  text: end-to-end tokens/s >= 0.85 x model-only tokens/s
@@ -271,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
                              "default: torch's, one per core); decoding always has its one worker thread")
     parser.add_argument("--decoder", default="auto", help="frame decoder of decode-only and end to end "
                         "(videobert --decoder): auto (the default), pyav or decord")
+    parser.add_argument("--t1-rounds", type=int, default=3,
+                        help="extra back-to-back pairs of model-only and end-to-end runs on the 1-minute 720p "
+                             "video; T1 of that video is their median ratio (0: the single pair of the tables)")
     parser.add_argument("--skip-text", action="store_true")
     parser.add_argument("--skip-fusion", action="store_true")
     parser.add_argument("--render", metavar="JSON", help="only print the report of an earlier --json file")
@@ -355,6 +359,20 @@ def main(argv: list[str] | None = None) -> int:
                 # a 10-minute run is too long to repeat; its foreign load is reported instead
                 res["e2e"][f"{name}@{fps:g}"] = run(f"end-to-end {name} fps {fps:g} {e2e_precision}", spec,
                                                     retries=0 if length != "1min" else None)
+        # T1 pits two runs against each other, and model-only alone swings by +-10% from run to
+        # run on this machine (20.6-24.4 f/s for EfficientNet-Lite0); pairs taken back to back,
+        # in alternating order, and their median ratio say more than one pair
+        res["t1_rounds"] = []
+        for round_index in range(args.t1_rounds):
+            e2e_spec = {**base, "kind": "e2e", "video": videos["720p_1min"]["path"], "fps": 5.0,
+                        "precision": e2e_precision, "device": args.device,
+                        "warmup_video": videos["warmup_720p_4s"]["path"]}
+            model_spec = {**base, "kind": "model", "crops": str(crops), "precision": e2e_precision,
+                          "device": args.device, "min_frames": 2048 if cuda else 256}
+            order = [("e2e", e2e_spec), ("model", model_spec)]
+            pair = {kind: run(f"T1 round {round_index + 1}: {kind}", spec, retries=1)
+                    for kind, spec in (order if round_index % 2 else order[::-1])}
+            res["t1_rounds"].append(pair)
         # a folder of short videos: cross-video batching keeps the model's batches full
         spec = {**base, "kind": "shorts", "video": videos["720p_3s"]["path"], "copies": SHORT_COPIES, "fps": 5.0,
                 "precision": e2e_precision, "device": args.device, "warmup_video": videos["warmup_720p_4s"]["path"]}
@@ -434,9 +452,21 @@ def render(results: dict) -> str:
                     # overlap can reach is model time / ((model + decode CPU seconds) / cores)
                     cores = results["machine"]["cpus"]
                     ceiling = f"; CPU-time ceiling {model_time / ((model_cpu + dec_cpu) / cores):.2f} ({cpu_how})"
-                targets.append([f"T1 {model} {name} fps 5: e2e >= 0.85 x model-only",
-                                f"{frames / e2e_time:.1f} / {model_fps:.1f} = {ratio:.2f}{ceiling}",
-                                mark(ratio >= 0.85, e2e, res["model"][e2e_p])])
+                rounds = res.get("t1_rounds") if length == "1min" else None
+                if rounds:
+                    ratios = [p["e2e"]["fps_excl_load"] / p["model"]["fps"] for p in rounds]
+                    ratio = float(np.median(ratios))
+                    measured = (f"median of {len(rounds)} back-to-back pairs {ratio:.2f} (pairs: "
+                                + ", ".join(f"{p['e2e']['fps_excl_load']:.1f} / {p['model']['fps']:.1f} = {r:.2f}"
+                                            for p, r in zip(rounds, ratios))
+                                + f"; the tables' pair: {frames / e2e_time:.1f} / {model_fps:.1f} = "
+                                  f"{frames / e2e_time / model_fps:.2f}){ceiling}")
+                    checked = [m for p in rounds for m in p.values()]
+                else:
+                    measured = f"{frames / e2e_time:.1f} / {model_fps:.1f} = {ratio:.2f}{ceiling}"
+                    checked = [e2e, res["model"][e2e_p]]
+                targets.append([f"T1 {model} {name} fps 5: e2e >= 0.85 x model-only", measured,
+                                mark(ratio >= 0.85, *checked)])
             if fps == "1":
                 bound_s = 1.2 * max(dec_time, model_time)
                 floor = ""
