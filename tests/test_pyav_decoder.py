@@ -167,6 +167,56 @@ def test_decode_crops_with_pyav_equals_decord(tmp_path: Path) -> None:
     np.testing.assert_array_equal(crops["auto"], crops["decord"])
 
 
+PYRAMID = "bframes=3:b-adapt=0:b-pyramid=normal"
+
+
+@pytest.mark.parametrize(
+    "name, codec, options",
+    [
+        ("h264_pyramid.mp4", "libx264", {"g": "45", "preset": "ultrafast", "crf": "18", "x264-params": PYRAMID}),
+        ("hevc.mp4", "libx265", {"g": "45", "preset": "ultrafast", "crf": "18",
+                                 "x265-params": "bframes=3:b-adapt=0:b-pyramid=1:log-level=error"}),
+        ("mpeg2.mkv", "mpeg2video", {"g": "45", "bf": "2", "qscale": "3"}),
+        ("mpeg4.mkv", "mpeg4", {"g": "45", "bf": "2", "qscale": "3"}),
+    ],
+)
+def test_unsampled_frames_nothing_refers_to_are_skipped_and_the_sampled_ones_are_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, codec: str, options: dict
+) -> None:
+    from av.video.frame import PictureType
+
+    from videobert_cli.video import pyav_decode
+
+    path = _write(tmp_path / name, frames=90, codec=codec, options=options)
+    decoded: list[tuple[int, str]] = []
+    real_decoded = pyav_decode._decoded
+
+    def counting(*args):
+        for frame in real_decoded(*args):
+            decoded.append((frame.pts, PictureType(frame.pict_type).name))
+            yield frame
+
+    # the reference: decord decoding every frame in order (its skipping is off on open GOPs)
+    every_index, every_frame, _ = _frames(path, SamplingConfig(fps=30.0), "decord")
+    monkeypatch.setattr(pyav_decode, "_decoded", counting)
+    counts = {}
+    for skipping in (False, True):
+        if not skipping:
+            monkeypatch.setattr(pyav_decode, "SKIPPABLE_CODECS", frozenset())
+        else:
+            monkeypatch.undo()
+            monkeypatch.setattr(pyav_decode, "_decoded", counting)
+        decoded.clear()
+        indices, frames, used = _frames(path, SamplingConfig(fps=3.0), "pyav")  # every 10th frame
+        assert used == "pyav"
+        np.testing.assert_array_equal(frames, every_frame[np.searchsorted(every_index, indices)])
+        counts[skipping] = len(decoded)
+    sampled = dict(decoded)
+    plan_pts = pyav_decode.pyav_plan(path, 90, probe_video(open_video(path), path).frame_starts, (96, 64))[0].pts
+    assert any(sampled[int(plan_pts[i])] == "B" for i in indices)  # B-frames among the sampled ones
+    assert counts[True] < 0.8 * counts[False]  # and many of the others were never decoded
+
+
 def test_unknown_decoder_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown decoder 'ffmpeg'") as raised:
         RuntimeConfig(decoder="ffmpeg")

@@ -34,6 +34,10 @@ from videobert_cli.errors import ConfigError, VideoDecodeError
 #: container formats (FFmpeg demuxer names) where PyAV's seeking was checked against decord;
 #: others (MPEG-TS/PS, whose byte-based seeking missed frames, FLV, Ogg, ...) go to decord
 CHECKED_CONTAINERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi"})
+#: codecs whose decoders, told to skip non-reference frames (FFmpeg's ``skip_frame = NONREF``),
+#: skip exactly the frames no other frame is predicted from, so the frames that are decoded
+#: are unchanged (checked against decoding every frame in ``tests/test_pyav_decoder.py``)
+SKIPPABLE_CODECS = frozenset({"h264", "hevc", "mpeg2video", "mpeg4"})
 #: pixel formats whose RGB conversion was checked equal to decord's
 EQUAL_PIXEL_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
 
@@ -196,6 +200,17 @@ def iter_frame_chunks_pyav(
                                 chunk_frames=chunk_frames, transform=transform)
 
 
+def _decoded(container, stream, wanted: set[int] | None) -> Iterator:
+    """The stream's frames from the container's position on; with ``wanted`` (pts), frames
+    outside it that are not references for others are skipped instead of decoded (x264's
+    defaults make about half of a B-frame-rich stream such frames)."""
+    context = stream.codec_context
+    for packet in container.demux(stream):
+        if wanted is not None:  # the flush packet has no pts: it drains the decoder in full
+            context.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted else "NONREF"
+        yield from packet.decode()
+
+
 def _pyav_frames(path: str | Path, plan: PyAVPlan, unique: np.ndarray, threads: int) -> Iterator[tuple[int, np.ndarray]]:
     """PyAV's RGB frames at ``unique`` (sorted, distinct indices), matched by pts."""
     from videobert_cli.video.decode import decode_failure, decoding_failed, video_ended_early
@@ -208,6 +223,9 @@ def _pyav_frames(path: str | Path, plan: PyAVPlan, unique: np.ndarray, threads: 
     try:
         stream = next(s for s in container.streams.video if s.index == plan.stream_index)
         stream.thread_count = threads
+        # one decoding thread takes skip_frame for the packet it is handed, which frame threads
+        # would not; frames that no other frame refers to and that are not sampled are not decoded
+        wanted = set(plan.pts[unique].tolist()) if threads == 1 and stream.codec_context.name in SKIPPABLE_CODECS else None
         frames_out: Iterator | None = None
         position = 0  # frame index of the next frame the decoder returns
         for frame_index in unique.tolist():
@@ -217,7 +235,7 @@ def _pyav_frames(path: str | Path, plan: PyAVPlan, unique: np.ndarray, threads: 
             try:
                 if frames_out is None or frame_index < position or key > position:
                     container.seek(int(plan.pts[key]), stream=stream, backward=True, any_frame=False)
-                    frames_out = container.decode(stream)
+                    frames_out = _decoded(container, stream, wanted)
                     position = key
                 while True:
                     frame = next(frames_out)
