@@ -38,7 +38,17 @@ VIDEOS = {
     "1080p_1min": (1920, 1080, 60),
     "720p_10min": (1280, 720, 600),
     "1080p_10min": (1920, 1080, 600),
+    # the same content with 3 B-frames in a pyramid (most real H.264 has B-frames; x264's own
+    # choice puts almost none in the videos above): decode-only rows, for the frames the
+    # decoder may skip
+    "720p_1min_bframes": (1280, 720, 60),
+    "1080p_1min_bframes": (1920, 1080, 60),
 }
+#: x264 settings of the ``_bframes`` videos: preset veryfast would not place B-frames in this
+#: content even when told to (b-adapt=0), so ultrafast with veryfast's main coding tools
+#: switched back on (CABAC, deblocking, 8x8 transform, weighted P, hex search, mbtree)
+BFRAMES_X264 = ("bframes=3:b-adapt=0:b-pyramid=normal:cabac=1:deblock=1:0:0:ref=1:partitions=i8x8,i4x4:me=hex:"
+                "subme=2:weightp=1:8x8dct=1:mbtree=1:rc-lookahead=10:aq-mode=1")
 FPS = 30
 PRESET = "veryfast"
 #: bump when the generator changes, so stale cached files are rebuilt
@@ -46,7 +56,11 @@ VERSION = 1
 
 
 def video_path(name: str) -> Path:
-    return CACHE / f"{name}_v{VERSION}_{PRESET}.mp4"
+    return CACHE / f"{name}_v{VERSION}_{_preset(name)}.mp4"
+
+
+def _preset(name: str) -> str:
+    return "ultrafast-bframes" if name.endswith("_bframes") else PRESET
 
 
 def _planes(width: int, height: int, bank: int, seed: int = 0):
@@ -63,7 +77,8 @@ def _planes(width: int, height: int, bank: int, seed: int = 0):
     return luma, u, v, noise
 
 
-def write_video(path: Path, width: int, height: int, seconds: int, *, preset: str = PRESET) -> dict:
+def write_video(path: Path, width: int, height: int, seconds: int, *, preset: str = PRESET,
+                x264_params: str | None = None) -> dict:
     """Write one synthetic video; returns facts about it (frames, bytes, seconds taken)."""
     import av
 
@@ -82,7 +97,7 @@ def write_video(path: Path, width: int, height: int, seconds: int, *, preset: st
     with av.open(str(tmp), mode="w") as container:
         stream = container.add_stream("libx264", rate=FPS)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": preset, "crf": "23"}
+        stream.options = {"preset": preset, "crf": "23", **({"x264-params": x264_params} if x264_params else {})}
         for index in range(frames):
             shift = (index * 2) % width
             y_plane = np.roll(luma, shift, axis=1).astype(np.int16)
@@ -115,7 +130,7 @@ def write_video(path: Path, width: int, height: int, seconds: int, *, preset: st
         "frames": frames,
         "bytes": path.stat().st_size,
         "generation_s": round(time.perf_counter() - started, 2),
-        "preset": preset,
+        "preset": preset + (f" ({x264_params})" if x264_params else ""),
     }
 
 
@@ -224,8 +239,12 @@ def ensure(names: list[str], transcript_tokens: int) -> dict:
             known[name] = facts[name]
             meta_path.write_text(json.dumps(known, indent=1))
             continue
-        print(f"  generating {name} ({width}x{height}, {seconds} s, libx264 {PRESET}) ...", file=sys.stderr, flush=True)
-        facts[name] = write_video(path, width, height, seconds)
+        print(f"  generating {name} ({width}x{height}, {seconds} s, libx264 {_preset(name)}) ...", file=sys.stderr,
+              flush=True)
+        if name.endswith("_bframes"):
+            facts[name] = write_video(path, width, height, seconds, preset="ultrafast", x264_params=BFRAMES_X264)
+        else:
+            facts[name] = write_video(path, width, height, seconds)
         print(f"  ... {facts[name]['generation_s']} s, {facts[name]['bytes'] / 1e6:.1f} MB", file=sys.stderr, flush=True)
         known[name] = facts[name]
         meta_path.write_text(json.dumps(known, indent=1))

@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: python -m bench.run {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
 
     # inputs (PyAV runs in a child: its FFmpeg must not meet decord's)
-    names = ["warmup_720p_4s", "720p_3s", "720p_1min", "1080p_1min"] + ([] if args.quick else ["720p_10min", "1080p_10min"])
+    names = ["warmup_720p_4s", "720p_3s", "720p_1min", "1080p_1min"] + ([] if args.quick else [
+        "720p_10min", "1080p_10min", "720p_1min_bframes", "1080p_1min_bframes"])
     tokens = 5000 if args.quick else 20000
     out = subprocess.run([sys.executable, "-m", "bench.inputs", "--videos", ",".join(names), "--transcript-tokens",
                           str(tokens)], cwd=ROOT, env=env, capture_output=True, text=True)
@@ -339,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
                 if name == "720p_1min":
                     spec.update(save_crops=str(crops), save_max=300)
                 res["decode"][f"{name}@{fps:g}"] = run(f"decode-only {name} fps {fps:g}", spec)
+                if f"{name}_bframes" in videos:  # decode-only: what skipping unreferenced frames saves
+                    spec = {**base, "kind": "decode", "video": videos[f"{name}_bframes"]["path"], "fps": fps}
+                    res["decode_bframes"] = res.get("decode_bframes", {})
+                    res["decode_bframes"][f"{name}_bframes@{fps:g}"] = run(f"decode-only {name}_bframes fps {fps:g}", spec)
         # model-only on the real crops, per precision (+ fp32 reference for the agreement check)
         for precision in dict.fromkeys(precisions + ["fp32"]):
             feats = work / f"feats_{model}_{precision}.npy"
@@ -532,7 +537,7 @@ def render(results: dict) -> str:
         dec_rows = [[k, d["frames"], f"{d['seconds']:.1f}", f"{d['fps']:.1f}", f"{d['stage'].get('decode', 0):.1f}",
                      f"{d['stage'].get('preprocess', 0):.1f}", _cores_busy(d), f"{d.get('peak_rss_mb', 0):.0f}",
                      load_cell(d)]
-                    for k, d in res["decode"].items()]
+                    for k, d in {**res["decode"], **res.get("decode_bframes", {})}.items()]
         lines.append("")
         lines.append(table(["decode-only (worker path, 1 thread)", "frames", "s", "frames/s", "decode s",
                             "resize+crop s", "cores busy (CPU s / s)", "peak RSS MB", "foreign load"], dec_rows))
