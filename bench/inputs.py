@@ -1,7 +1,8 @@
 """Benchmark inputs: synthetic H.264 videos and a long SRT transcript, cached in ``bench/.cache/``.
 
 Videos are written with PyAV (libx264 preset veryfast, crf 23, yuv420p, 30 fps, x264's
-default GOP of 250 frames and B-frames) and have content the encoder must work on: a drifting
+default GOP of 250 frames; x264 places only 16 B-frames in 1800 frames of this content, so the
+``_bframes`` variants force 3 B-frames in a pyramid) and have content the encoder must work on: a drifting
 colour gradient, three moving rectangles and a little per-frame noise (cycled from a small
 bank so generation stays cheap). Frames are built directly in YUV 4:2:0 (no RGB->YUV
 conversion) for the same reason.
