@@ -3,8 +3,9 @@
 decord decodes in a thread of its own and keeps decoding ahead into a queue with no bound
 after each call (see ``docs/benchmarks.md``, "decord decodes ahead"); that costs CPU the
 model could use and memory that depends on timing. Here the caller's thread demuxes and
-decodes, and only the sampled frames are converted to RGB, so nothing runs while the consumer
-waits and memory stays at the decoder's own reference frames.
+decodes, only the sampled frames are converted to RGB, and frames that are neither sampled nor
+referenced by others are not decoded at all (:func:`_decoded`), so nothing runs while the
+consumer waits and memory stays at the decoder's own reference frames.
 
 The frames must be the ones decord gives, pixel for pixel, when it decodes in order (on
 open-GOP streams decord's own skipping and seeking return shifted frames; see the README's
