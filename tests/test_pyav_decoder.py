@@ -217,6 +217,28 @@ def test_unsampled_frames_nothing_refers_to_are_skipped_and_the_sampled_ones_are
     assert counts[True] < 0.8 * counts[False]  # and many of the others were never decoded
 
 
+def test_hevc_with_several_temporal_sub_layers_is_decoded_in_full(tmp_path: Path) -> None:
+    """HEVC's "sub-layer non-reference" pictures may be references for higher sub-layers, so
+    with more than one (hvcC's numTemporalLayers) nothing is skipped; the frames stay right."""
+    from videobert_cli.video import pyav_decode
+
+    options = {"g": "45", "preset": "ultrafast", "crf": "18",
+               "x265-params": "bframes=3:b-adapt=0:b-pyramid=1:temporal-layers=3:log-level=error"}
+    layered = _write(tmp_path / "layered.mp4", frames=60, codec="libx265", options=options)
+    single = _write(tmp_path / "single.mp4", frames=10, codec="libx265",
+                    options={**options, "x265-params": "bframes=3:log-level=error"})
+    for path, layers in ((layered, 3), (single, 1)):
+        with av.open(str(path)) as container:
+            context = container.streams.video[0].codec_context
+            assert pyav_decode._hevc_temporal_layers(context.extradata) == layers
+            assert pyav_decode._skippable(context) == (layers == 1)
+    assert pyav_decode._hevc_temporal_layers(b"\x00\x00\x00\x01" + bytes(40)) is None  # Annex B: unknown
+    every_index, every_frame, _ = _frames(layered, SamplingConfig(fps=30.0), "decord")
+    indices, frames, used = _frames(layered, SamplingConfig(fps=3.0), "pyav")
+    assert used == "pyav"
+    np.testing.assert_array_equal(frames, every_frame[np.searchsorted(every_index, indices)])
+
+
 def test_unknown_decoder_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown decoder 'ffmpeg'") as raised:
         RuntimeConfig(decoder="ffmpeg")

@@ -37,7 +37,8 @@ from videobert_cli.errors import ConfigError, VideoDecodeError
 CHECKED_CONTAINERS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi"})
 #: codecs whose decoders, told to skip non-reference frames (FFmpeg's ``skip_frame = NONREF``),
 #: skip exactly the frames no other frame is predicted from, so the frames that are decoded
-#: are unchanged (checked against decoding every frame in ``tests/test_pyav_decoder.py``)
+#: are unchanged (checked against decoding every frame in ``tests/test_pyav_decoder.py``);
+#: HEVC only with one temporal sub-layer (see :func:`_skippable`)
 SKIPPABLE_CODECS = frozenset({"h264", "hevc", "mpeg2video", "mpeg4"})
 #: pixel formats whose RGB conversion was checked equal to decord's
 EQUAL_PIXEL_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
@@ -201,6 +202,25 @@ def iter_frame_chunks_pyav(
                                 chunk_frames=chunk_frames, transform=transform)
 
 
+def _skippable(context) -> bool:
+    """Whether the stream's unreferenced frames can be skipped without changing the others.
+
+    HEVC's "sub-layer non-reference" pictures, which FFmpeg skips, are references for the
+    pictures of higher temporal sub-layers; so HEVC only where its configuration record
+    (hvcC, in MP4 and Matroska) says there is one temporal sub-layer.
+    """
+    if context.name not in SKIPPABLE_CODECS:
+        return False
+    return context.name != "hevc" or _hevc_temporal_layers(context.extradata) == 1
+
+
+def _hevc_temporal_layers(extradata: bytes | None) -> int | None:
+    """numTemporalLayers of an HEVC decoder configuration record; ``None`` where not known."""
+    if not extradata or len(extradata) < 23 or extradata[0] != 1:
+        return None  # no hvcC (e.g. Annex B parameter sets in the stream)
+    return (extradata[21] >> 3) & 0x07 or None  # 0: "unknown"
+
+
 def _decoded(container, stream, wanted: set[int] | None) -> Iterator:
     """The stream's frames from the container's position on; with ``wanted`` (pts), frames
     outside it that are not references for others are skipped instead of decoded (x264's
@@ -226,7 +246,7 @@ def _pyav_frames(path: str | Path, plan: PyAVPlan, unique: np.ndarray, threads: 
         stream.thread_count = threads
         # one decoding thread takes skip_frame for the packet it is handed, which frame threads
         # would not; frames that no other frame refers to and that are not sampled are not decoded
-        wanted = set(plan.pts[unique].tolist()) if threads == 1 and stream.codec_context.name in SKIPPABLE_CODECS else None
+        wanted = set(plan.pts[unique].tolist()) if threads == 1 and _skippable(stream.codec_context) else None
         frames_out: Iterator | None = None
         position = 0  # frame index of the next frame the decoder returns
         for frame_index in unique.tolist():
