@@ -23,6 +23,7 @@ from videobert_cli.video.decode import (
     ReaderHandle,
     VideoInfo,
     iter_frame_chunks,
+    key_indices,
     open_video,
     plan_sampling,
     probe_video,
@@ -69,10 +70,7 @@ def _decord_source(job: FrameJob, reader) -> FrameSource:
     if len(job.indices):
         from videobert_cli.video.pyav_decode import decode_order_differs
 
-        try:
-            keyframes = np.asarray(reader.get_key_indices(), dtype=np.int64)
-        except Exception:  # some containers have no index: decord skips without seeking
-            keyframes = None
+        keyframes = key_indices(reader)  # None without an index: decord then skips without seeking
         if keyframes is not None and decode_order_differs(path, keyframes):
             log.warning("%s: %s", path, OPEN_GOP_WARNING)
             note = OPEN_GOP_WARNING

@@ -149,6 +149,15 @@ def open_video(path: str | Path, *, num_threads: int = 0, decoder_log: str = "")
         raise decode_failure(path, str(exc) or exc.__class__.__name__, decoder_log) from exc
 
 
+def key_indices(reader) -> np.ndarray | None:
+    """decord's keyframe indices (int64, in its decoding-order count), or ``None`` where the
+    container has no index."""
+    try:
+        return np.asarray(reader.get_key_indices(), dtype=np.int64)
+    except Exception:  # decord raises its own DECORDError, or fails inside FFmpeg
+        return None
+
+
 def raised_by_a_decoder(error: BaseException) -> bool:
     """Whether ``error`` comes from decord or PyAV (so most likely from a bad file) rather
     than from videobert-cli's own code."""
@@ -420,9 +429,8 @@ def decoding_failed(frame_index: int, path: str | Path, exc: BaseException) -> V
 def _decord_frames(reader, unique: np.ndarray, path: str | Path) -> Iterator[tuple[int, np.ndarray]]:
     """decord's frames at ``unique`` (sorted, distinct indices); ``reader`` may be a ReaderHandle."""
     handle = reader if isinstance(reader, ReaderHandle) else None
-    try:
-        keyframes = np.asarray((handle.get() if handle else reader).get_key_indices(), dtype=np.int64)
-    except Exception:  # some containers have no index; fall back to skipping only
+    keyframes = key_indices(handle.get() if handle else reader)
+    if keyframes is None:  # some containers have no index; fall back to skipping only
         keyframes = np.zeros(0, dtype=np.int64)
     position = None  # index of the frame next() returns
     for frame_index in unique.tolist():
