@@ -57,11 +57,13 @@ VERSION = 1
 
 
 def video_path(name: str) -> Path:
-    return CACHE / f"{name}_v{VERSION}_{_preset(name)}.mp4"
+    preset, x264_params = _encoding(name)
+    return CACHE / f"{name}_v{VERSION}_{preset}{'-bframes' if x264_params else ''}.mp4"
 
 
-def _preset(name: str) -> str:
-    return "ultrafast-bframes" if name.endswith("_bframes") else PRESET
+def _encoding(name: str) -> tuple[str, str | None]:
+    """libx264's preset and extra parameters for the video called ``name``."""
+    return ("ultrafast", BFRAMES_X264) if name.endswith("_bframes") else (PRESET, None)
 
 
 def _planes(width: int, height: int, bank: int, seed: int = 0):
@@ -240,12 +242,9 @@ def ensure(names: list[str], transcript_tokens: int) -> dict:
             known[name] = facts[name]
             meta_path.write_text(json.dumps(known, indent=1))
             continue
-        print(f"  generating {name} ({width}x{height}, {seconds} s, libx264 {_preset(name)}) ...", file=sys.stderr,
-              flush=True)
-        if name.endswith("_bframes"):
-            facts[name] = write_video(path, width, height, seconds, preset="ultrafast", x264_params=BFRAMES_X264)
-        else:
-            facts[name] = write_video(path, width, height, seconds)
+        preset, x264_params = _encoding(name)
+        print(f"  generating {name} ({width}x{height}, {seconds} s, libx264 {preset}) ...", file=sys.stderr, flush=True)
+        facts[name] = write_video(path, width, height, seconds, preset=preset, x264_params=x264_params)
         print(f"  ... {facts[name]['generation_s']} s, {facts[name]['bytes'] / 1e6:.1f} MB", file=sys.stderr, flush=True)
         known[name] = facts[name]
         meta_path.write_text(json.dumps(known, indent=1))

@@ -331,6 +331,15 @@ def main(argv: list[str] | None = None) -> int:
                 "decoder": args.decoder}
         res: dict = {"weights": weights, "decode": {}, "model": {}, "e2e": {}}
         crops = work / f"crops_{model}_720p_fps5.npy"
+
+        def model_spec(precision: str, min_frames: int = 2048 if cuda else 256, **extra) -> dict:
+            return {**base, "kind": "model", "crops": str(crops), "precision": precision, "device": args.device,
+                    "min_frames": min_frames, **extra}
+
+        def e2e_spec(name: str, fps: float) -> dict:
+            return {**base, "kind": "e2e", "video": videos[name]["path"], "fps": fps, "precision": e2e_precision,
+                    "device": args.device, "warmup_video": videos["warmup_720p_4s"]["path"]}
+
         # decode-only (the worker's path) on the 1-minute videos; the 10-minute ones are the same
         # minute remuxed ten times, so their per-frame decode cost is the same
         for res_name, fps in settings:
@@ -347,9 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         # model-only on the real crops, per precision (+ fp32 reference for the agreement check)
         for precision in dict.fromkeys(precisions + ["fp32"]):
             feats = work / f"feats_{model}_{precision}.npy"
-            spec = {**base, "kind": "model", "crops": str(crops), "precision": precision, "device": args.device,
-                    "save_features": str(feats), "min_frames": 2048 if cuda else 256}
-            res["model"][precision] = run(f"model-only {precision}", spec)
+            res["model"][precision] = run(f"model-only {precision}", model_spec(precision, save_features=str(feats)))
         reference = np.load(work / f"feats_{model}_fp32.npy")
         for precision in precisions:
             if precision != "fp32":
@@ -360,31 +367,22 @@ def main(argv: list[str] | None = None) -> int:
         for res_name, fps in settings:
             for length in lengths:
                 name = f"{res_name}_{length}"
-                spec = {**base, "kind": "e2e", "video": videos[name]["path"], "fps": fps, "precision": e2e_precision,
-                        "device": args.device, "warmup_video": videos["warmup_720p_4s"]["path"]}
                 # a 10-minute run is too long to repeat; its foreign load is reported instead
-                res["e2e"][f"{name}@{fps:g}"] = run(f"end-to-end {name} fps {fps:g} {e2e_precision}", spec,
-                                                    retries=0 if length != "1min" else None)
+                res["e2e"][f"{name}@{fps:g}"] = run(f"end-to-end {name} fps {fps:g} {e2e_precision}",
+                                                    e2e_spec(name, fps), retries=0 if length != "1min" else None)
                 if (res_name, length) == ("720p", "10min"):
                     # this machine's speed drifts over minutes (model-only alone, 150 s: 18.6-21.1
                     # f/s per 10 batches), so T1 of a 3-minute run needs a model-only run as long,
                     # taken right after it, not the 11-second one above
                     frames = res["e2e"][f"{name}@{fps:g}"]["frames"]
-                    spec = {**base, "kind": "model", "crops": str(crops), "precision": e2e_precision,
-                            "device": args.device, "min_frames": frames}
-                    res["model_long"] = run(f"model-only {e2e_precision}, {frames} frames (as long as {name})", spec,
-                                            retries=0)
+                    res["model_long"] = run(f"model-only {e2e_precision}, {frames} frames (as long as {name})",
+                                            model_spec(e2e_precision, frames), retries=0)
         # T1 pits two runs against each other, and model-only alone swings by +-10% from run to
         # run on this machine (20.6-24.4 f/s for EfficientNet-Lite0); pairs taken back to back,
         # in alternating order, and their median ratio say more than one pair
         res["t1_rounds"] = []
+        order = [("e2e", e2e_spec("720p_1min", 5.0)), ("model", model_spec(e2e_precision))]
         for round_index in range(args.t1_rounds):
-            e2e_spec = {**base, "kind": "e2e", "video": videos["720p_1min"]["path"], "fps": 5.0,
-                        "precision": e2e_precision, "device": args.device,
-                        "warmup_video": videos["warmup_720p_4s"]["path"]}
-            model_spec = {**base, "kind": "model", "crops": str(crops), "precision": e2e_precision,
-                          "device": args.device, "min_frames": 2048 if cuda else 256}
-            order = [("e2e", e2e_spec), ("model", model_spec)]
             pair = {kind: run(f"T1 round {round_index + 1}: {kind}", spec, retries=1)
                     for kind, spec in (order if round_index % 2 else order[::-1])}
             res["t1_rounds"].append(pair)
