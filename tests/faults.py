@@ -1,5 +1,6 @@
-"""Decode functions that misbehave like real broken decoders, for the batch runner's worker,
-and hooks that make a device worker of the local engine die or fail mid-video.
+"""Decode functions that misbehave like real broken decoders (or report on the decode process)
+for the batch runner's worker, and hooks that make a device worker of the local engine die or
+fail mid-video.
 
 They live in their own importable module because the decode worker and the device workers are
 processes started from a fork server that import their targets by name.
@@ -38,6 +39,30 @@ def slow_frames(job, emit) -> None:
         emit(message)
 
     default_decode(job, slow_emit)
+
+
+def record_thread_niceness(job, emit) -> None:
+    """Decode normally; when the first chunk is ready, write the niceness of every thread of
+    the decode process to ``<video>.niceness`` (one per line)."""
+    recorded = []
+
+    def recording_emit(message):
+        if message[0] == "chunk" and not recorded:
+            recorded.extend(thread_niceness(task) for task in Path("/proc/self/task").iterdir())
+            Path(job.path + ".niceness").write_text("\n".join(map(str, recorded)))
+        emit(message)
+
+    default_decode(job, recording_emit)
+
+
+def thread_niceness(task: Path) -> int:
+    """The niceness of one thread, from its ``/proc/<pid>/task/<tid>/stat`` (field 19)."""
+    return int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def recorded_niceness(video: Path) -> list[int]:
+    """What :func:`record_thread_niceness` wrote for ``video``: one niceness per thread."""
+    return [int(line) for line in Path(str(video) + ".niceness").read_text().split()]
 
 
 # --- in a device worker of the local engine (`run --device cpu,cpu`, engine option _worker_hook) ---

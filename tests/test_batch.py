@@ -32,8 +32,10 @@ from videobert_cli.config import (
     VideoModelConfig,
 )
 from videobert_cli.errors import EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_SOME_FAILED, EXIT_USAGE
+from videobert_cli.pipeline.decode_worker import CPU_DECODER_NICENESS, DecodeWorker, decoder_niceness
 from videobert_cli.pipeline.inputs import plan_inputs
 from videobert_cli.pipeline.runner import MANIFEST_NAME, RunOptions, run_batch
+from videobert_cli.pipeline.stages import VideoStage
 from videobert_cli.store.hdf5 import is_complete
 
 FAST_MODEL = ["--video-model", "mobilenet_v3_small", "--video-weights", "none"]
@@ -270,6 +272,38 @@ def test_crashing_decoder_costs_one_video(tmp_path, tiny_bert):
     status = {Path(r.input).name: (r.status, r.reason) for r in report.records}
     assert status == {"a.mp4": ("ok", ""), "crash.mp4": ("failed", "decoder-crash"), "z.mp4": ("ok", "")}
     assert "signal 11" in [r for r in report.records if r.status == "failed"][0].message
+
+
+# --- scheduling priority of the decoder --------------------------------------------------------
+def expected_decoder_niceness() -> int:
+    return min(19, os.nice(0) + CPU_DECODER_NICENESS)
+
+
+def test_decoder_of_a_cpu_model_runs_at_lower_priority_in_every_thread(tmp_path, tiny_bert):
+    for name in ("a.mp4", "b.mp4"):
+        make_video(tmp_path / "in" / name, num_frames=40, fps=10)
+    own = os.nice(0)
+    report = run_batch(plan_inputs([str(tmp_path / "in")]), tmp_path / "out", fast_config(tiny_bert),
+                       decode=faults.record_thread_niceness)
+    assert [r.status for r in report.records] == ["ok", "ok"]
+    assert os.nice(0) == own  # the encoding process keeps its priority
+    for name in ("a.mp4", "b.mp4"):
+        threads = faults.recorded_niceness(tmp_path / "in" / name)
+        assert len(threads) >= 2  # the worker's own thread and its read-ahead thread at least
+        assert set(threads) == {expected_decoder_niceness()}
+
+
+def test_decode_worker_keeps_its_priority_unless_told(tmp_path, tiny_bert):
+    assert decoder_niceness("cuda:0") == decoder_niceness("cuda") == 0  # a GPU model leaves the CPU to it
+    assert decoder_niceness("cpu") == CPU_DECODER_NICENESS
+    video = make_video(tmp_path / "a.mp4", num_frames=40, fps=10)
+    stage = VideoStage(fast_config(tiny_bert))
+    with DecodeWorker(decode=faults.record_thread_niceness) as worker:
+        job = worker.submit(str(video), stage.decode_config, stage.model.preprocessing)
+        _, chunks = worker.stream(job)
+        frames = np.concatenate([chunk.frame_indices for chunk in chunks])
+    np.testing.assert_array_equal(frames, stage.extract(video).frame_indices)  # decoded in full
+    assert set(faults.recorded_niceness(video)) == {os.nice(0)}
 
 
 # --- incremental runs -------------------------------------------------------------------------

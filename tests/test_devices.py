@@ -327,6 +327,20 @@ def test_a_worker_that_dies_fails_only_its_video_and_is_restarted(fast_config, t
     assert not [p.name for p in out.iterdir() if ".tmp-" in p.name], "a dead worker's temp file remains"
 
 
+def test_each_device_workers_decoder_runs_at_lower_priority_for_a_cpu_model(fast_config, tmp_path):
+    from videobert_cli.engines import run_local
+    from videobert_cli.pipeline.decode_worker import CPU_DECODER_NICENESS
+    from videobert_cli.pipeline.inputs import plan_inputs
+
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        make_video(tmp_path / "in" / name, width=64, height=48, fps=10, num_frames=20)
+    report = run_local(plan_inputs([str(tmp_path / "in")]), tmp_path / "out", on_devices(fast_config, "cpu,cpu"),
+                       decode=faults.record_thread_niceness)
+    assert set(statuses(report).values()) == {("ok", "")}
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        assert set(faults.recorded_niceness(tmp_path / "in" / name)) == {min(19, os.nice(0) + CPU_DECODER_NICENESS)}
+
+
 def test_a_full_disk_stops_the_run_with_a_consistent_manifest(fast_config, tmp_path):
     names = ["v1.mp4", "v2_full.mp4", "v3.mp4", "v4.mp4"]
     for name in names:

@@ -251,7 +251,7 @@ def _worker_main(settings: _WorkerSettings, tasks, results, owner_pid: int) -> N
     # service: the parent decides how to stop (finish the current videos first), not the workers
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from videobert_cli.pipeline.decode_worker import DecodeWorker, _exit_with_owner, default_decode
+    from videobert_cli.pipeline.decode_worker import DecodeWorker, _exit_with_owner, decoder_niceness, default_decode
 
     _exit_with_owner(owner_pid)  # a `kill -9` of the run must not leave workers behind
     try:
@@ -262,6 +262,7 @@ def _worker_main(settings: _WorkerSettings, tasks, results, owner_pid: int) -> N
         # and decord: start it now, to do that while the models load, not on the first video
         forkserver.ensure_running()
         pipeline = _load_pipeline(settings)
+        decoder.niceness = decoder_niceness(pipeline.video.device)  # before its process starts
     except BaseException as error:
         results.send(("load-error", _portable(error)))
         return

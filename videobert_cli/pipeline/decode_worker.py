@@ -28,6 +28,22 @@ from videobert_cli.video.models import Preprocessing
 #: decoded chunks allowed in flight between the worker and the parent (bounds memory)
 _QUEUE_CHUNKS = 4
 
+#: how much the decode worker lowers its priority when the model runs on the CPU
+CPU_DECODER_NICENESS = 10
+
+
+def decoder_niceness(model_device) -> int:
+    """The niceness increment for the decode worker of a model on ``model_device``.
+
+    On the CPU the decoder and torch's intra-op threads share the cores, and torch's threads
+    wait for each other at the end of every parallel operation: when the scheduler gives the
+    decoder a core in the middle of one, the other model thread waits, so the model loses
+    more time than the decoder gains. At a lower priority the decoder mostly runs when a
+    model thread would wait anyway (benchmarked in docs/benchmarks.md, "Decoder priority").
+    A GPU model leaves the CPU to the decoder, which is then what feeds it: no change.
+    """
+    return CPU_DECODER_NICENESS if str(model_device) == "cpu" else 0
+
 
 @dataclass(frozen=True)
 class DecodeJob:
@@ -112,10 +128,19 @@ def _exit_with_owner(owner_pid: int) -> None:
 
 
 def _worker_main(
-    jobs: mp.Queue, results: mp.Queue, decode: Callable, owner_pid: int | None = None, quiet_decoder: bool = True
+    jobs: mp.Queue,
+    results: mp.Queue,
+    decode: Callable,
+    owner_pid: int | None = None,
+    quiet_decoder: bool = True,
+    niceness: int = 0,
 ) -> None:
     # The parent handles Ctrl-C; the worker must not die of it mid-chunk.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if niceness:
+        # before this process starts any thread: Linux keeps a niceness per thread, and a new
+        # thread inherits the one of the thread that starts it
+        os.nice(niceness)
     if owner_pid is not None:
         _exit_with_owner(owner_pid)
     import torch
@@ -201,8 +226,12 @@ class DecodeWorker:
         *,
         timeout: float = 120.0,
         decode: Callable[[DecodeJob, Callable], None] = default_decode,
+        niceness: int = 0,
     ):
+        """``niceness``: how much the worker process lowers its scheduling priority (see
+        :func:`decoder_niceness`); takes effect when the next worker process starts."""
         self.timeout = timeout
+        self.niceness = niceness
         self._decode = decode
         self._context = _worker_context()
         self._process = None
@@ -216,7 +245,10 @@ class DecodeWorker:
         self._jobs = self._context.Queue()
         self._results = self._context.Queue(maxsize=_QUEUE_CHUNKS)
         self._process = self._context.Process(
-            target=_worker_main, args=(self._jobs, self._results, self._decode, os.getpid()), daemon=True,
+            target=_worker_main,
+            args=(self._jobs, self._results, self._decode, os.getpid()),
+            kwargs={"niceness": self.niceness},
+            daemon=True,
             name="videobert-decode",
         )
         with _main_module_hidden():

@@ -448,7 +448,7 @@ def run_batch(
     ``decode`` replaces the worker's decode function (a module-level callable; tests use it to
     simulate hanging decoders).
     """
-    from videobert_cli.pipeline.decode_worker import DecodeWorker, default_decode
+    from videobert_cli.pipeline.decode_worker import DecodeWorker, decoder_niceness, default_decode
     from videobert_cli.pipeline.stages import SharedBatches
 
     config = config or PipelineConfig()
@@ -501,7 +501,8 @@ def run_batch(
         manifest.write({"type": "run", "started_at": report.started_at, "tool_version": __version__,
                         "config_hash": config_hash, "inputs": len(plan), "pid": os.getpid()})
         observer.on_start(len(plan))
-        worker = DecodeWorker(timeout=options.timeout, decode=decode or default_decode)
+        worker = DecodeWorker(timeout=options.timeout, decode=decode or default_decode,
+                              niceness=decoder_niceness(pipeline.video.device))
         writer = _WriteBehind()
         todo = [entry for entry in plan if entry[2]]
         submitted: dict[int, object] = {}
