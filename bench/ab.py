@@ -1,0 +1,123 @@
+"""A/B of two commits end to end: alternating pairs of model-only and end-to-end runs.
+
+    python -m bench.ab 6186928 HEAD                      # EfficientNet-Lite0, 720p 1-minute, --fps 5, 6 rounds
+    python -m bench.ab 6186928 HEAD --video 1080p_1min --fps 1 --e2e-only --rounds 4
+
+On a small CPU machine one model-only run moves by +-10% from the next (see
+docs/benchmarks.md), more than most changes are worth. This driver checks both commits out
+into temporary git worktrees and, round after round, runs ``bench.measure`` of each one in
+turn (the order alternates between rounds): model-only on the benchmark's saved crops, then
+end to end on one video. Each measurement is a fresh interpreter whose ``videobert_cli`` is
+the worktree's (``bench.measure`` prints which package it measured; the driver checks it). It
+prints every pair, then per commit the mean and median end-to-end frames/s, the median ratio
+to its model-only run, and in how many rounds B was faster than A.
+
+Inputs are the benchmark's (``bench/inputs.py``, cached in ``bench/.cache``); the crops for
+model-only are made by a decode-only run of this checkout when they are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import inputs
+from bench.run import BATCH, ROOT, weights_for
+
+
+def _measure(checkout: Path, spec: dict, env: dict) -> dict:
+    out = subprocess.run([sys.executable, "-m", "bench.measure", json.dumps(spec)], cwd=checkout, env=env,
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"bench.measure failed in {checkout}:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if Path(result["package"]).resolve() != (checkout / "videobert_cli").resolve():
+        raise RuntimeError(f"measured {result['package']}, not the worktree {checkout}")
+    return result
+
+
+def _crops(model: str, weights: str, env: dict) -> Path:
+    """The 720p fps-5 crops model-only encodes (the benchmark's own file, made if missing)."""
+    path = inputs.CACHE / "work" / f"crops_{model}_720p_fps5.npy"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        spec = {"kind": "decode", "model": model, "weights": weights, "batch_size": BATCH,
+                "video": str(inputs.video_path("720p_1min")), "fps": 5.0, "save_crops": str(path), "save_max": 300}
+        _measure(ROOT, spec, env)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("a", help="commit A (e.g. the one before a change)")
+    parser.add_argument("b", help="commit B")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--model", default="efficientnet-lite0")
+    parser.add_argument("--video", default="720p_1min", choices=sorted(inputs.VIDEOS))
+    parser.add_argument("--fps", type=float, default=5.0)
+    parser.add_argument("--e2e-only", action="store_true", help="no model-only runs (no ratios)")
+    args = parser.parse_args(argv)
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", VIDEOBERT_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.pop("PYTHONPATH", None)  # each measurement imports the package of its own worktree
+    out = subprocess.run([sys.executable, "-m", "bench.inputs", "--videos", f"warmup_720p_4s,720p_1min,{args.video}",
+                          "--transcript-tokens", "5000"], cwd=ROOT, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        print(out.stderr, file=sys.stderr)
+        return 1
+    weights = weights_for(args.model)
+    base = {"model": args.model, "weights": weights, "batch_size": BATCH, "threads": None, "device": "cpu",
+            "precision": "fp32"}
+    model_spec = {**base, "kind": "model", "crops": str(_crops(args.model, weights, env)), "min_frames": 256}
+    e2e_spec = {**base, "kind": "e2e", "video": str(inputs.video_path(args.video)), "fps": args.fps,
+                "warmup_video": str(inputs.video_path("warmup_720p_4s"))}
+
+    results: dict[str, list[tuple[float, float | None]]] = {"A": [], "B": []}
+    with tempfile.TemporaryDirectory(prefix="videobert-ab-") as tmp:
+        checkouts = {}
+        try:
+            for label, rev in (("A", args.a), ("B", args.b)):
+                checkouts[label] = Path(tmp) / label
+                subprocess.run(["git", "worktree", "add", "--detach", "-q", str(checkouts[label]), rev], cwd=ROOT,
+                               check=True)
+            commits = {label: subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=path, check=True,
+                                             capture_output=True, text=True).stdout.strip()
+                       for label, path in checkouts.items()}
+            print(f"A = {args.a} ({commits['A']}), B = {args.b} ({commits['B']}); {args.model}, {args.video} at "
+                  f"--fps {args.fps:g}, {args.rounds} rounds")
+            for round_ in range(args.rounds):
+                for label in ("A", "B") if round_ % 2 == 0 else ("B", "A"):
+                    started = time.strftime("%H:%M:%S")
+                    model = None if args.e2e_only else _measure(checkouts[label], model_spec, env)["fps"]
+                    e2e = _measure(checkouts[label], e2e_spec, env)
+                    fps = e2e["fps_excl_load"]
+                    results[label].append((fps, model))
+                    stages = " ".join(f"{k}={v:.1f}" for k, v in sorted(e2e["timings"].items())
+                                      if isinstance(v, (int, float)))
+                    shown = f"model-only {model:6.2f}  ratio {fps / model:.3f}  " if model else ""
+                    print(f"{started} round {round_} {label}: {shown}end to end {fps:6.2f} f/s  ({stages})",
+                          flush=True)
+        finally:
+            for path in checkouts.values():
+                subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False)
+
+    for label in ("A", "B"):
+        fps = [f for f, _ in results[label]]
+        line = f"{label}: end to end mean {statistics.mean(fps):.2f}, median {statistics.median(fps):.2f} f/s"
+        if not args.e2e_only:
+            line += f"; ratio to model-only median {statistics.median(f / m for f, m in results[label]):.3f}"
+        print(line)
+    wins = sum(b[0] > a[0] for a, b in zip(results["A"], results["B"]))
+    print(f"B faster than A in {wins} of {args.rounds} rounds")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
