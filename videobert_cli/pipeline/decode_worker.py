@@ -38,9 +38,10 @@ def decoder_niceness(model_device) -> int:
     On the CPU the decoder and torch's intra-op threads share the cores, and torch's threads
     wait for each other at the end of every parallel operation: when the scheduler gives the
     decoder a core in the middle of one, the other model thread waits, so the model loses
-    more time than the decoder gains. At a lower priority the decoder mostly runs when a
-    model thread would wait anyway (benchmarked in docs/benchmarks.md, "Decoder priority").
-    A GPU model leaves the CPU to the decoder, which is then what feeds it: no change.
+    more time than the decoder gains. At a lower priority the scheduler gives the model's
+    threads the cores first (+8% frames/s end to end on 2 cores; docs/benchmarks.md, round of
+    2026-11-28 07:05 UTC). A GPU model leaves the CPU to the decoder, which is then what feeds
+    it: no change.
     """
     return CPU_DECODER_NICENESS if str(model_device) == "cpu" else 0
 
