@@ -19,8 +19,6 @@ model-only are made by a decode-only run of this checkout when they are missing.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import subprocess
 import sys
@@ -29,28 +27,25 @@ import time
 from pathlib import Path
 
 from bench import inputs
-from bench.run import BATCH, ROOT, weights_for
+from bench.run import (BATCH, ROOT, end_to_end_spec, ensure_inputs, measurement_env, model_only_spec,
+                       run_measurement, weights_for)
 
 
-def _measure(checkout: Path, spec: dict, env: dict) -> dict:
-    out = subprocess.run([sys.executable, "-m", "bench.measure", json.dumps(spec)], cwd=checkout, env=env,
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"bench.measure failed in {checkout}:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+def _measure(checkout: Path, spec: dict) -> dict:
+    result = run_measurement(spec, env=measurement_env(checkout), checkout=checkout)
     if Path(result["package"]).resolve() != (checkout / "videobert_cli").resolve():
         raise RuntimeError(f"measured {result['package']}, not the worktree {checkout}")
     return result
 
 
-def _crops(model: str, weights: str, env: dict) -> Path:
+def _crops(model: str, weights: str) -> Path:
     """The 720p fps-5 crops model-only encodes (the benchmark's own file, made if missing)."""
     path = inputs.CACHE / "work" / f"crops_{model}_720p_fps5.npy"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         spec = {"kind": "decode", "model": model, "weights": weights, "batch_size": BATCH,
                 "video": str(inputs.video_path("720p_1min")), "fps": 5.0, "save_crops": str(path), "save_max": 300}
-        _measure(ROOT, spec, env)
+        _measure(ROOT, spec)
     return path
 
 
@@ -65,19 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--e2e-only", action="store_true", help="no model-only runs (no ratios)")
     args = parser.parse_args(argv)
 
-    env = dict(os.environ, HF_HUB_OFFLINE="1", VIDEOBERT_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    env.pop("PYTHONPATH", None)  # each measurement imports the package of its own worktree
-    out = subprocess.run([sys.executable, "-m", "bench.inputs", "--videos", f"warmup_720p_4s,720p_1min,{args.video}",
-                          "--transcript-tokens", "5000"], cwd=ROOT, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        print(out.stderr, file=sys.stderr)
+    try:
+        videos = ensure_inputs(["warmup_720p_4s", "720p_1min", args.video], 5000, measurement_env())
+    except RuntimeError as error:
+        print(error, file=sys.stderr)
         return 1
     weights = weights_for(args.model)
-    base = {"model": args.model, "weights": weights, "batch_size": BATCH, "threads": None, "device": "cpu",
-            "precision": "fp32"}
-    model_spec = {**base, "kind": "model", "crops": str(_crops(args.model, weights, env)), "min_frames": 256}
-    e2e_spec = {**base, "kind": "e2e", "video": str(inputs.video_path(args.video)), "fps": args.fps,
-                "warmup_video": str(inputs.video_path("warmup_720p_4s"))}
+    base = {"model": args.model, "weights": weights, "batch_size": BATCH, "threads": None}
+    model_spec = model_only_spec(base, _crops(args.model, weights), "fp32", "cpu", 256)
+    e2e_spec = end_to_end_spec(base, videos[args.video]["path"], args.fps, "fp32", "cpu",
+                               videos["warmup_720p_4s"]["path"])
 
     results: dict[str, list[tuple[float, float | None]]] = {"A": [], "B": []}
     with tempfile.TemporaryDirectory(prefix="videobert-ab-") as tmp:
@@ -95,15 +87,15 @@ def main(argv: list[str] | None = None) -> int:
             for round_ in range(args.rounds):
                 for label in ("A", "B") if round_ % 2 == 0 else ("B", "A"):
                     started = time.strftime("%H:%M:%S")
-                    model = None if args.e2e_only else _measure(checkouts[label], model_spec, env)["fps"]
-                    e2e = _measure(checkouts[label], e2e_spec, env)
+                    model = None if args.e2e_only else _measure(checkouts[label], model_spec)["fps"]
+                    e2e = _measure(checkouts[label], e2e_spec)
                     fps = e2e["fps_excl_load"]
                     results[label].append((fps, model))
                     stages = " ".join(f"{k}={v:.1f}" for k, v in sorted(e2e["timings"].items())
                                       if isinstance(v, (int, float)))
                     shown = f"model-only {model:6.2f}  ratio {fps / model:.3f}  " if model else ""
-                    print(f"{started} round {round_} {label}: {shown}end to end {fps:6.2f} f/s  ({stages})",
-                          flush=True)
+                    print(f"{started} round {round_} {label}: {shown}end to end {fps:6.2f} f/s  ({stages}; "
+                          f"foreign load {e2e['_load']['foreign_cores']:.2f} cores)", flush=True)
         finally:
             for path in checkouts.values():
                 subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False)

@@ -109,15 +109,45 @@ def foreign_now(seconds: float = 1.0) -> float:
     return (busy1 - busy0) / seconds
 
 
-def run_measurement(spec: dict, *, env: dict, timeout: float = 3600) -> dict:
-    """Run one measurement in a fresh interpreter; adds load and CPU accounting to its result."""
+def measurement_env(checkout: Path = ROOT) -> dict:
+    """The environment of a measurement: offline, importing ``videobert_cli`` from ``checkout``."""
+    return dict(os.environ, HF_HUB_OFFLINE="1", VIDEOBERT_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                PYTHONPATH=str(checkout) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def ensure_inputs(names: list[str], transcript_tokens: int, env: dict) -> dict:
+    """bench.inputs in a child (its PyAV's FFmpeg must not meet decord's); {name: facts}."""
+    out = subprocess.run([sys.executable, "-m", "bench.inputs", "--videos", ",".join(names), "--transcript-tokens",
+                          str(transcript_tokens)], cwd=ROOT, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"bench.inputs failed:\n{out.stderr}")
+    if out.stderr.strip():
+        print(out.stderr.rstrip())
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def model_only_spec(base: dict, crops: Path, precision: str, device: str, min_frames: int, **extra) -> dict:
+    """A model-only measurement: ``base``'s model on the saved ``crops``."""
+    return {**base, "kind": "model", "crops": str(crops), "precision": precision, "device": device,
+            "min_frames": min_frames, **extra}
+
+
+def end_to_end_spec(base: dict, video: str, fps: float, precision: str, device: str, warmup_video: str) -> dict:
+    """An end-to-end measurement: ``api.run`` on ``video`` after a warm-up run on ``warmup_video``."""
+    return {**base, "kind": "e2e", "video": str(video), "fps": fps, "precision": precision, "device": device,
+            "warmup_video": str(warmup_video)}
+
+
+def run_measurement(spec: dict, *, env: dict, timeout: float = 3600, checkout: Path = ROOT) -> dict:
+    """Run one measurement in a fresh interpreter in ``checkout`` (``env`` from
+    :func:`measurement_env` of the same checkout); adds load and CPU accounting to its result."""
     load_before = os.getloadavg()[0]
     busy0, _ = _cpu_busy_s()
     driver0 = time.process_time()
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.measure", json.dumps(spec)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=checkout, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     seen: dict[int, float] = {}
     deadline = time.monotonic() + timeout
@@ -286,8 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render(saved))
         return 0
 
-    env = dict(os.environ, HF_HUB_OFFLINE="1", VIDEOBERT_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = measurement_env()
     os.environ.update({k: env[k] for k in ("HF_HUB_OFFLINE", "VIDEOBERT_OFFLINE", "TRANSFORMERS_OFFLINE")})
     cuda = args.device.startswith("cuda")
     precisions = [p for p in (args.precision or ("fp16,bf16" if cuda else "fp32,bf16")).split(",") if p]
@@ -306,14 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     names = ["warmup_720p_4s", "720p_3s", "720p_1min", "1080p_1min"] + ([] if args.quick else [
         "720p_10min", "1080p_10min", "720p_1min_bframes", "1080p_1min_bframes"])
     tokens = 5000 if args.quick else 20000
-    out = subprocess.run([sys.executable, "-m", "bench.inputs", "--videos", ",".join(names), "--transcript-tokens",
-                          str(tokens)], cwd=ROOT, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        print(out.stderr, file=sys.stderr)
+    try:
+        videos = ensure_inputs(names, tokens, env)
+    except RuntimeError as error:
+        print(error, file=sys.stderr)
         return 1
-    if out.stderr.strip():
-        print(out.stderr.rstrip())
-    videos = json.loads(out.stdout.strip().splitlines()[-1])
     work = inputs.CACHE / "work"
     work.mkdir(parents=True, exist_ok=True)
 
@@ -333,12 +359,11 @@ def main(argv: list[str] | None = None) -> int:
         crops = work / f"crops_{model}_720p_fps5.npy"
 
         def model_spec(precision: str, min_frames: int = 2048 if cuda else 256, **extra) -> dict:
-            return {**base, "kind": "model", "crops": str(crops), "precision": precision, "device": args.device,
-                    "min_frames": min_frames, **extra}
+            return model_only_spec(base, crops, precision, args.device, min_frames, **extra)
 
         def e2e_spec(name: str, fps: float) -> dict:
-            return {**base, "kind": "e2e", "video": videos[name]["path"], "fps": fps, "precision": e2e_precision,
-                    "device": args.device, "warmup_video": videos["warmup_720p_4s"]["path"]}
+            return end_to_end_spec(base, videos[name]["path"], fps, e2e_precision, args.device,
+                                   videos["warmup_720p_4s"]["path"])
 
         # decode-only (the worker's path) on the 1-minute videos; the 10-minute ones are the same
         # minute remuxed ten times, so their per-frame decode cost is the same
