@@ -13,7 +13,7 @@ import signal
 import time
 from pathlib import Path
 
-from videobert_cli.pipeline.decode_worker import default_decode
+from videobert_cli.pipeline.decode_worker import CPU_DECODER_NICENESS, default_decode
 
 
 def hang_on_marked_files(job, emit) -> None:
@@ -57,7 +57,12 @@ def record_thread_niceness(job, emit) -> None:
 
 def thread_niceness(task: Path) -> int:
     """The niceness of one thread, from its ``/proc/<pid>/task/<tid>/stat`` (field 19)."""
-    return int((task / "stat").read_text().rsplit(")", 1)[1].split()[16])
+    return int(_stat_fields(task / "stat")[16])
+
+
+def lowered_niceness() -> int:
+    """The niceness a decode worker started from this process has for a CPU model."""
+    return min(19, os.nice(0) + CPU_DECODER_NICENESS)
 
 
 def recorded_niceness(video: Path) -> list[int]:
@@ -98,7 +103,7 @@ def descendants(pid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                parents[int(entry.name)] = int(_stat_fields(entry / "stat")[1])
             except (OSError, IndexError, ValueError):
                 continue
     found, frontier = [], [pid]
@@ -113,7 +118,13 @@ def descendants(pid: int) -> list[int]:
 def running(pid: int) -> bool:
     """Whether ``pid`` exists and is not a zombie."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        state = _stat_fields(Path(f"/proc/{pid}/stat"))[0]
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+def _stat_fields(stat: Path) -> list[str]:
+    """The fields of a ``/proc/.../stat`` file after the command name (field 3, the state, first);
+    the name is in parentheses and may itself hold spaces and parentheses."""
+    return stat.read_text().rsplit(")", 1)[1].split()

@@ -275,10 +275,6 @@ def test_crashing_decoder_costs_one_video(tmp_path, tiny_bert):
 
 
 # --- scheduling priority of the decoder --------------------------------------------------------
-def expected_decoder_niceness() -> int:
-    return min(19, os.nice(0) + CPU_DECODER_NICENESS)
-
-
 def test_decoder_of_a_cpu_model_runs_at_lower_priority_in_every_thread(tmp_path, tiny_bert):
     for name in ("a.mp4", "b.mp4"):
         make_video(tmp_path / "in" / name, num_frames=40, fps=10)
@@ -290,7 +286,7 @@ def test_decoder_of_a_cpu_model_runs_at_lower_priority_in_every_thread(tmp_path,
     for name in ("a.mp4", "b.mp4"):
         threads = faults.recorded_niceness(tmp_path / "in" / name)
         assert len(threads) >= 2  # the worker's own thread and its read-ahead thread at least
-        assert set(threads) == {expected_decoder_niceness()}
+        assert set(threads) == {faults.lowered_niceness()}
 
 
 def test_decode_worker_keeps_its_priority_unless_told(tmp_path, tiny_bert):
