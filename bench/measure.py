@@ -475,8 +475,6 @@ def measure_text(spec: dict) -> dict:
 
 def measure_fusion(spec: dict) -> dict:
     """fuse_one on random features of length L (video only): time and peak RSS growth."""
-    import torch
-
     from videobert_cli.config import PipelineConfig
     from videobert_cli.pipeline.stages import FusionStage
 

@@ -169,7 +169,6 @@ def test_torchvision_video_models_are_clip_entries_with_their_feature_dims():
 
 
 def test_run_with_a_clip_model_matches_extract_video(tmp_path):
-    from videobert_cli.config import FusionConfigOptions, TextModelConfig  # noqa: F401
     from videobert_cli.pipeline.inputs import plan_inputs
     from videobert_cli.pipeline.runner import run_batch
 
