@@ -2,6 +2,7 @@
 
     python -m bench.ab 6186928 HEAD                      # EfficientNet-Lite0, 720p 1-minute, --fps 5, 6 rounds
     python -m bench.ab 6186928 HEAD --video 1080p_1min --fps 1 --e2e-only --rounds 4
+    python -m bench.ab HEAD HEAD --env-b OMP_WAIT_POLICY=PASSIVE   # one commit, two environments
 
 On a small CPU machine one model-only run moves by +-10% from the next (see
 docs/benchmarks.md), more than most changes are worth. This driver checks both commits out
@@ -31,8 +32,9 @@ from bench.run import (BATCH, ROOT, end_to_end_spec, ensure_inputs, measurement_
                        run_measurement, weights_for)
 
 
-def _measure(checkout: Path, spec: dict) -> dict:
-    result = run_measurement(spec, env=measurement_env(checkout), checkout=checkout)
+def _measure(checkout: Path, spec: dict, extra_env: dict[str, str] | None = None) -> dict:
+    env = {**measurement_env(checkout), **(extra_env or {})}
+    result = run_measurement(spec, env=env, checkout=checkout)
     if Path(result["package"]).resolve() != (checkout / "videobert_cli").resolve():
         raise RuntimeError(f"measured {result['package']}, not the worktree {checkout}")
     return result
@@ -49,6 +51,17 @@ def _crops(model: str, weights: str) -> Path:
     return path
 
 
+def _assignments(pairs: list[str]) -> dict[str, str]:
+    """``["NAME=VALUE", ...]`` as a dict; a pair without ``=`` is a usage error."""
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"expected NAME=VALUE, got {pair!r}")
+        env[name] = value
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", help="commit A (e.g. the one before a change)")
@@ -58,7 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video", default="720p_1min", choices=sorted(inputs.VIDEOS))
     parser.add_argument("--fps", type=float, default=5.0)
     parser.add_argument("--e2e-only", action="store_true", help="no model-only runs (no ratios)")
+    for label in ("a", "b"):
+        parser.add_argument(f"--env-{label}", action="append", default=[], metavar="NAME=VALUE",
+                            help=f"set this in the environment of {label.upper()}'s measurements (repeatable)")
     args = parser.parse_args(argv)
+    try:
+        extra_env = {"A": _assignments(args.env_a), "B": _assignments(args.env_b)}
+    except ValueError as error:
+        parser.error(str(error))
 
     try:
         videos = ensure_inputs(["warmup_720p_4s", "720p_1min", args.video], 5000, measurement_env())
@@ -82,13 +102,15 @@ def main(argv: list[str] | None = None) -> int:
             commits = {label: subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=path, check=True,
                                              capture_output=True, text=True).stdout.strip()
                        for label, path in checkouts.items()}
-            print(f"A = {args.a} ({commits['A']}), B = {args.b} ({commits['B']}); {args.model}, {args.video} at "
-                  f"--fps {args.fps:g}, {args.rounds} rounds")
+            for label, rev in (("A", args.a), ("B", args.b)):
+                settings = " ".join(f"{k}={v}" for k, v in extra_env[label].items())
+                print(f"{label} = {rev} ({commits[label]}){' with ' + settings if settings else ''}")
+            print(f"{args.model}, {args.video} at --fps {args.fps:g}, {args.rounds} rounds")
             for round_ in range(args.rounds):
                 for label in ("A", "B") if round_ % 2 == 0 else ("B", "A"):
                     started = time.strftime("%H:%M:%S")
-                    model = None if args.e2e_only else _measure(checkouts[label], model_spec)["fps"]
-                    e2e = _measure(checkouts[label], e2e_spec)
+                    model = None if args.e2e_only else _measure(checkouts[label], model_spec, extra_env[label])["fps"]
+                    e2e = _measure(checkouts[label], e2e_spec, extra_env[label])
                     fps = e2e["fps_excl_load"]
                     results[label].append((fps, model))
                     stages = " ".join(f"{k}={v:.1f}" for k, v in sorted(e2e["timings"].items())
