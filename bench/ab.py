@@ -3,6 +3,7 @@
     python -m bench.ab 6186928 HEAD                      # EfficientNet-Lite0, 720p 1-minute, --fps 5, 6 rounds
     python -m bench.ab 6186928 HEAD --video 1080p_1min --fps 1 --e2e-only --rounds 4
     python -m bench.ab HEAD HEAD --env-b OMP_WAIT_POLICY=PASSIVE   # one commit, two environments
+    python -m bench.ab HEAD~1 HEAD --engine ray --e2e-only         # end to end on the Ray engine
 
 On a small CPU machine one model-only run moves by +-10% from the next (see
 docs/benchmarks.md), more than most changes are worth. This driver checks both commits out
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video", default="720p_1min", choices=sorted(inputs.VIDEOS))
     parser.add_argument("--fps", type=float, default=5.0)
     parser.add_argument("--e2e-only", action="store_true", help="no model-only runs (no ratios)")
+    parser.add_argument("--engine", default="local", choices=["local", "ray"],
+                        help="engine of the end-to-end runs (ray: a local instance with every core)")
     for label in ("a", "b"):
         parser.add_argument(f"--env-{label}", action="append", default=[], metavar="NAME=VALUE",
                             help=f"set this in the environment of {label.upper()}'s measurements (repeatable)")
@@ -90,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     model_spec = model_only_spec(base, _crops(args.model, weights), "fp32", "cpu", 256)
     e2e_spec = end_to_end_spec(base, videos[args.video]["path"], args.fps, "fp32", "cpu",
                                videos["warmup_720p_4s"]["path"])
+    if args.engine != "local":
+        e2e_spec["engine"] = args.engine
 
     results: dict[str, list[tuple[float, float | None]]] = {"A": [], "B": []}
     with tempfile.TemporaryDirectory(prefix="videobert-ab-") as tmp:
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             for label, rev in (("A", args.a), ("B", args.b)):
                 settings = " ".join(f"{k}={v}" for k, v in extra_env[label].items())
                 print(f"{label} = {rev} ({commits[label]}){' with ' + settings if settings else ''}")
-            print(f"{args.model}, {args.video} at --fps {args.fps:g}, {args.rounds} rounds")
+            print(f"{args.model}, {args.video} at --fps {args.fps:g}, {args.rounds} rounds, {args.engine} engine")
             for round_ in range(args.rounds):
                 for label in ("A", "B") if round_ % 2 == 0 else ("B", "A"):
                     started = time.strftime("%H:%M:%S")
