@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--e2e-only", action="store_true", help="no model-only runs (no ratios)")
     parser.add_argument("--engine", default="local", choices=["local", "ray"],
                         help="engine of the end-to-end runs (ray: a local instance with every core)")
+    parser.add_argument("--engine-option", action="append", default=[], metavar="NAME=NUMBER",
+                        help="an engine option of the end-to-end runs, e.g. cpus_per_worker=2 (repeatable)")
     for label in ("a", "b"):
         parser.add_argument(f"--env-{label}", action="append", default=[], metavar="NAME=VALUE",
                             help=f"set this in the environment of {label.upper()}'s measurements (repeatable)")
@@ -95,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                                videos["warmup_720p_4s"]["path"])
     if args.engine != "local":
         e2e_spec["engine"] = args.engine
+    try:
+        e2e_spec["engine_options"] = {k: float(v) for k, v in _assignments(args.engine_option).items()}
+    except ValueError as error:
+        parser.error(f"--engine-option: {error}")
 
     results: dict[str, list[tuple[float, float | None]]] = {"A": [], "B": []}
     with tempfile.TemporaryDirectory(prefix="videobert-ab-") as tmp:
@@ -110,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             for label, rev in (("A", args.a), ("B", args.b)):
                 settings = " ".join(f"{k}={v}" for k, v in extra_env[label].items())
                 print(f"{label} = {rev} ({commits[label]}){' with ' + settings if settings else ''}")
-            print(f"{args.model}, {args.video} at --fps {args.fps:g}, {args.rounds} rounds, {args.engine} engine")
+            options = " ".join(f"{k}={v:g}" for k, v in e2e_spec["engine_options"].items())
+            print(f"{args.model}, {args.video} at --fps {args.fps:g}, {args.rounds} rounds, {args.engine} engine"
+                  f"{' with ' + options if options else ''}")
             for round_ in range(args.rounds):
                 for label in ("A", "B") if round_ % 2 == 0 else ("B", "A"):
                     started = time.strftime("%H:%M:%S")

@@ -275,8 +275,8 @@ def _engine(spec: dict) -> dict:
     """``api.run``'s engine arguments for ``spec["engine"]`` (default: the local engine).
 
     For Ray, one local instance with every core serves the warm-up and the timed run (its start
-    is then outside both), with the engine's default workers; a Ray run's record seconds are
-    the model actor's time for the video.
+    is then outside both), with ``spec["engine_options"]`` (default: the engine's defaults); a
+    Ray run's record seconds are the model actor's time for the video.
     """
     if spec.get("engine", "local") == "local":
         return {}
@@ -284,7 +284,7 @@ def _engine(spec: dict) -> dict:
 
     if not ray.is_initialized():
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    return {"engine": spec["engine"]}
+    return {"engine": spec["engine"], "engine_options": dict(spec.get("engine_options", {}))}
 
 
 def _warm_up(config, spec: dict, work: Path) -> float:
