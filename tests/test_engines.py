@@ -12,9 +12,7 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -29,7 +27,6 @@ from videobert_cli.api import run
 from videobert_cli.cli.app import app
 from videobert_cli.errors import EXIT_SOME_FAILED, EXIT_USAGE, UsageError
 from videobert_cli.index import read_index
-from videobert_cli.pipeline.decode_worker import CPU_DECODER_NICENESS
 from videobert_cli.pipeline.runner import MANIFEST_NAME, RunOptions
 from videobert_cli.store.hdf5 import is_complete
 
@@ -211,64 +208,6 @@ def test_lost_stuck_and_hanging_workers_are_retried_or_reported(ray_session, fas
     assert sorted(inputs) == sorted(names), "every video is recorded exactly once"
     assert sorted(p.name for p in out.glob("*.h5")) == ["crash_once.h5", "good.h5"]
     assert all(is_complete(p) for p in out.glob("*.h5"))
-
-
-def record_decode_niceness(path: str) -> None:
-    """In the decode task: write the task thread's niceness and that of a thread it starts (as
-    the decoder's threads are) to ``<video>.niceness``."""
-    started = []
-    thread = threading.Thread(target=lambda: started.append(os.getpriority(os.PRIO_PROCESS, 0)))
-    thread.start()
-    thread.join()
-    Path(path + ".niceness").write_text(f"{os.getpriority(os.PRIO_PROCESS, 0)} {started[0]}")
-
-
-def record_actor_niceness(item) -> None:
-    """In the model actor: write its niceness to ``<video>.actor-niceness``."""
-    Path(str(item.path) + ".actor-niceness").write_text(str(os.getpriority(os.PRIO_PROCESS, 0)))
-
-
-def test_decode_tasks_of_a_cpu_model_run_at_lower_priority(ray_session, fast_config, tmp_path):
-    names = [f"v{i}.mp4" for i in range(4)]
-    for name in names:
-        make_video(tmp_path / "in" / name, width=64, height=48, fps=10, num_frames=10)
-    report = run([str(tmp_path / "in")], tmp_path / "out", fast_config, RunOptions(), engine="ray",
-                 engine_options={**ONE_WORKER, "_decode_hook": record_decode_niceness,
-                                 "_actor_hook": record_actor_niceness}, stdin=io.StringIO())
-    assert report.exit_code == 0, report.summary()
-    decode = {tuple(map(int, (tmp_path / "in" / f"{n}.niceness").read_text().split())) for n in names}
-    actor = {int((tmp_path / "in" / f"{n}.actor-niceness").read_text()) for n in names}
-    # Ray starts every worker, actors included, at its own worker niceness (RAY_worker_niceness,
-    # 15 by default): the decode tasks go 10 below the model actor, which keeps its priority
-    assert len(actor) == 1
-    lowered = min(19, actor.pop() + CPU_DECODER_NICENESS)
-    assert decode == {(lowered, lowered)}
-
-
-_LOWER_TWICE = """
-import json, os, threading
-from videobert_cli.engines.ray_engine import lower_decode_priority
-
-base = os.getpriority(os.PRIO_PROCESS, 0)
-go, seen = threading.Event(), []
-def later_task():  # a thread Ray started before the first task, running a later task
-    go.wait()
-    seen.append(lower_decode_priority(10))
-    seen.append(os.getpriority(os.PRIO_PROCESS, 0))
-other = threading.Thread(target=later_task)
-other.start()
-seen += [lower_decode_priority(10), lower_decode_priority(10), os.getpriority(os.PRIO_PROCESS, 0)]
-go.set()
-other.join()
-print(json.dumps({"base": base, "seen": seen}))
-"""
-
-
-def test_a_reused_task_worker_is_lowered_once_in_every_thread():
-    # in a child: a niceness cannot be raised back, and this test must not slow the others down
-    out = subprocess.run([sys.executable, "-c", _LOWER_TWICE], capture_output=True, text=True, check=True)
-    result = json.loads(out.stdout)
-    assert result["seen"] == [min(19, result["base"] + 10)] * 5
 
 
 class StopAfterFirst:

@@ -53,7 +53,6 @@ from videobert_cli.errors import (
     VideoBertError,
     VideoDecodeError,
 )
-from videobert_cli.pipeline.decode_worker import decoder_niceness
 from videobert_cli.pipeline.inputs import VideoInput
 from videobert_cli.pipeline.lock import OutputLock
 from videobert_cli.pipeline.runner import (
@@ -187,45 +186,11 @@ class _StderrCapture:
             self._file = None
 
 
-#: a task worker's niceness before a decode task first lowered it (Ray reuses a job's task workers)
-_TASK_WORKER_NICENESS: int | None = None
-
-
-def lower_decode_priority(increment: int) -> int:
-    """Put the calling thread, and so the threads it starts next, ``increment`` below the
-    priority this Ray task worker had before its first decode task; return the niceness now.
-
-    The local engine's decode worker does the same (``decoder_niceness``): a CPU model's
-    threads get the cores first. Ray starts all its workers, the model actors too, at its
-    worker niceness (``RAY_worker_niceness``, 15 by default), so here the decoder goes from 15
-    to 19: the model's threads then weigh 2.4 times the decoder's with the scheduler, not 9
-    times as for the local engine's 0 and 10. Linux keeps a niceness per thread and new
-    threads inherit it, so setting it at the start of the task covers the decoder's own
-    threads. Ray runs the next decode task of this job in the same worker process, perhaps in
-    another thread: the target is counted from the worker's first value, so a thread already
-    there is not lowered again, and a worker is never raised back (that needs privileges; all
-    of a run's tasks want the same increment anyway).
-    """
-    global _TASK_WORKER_NICENESS
-    current = os.getpriority(os.PRIO_PROCESS, 0)  # who=0: the calling thread, on Linux
-    if _TASK_WORKER_NICENESS is None:
-        _TASK_WORKER_NICENESS = current
-    target = min(19, _TASK_WORKER_NICENESS + increment)
-    if current < target:
-        os.setpriority(os.PRIO_PROCESS, 0, target)
-        return target
-    return current
-
-
-def _decode_task(path: str, config: PipelineConfig, preprocessing, chunk_frames: int, cwd: str | None, hook,
-                 niceness: int = 0):
+def _decode_task(path: str, config: PipelineConfig, preprocessing, chunk_frames: int, cwd: str | None, hook):
     """Yield ``("started", pid)``, ``("info", VideoInfo)``, ``("chunk", indices, times, crops)``...,
-    ``("timings", dict)``; or ``("error", InputError)`` - the messages of the local decode worker.
-    ``niceness``: see :func:`lower_decode_priority`."""
+    ``("timings", dict)``; or ``("error", InputError)`` - the messages of the local decode worker."""
     if cwd and os.path.isdir(cwd):
         os.chdir(cwd)  # relative input paths mean what they meant to the driver
-    if niceness:
-        lower_decode_priority(niceness)
     import torch
 
     torch.set_num_threads(1)  # resize/crop is light; leave the cores to the encoders
@@ -315,7 +280,7 @@ class _DecodeStream:
         self.worker = worker
         self.timeout = worker.options.timeout
         self.gen = remote.remote(path, video.decode_config, video.model.preprocessing, worker.options.chunk_frames,
-                                 worker.cwd, worker.settings.decode_hook, decoder_niceness(video.device))
+                                 worker.cwd, worker.settings.decode_hook)
         self.finished = False
         self.on_done: Callable[[], None] | None = None
 
