@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -53,6 +54,18 @@ def record_thread_niceness(job, emit) -> None:
         emit(message)
 
     default_decode(job, recording_emit)
+
+
+def record_new_imports(job, emit) -> None:
+    """Decode normally; write the modules that decoding imported to ``<video>.imports``."""
+    before = set(sys.modules)
+    default_decode(job, emit)
+    Path(job.path + ".imports").write_text("\n".join(sorted(set(sys.modules) - before)))
+
+
+def recorded_imports(video: Path) -> list[str]:
+    """What :func:`record_new_imports` wrote for ``video``."""
+    return Path(str(video) + ".imports").read_text().split()
 
 
 def thread_niceness(task: Path) -> int:

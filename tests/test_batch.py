@@ -301,6 +301,19 @@ def test_decode_worker_keeps_its_priority_unless_told(tmp_path, tiny_bert):
     assert set(faults.recorded_niceness(video)) == {os.nice(0)}
 
 
+def test_a_new_decode_worker_has_its_decoders_imported_already(tmp_path, tiny_bert):
+    # every run, device worker and restart after a crash forks a new worker from the fork
+    # server: what the worker's first video imports, each of them pays for again (numpy.ma
+    # alone, imported by np.unique on first use, took 0.3 s of a niced worker)
+    video = make_video(tmp_path / "a.mp4", num_frames=40, fps=10)
+    stage = VideoStage(fast_config(tiny_bert))
+    with DecodeWorker(decode=faults.record_new_imports) as worker:
+        job = worker.submit(str(video), stage.decode_config, stage.model.preprocessing)
+        _, chunks = worker.stream(job)
+        assert len(np.concatenate([chunk.frame_indices for chunk in chunks])) == 4  # fps 1 of 4 s
+    assert faults.recorded_imports(video) == []
+
+
 # --- incremental runs -------------------------------------------------------------------------
 def test_changed_input_and_changed_config_are_redone(tmp_path, tiny_bert):
     source = tmp_path / "in"
