@@ -164,6 +164,7 @@ def _video_config(spec: dict):
             batch_size=spec.get("batch_size", 32),
             num_threads=spec.get("threads"),
             decoder=spec.get("decoder", "auto"),
+            decode_threads=int(spec.get("decode_threads", 1)),
         ),
     )
 
@@ -193,7 +194,7 @@ def measure_decode(spec: dict) -> dict:
     frames = 0
     started = time.perf_counter()
     cpu_started = time.process_time()  # all threads: decord decodes in a thread of its own
-    info, chunks = decode_crops(spec["video"], config, preprocessing, chunk_frames=16, decode_threads=1, timer=timer)
+    info, chunks = decode_crops(spec["video"], config, preprocessing, chunk_frames=16, timer=timer)
     opened = time.perf_counter()
     for chunk in chunks:
         frames += len(chunk.frame_indices)

@@ -303,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                              "default: torch's, one per core); decoding always has its one worker thread")
     parser.add_argument("--decoder", default="auto", help="frame decoder of decode-only and end to end "
                         "(videobert --decoder): auto (the default), pyav or decord")
+    parser.add_argument("--decode-threads", type=int, default=1,
+                        help="decoding threads per video of decode-only and end to end (videobert --decode-threads)")
     parser.add_argument("--t1-rounds", type=int, default=3,
                         help="extra back-to-back pairs of model-only and end-to-end runs on the 1-minute 720p "
                              "video; T1 of that video is their median ratio (0: the single pair of the tables)")
@@ -346,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Runner(args, env)
     results: dict = {"mode": mode, "machine": facts, "device": args.device, "precisions": precisions,
                      "max_foreign": args.max_foreign, "threads": args.threads, "decoder": args.decoder,
-                     "e2e_precision": e2e_precision, "inputs": videos, "models": {}}
+                     "decode_threads": args.decode_threads, "e2e_precision": e2e_precision, "inputs": videos, "models": {}}
     settings = [("720p", 5.0), ("1080p", 1.0)]
     lengths = ["1min"] + ([] if args.quick else ["10min"])
 
@@ -354,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         weights = weights_for(model)
         print(f"\n== {model} (weights: {weights}) ==", flush=True)
         base = {"model": model, "weights": weights, "batch_size": BATCH, "threads": args.threads,
-                "decoder": args.decoder}
+                "decoder": args.decoder, "decode_threads": args.decode_threads}
         res: dict = {"weights": weights, "decode": {}, "model": {}, "e2e": {}}
         crops = work / f"crops_{model}_720p_fps5.npy"
 
@@ -459,7 +461,9 @@ def render(results: dict) -> str:
 
     for model, res in results["models"].items():
         decoder = results.get("decoder", "decord")  # runs before the decoder option were decord
-        lines.append(f"### {model} (weights: {res['weights']}, batch {BATCH}, end to end at {e2e_p}, decoder {decoder})\n")
+        decode_threads = results.get("decode_threads", 1)
+        lines.append(f"### {model} (weights: {res['weights']}, batch {BATCH}, end to end at {e2e_p}, decoder {decoder}"
+                     f"{f', {decode_threads} decoding threads' if decode_threads != 1 else ''})\n")
         rows = []
         model_fps = res["model"][e2e_p]["fps"]
         for key, e2e in res["e2e"].items():
@@ -562,7 +566,7 @@ def render(results: dict) -> str:
                      load_cell(d)]
                     for k, d in {**res["decode"], **res.get("decode_bframes", {})}.items()]
         lines.append("")
-        lines.append(table(["decode-only (worker path, 1 thread)", "frames", "s", "frames/s", "decode s",
+        lines.append(table([f"decode-only (worker path, {decode_threads} decoding thread{'s' if decode_threads > 1 else ''})", "frames", "s", "frames/s", "decode s",
                             "resize+crop s", "cores busy (CPU s / s)", "peak RSS MB", "foreign load"], dec_rows))
         lines.append("")
     if "text" in results:

@@ -182,18 +182,22 @@ def test_every_input_gets_its_status_and_reason(corpus_run):
             assert not (out / Path(record["output"]).name).exists()
 
 
-@pytest.mark.parametrize("decoder", ["auto", "pyav"])
-def test_pyav_decoder_gives_every_input_the_same_outcome_and_features(decoder, corpus_run, corpus, tiny_bert, tmp_path):
-    """The default (auto) and --decoder pyav against --decoder decord: same outcomes, frames and
-    features; only an explicit --decoder pyav warns where it falls back to decord."""
+@pytest.mark.parametrize("decoder, decode_threads", [("auto", 1), ("pyav", 1), ("auto", 2)],
+                         ids=["auto", "pyav", "auto-2-threads"])
+def test_pyav_decoder_gives_every_input_the_same_outcome_and_features(decoder, decode_threads, corpus_run, corpus,
+                                                                       tiny_bert, tmp_path):
+    """The default (auto), --decoder pyav and two decoding threads against --decoder decord:
+    same outcomes, frames and features; only an explicit --decoder pyav warns where it falls
+    back to decord."""
     decord_out = tmp_path / "decord-out"
     result = invoke("--quiet", "--decoder", "decord", "run", str(corpus), "-o", str(decord_out), *fast_args(tiny_bert), "--json")
     assert result.exit_code == EXIT_SOME_FAILED, result.output
-    if decoder == "auto":
+    if (decoder, decode_threads) == ("auto", 1):
         out, result = corpus_run  # the default run
     else:
         out = tmp_path / "pyav-out"
-        result = invoke("--quiet", "--decoder", decoder, "run", str(corpus), "-o", str(out), *fast_args(tiny_bert), "--json")
+        result = invoke("--quiet", "--decoder", decoder, "--decode-threads", str(decode_threads), "run", str(corpus),
+                        "-o", str(out), *fast_args(tiny_bert), "--json")
     assert result.exit_code == EXIT_SOME_FAILED, result.output
     seen, reference = records(out), records(decord_out)
     assert set(seen) == set(EXPECTED)

@@ -239,6 +239,39 @@ def test_hevc_with_several_temporal_sub_layers_is_decoded_in_full(tmp_path: Path
     np.testing.assert_array_equal(frames, every_frame[np.searchsorted(every_index, indices)])
 
 
+@pytest.mark.parametrize("decoder", ["pyav", "decord"])
+def test_decoding_threads_give_the_same_crops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decoder: str) -> None:
+    from videobert_cli.pipeline import decoding
+    from videobert_cli.video import pyav_decode
+
+    path = _write(tmp_path / "threads.mp4", frames=90,
+                  options={"g": "45", "preset": "ultrafast", "crf": "18", "x264-params": PYRAMID})
+    used: list[int] = []  # the thread count each decoder was opened with
+    real_pyav_frames, real_open_video = pyav_decode._pyav_frames, decoding.open_video
+    monkeypatch.setattr(pyav_decode, "_pyav_frames",
+                        lambda path, plan, unique, threads: used.append(threads) or real_pyav_frames(path, plan, unique,
+                                                                                                   threads))
+    monkeypatch.setattr(decoding, "open_video",
+                        lambda path, num_threads=0, **kw: used.append(num_threads) or real_open_video(path, num_threads=num_threads, **kw))
+    crops = {}
+    for threads in (1, 2):
+        config = PipelineConfig(sampling=SamplingConfig(fps=3.0),
+                                runtime=RuntimeConfig(device="cpu", decoder=decoder, decode_threads=threads))
+        used.clear()
+        _, stream = decode_crops(path, config, CROP, chunk_frames=4)
+        assert stream.decoder == decoder
+        crops[threads] = np.concatenate([chunk.crops.numpy() for chunk in stream])
+        assert set(used) == {threads}, used  # decord's reader (both decoders open one) and PyAV's stream
+    assert len(crops[1]) == 9
+    np.testing.assert_array_equal(crops[2], crops[1])
+
+
+def test_decoding_threads_are_checked_and_leave_the_fingerprint_alone() -> None:
+    with pytest.raises(ConfigError, match="--decode-threads must be at least 1, got 0"):
+        RuntimeConfig(decode_threads=0)
+    assert PipelineConfig(runtime=RuntimeConfig(decode_threads=2)).fingerprint() == PipelineConfig().fingerprint()
+
+
 def test_unknown_decoder_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown decoder 'ffmpeg'") as raised:
         RuntimeConfig(decoder="ffmpeg")

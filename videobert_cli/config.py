@@ -157,6 +157,11 @@ class RuntimeConfig:
     ``device``: ``auto``, ``cpu``, ``cuda``, ``cuda:N``; for ``run`` also several devices, one
     worker process each: a list (``cuda:0,cuda:1``, ``cpu,cpu``) or ``all`` (every visible GPU).
     See :mod:`videobert_cli.devices`.
+
+    ``decode_threads``: FFmpeg's decoding threads per video (the same pixels at any number).
+    One decodes only what the sampled frames need (unreferenced frames are skipped); two let
+    a decoder that is the bottleneck, as for 1080p at ``--fps 1`` on a small CPU machine, use
+    the cores the model leaves idle (docs/benchmarks.md).
     """
 
     device: str = "auto"
@@ -164,8 +169,11 @@ class RuntimeConfig:
     precision: str = "auto"
     num_threads: int | None = None
     decoder: str = "auto"
+    decode_threads: int = 1
 
     def __post_init__(self) -> None:
+        if self.decode_threads < 1:
+            raise ConfigError(f"--decode-threads must be at least 1, got {self.decode_threads}")
         if self.decoder not in ("auto", "decord"):  # fail before any work: unknown, or PyAV not installed
             from videobert_cli.pipeline.decoding import check_frame_decoder
 

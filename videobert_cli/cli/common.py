@@ -33,6 +33,7 @@ class GlobalState:
     batch_size: int = 32
     threads: int | None = None
     decoder: str = "auto"
+    decode_threads: int = 1
     quiet: bool = False
     debug: bool = False
 
@@ -144,6 +145,7 @@ def build_config(
             precision=precision,
             num_threads=STATE.threads,
             decoder=STATE.decoder,
+            decode_threads=STATE.decode_threads,
         ),
         output=OutputConfig(dtype=dtype, compression=compression),
     )

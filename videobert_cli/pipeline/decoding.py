@@ -170,15 +170,17 @@ def decode_crops(
     preprocessing: Preprocessing,
     *,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
-    decode_threads: int = 1,
+    decode_threads: int | None = None,
     timer: StageTimer | None = None,
 ) -> tuple[VideoInfo, Iterator[CropChunk]]:
     """Open ``path``, plan the sampled frames and return an iterator of cropped chunks.
 
     Frames are decoded in playback order, ``chunk_frames`` at a time, and dropped as soon as
-    they are cropped, so memory does not grow with the video's length.
+    they are cropped, so memory does not grow with the video's length. ``decode_threads``
+    defaults to ``config.runtime.decode_threads``.
     """
     timer = timer or StageTimer()
+    decode_threads = decode_threads or config.runtime.decode_threads
     with timer.stage("decode"):
         reader = open_video(path, num_threads=decode_threads)
         info = probe_video(reader, path)
