@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.engine != "local":
         e2e_spec["engine"] = args.engine
     try:
-        e2e_spec["engine_options"] = {k: float(v) for k, v in _assignments(args.engine_option).items()}
+        e2e_spec["engine_options"] = {k: int(v) if v.isdigit() else float(v)
+                                      for k, v in _assignments(args.engine_option).items()}
     except ValueError as error:
         parser.error(f"--engine-option: {error}")
 
