@@ -53,14 +53,14 @@ def _decord_frames(path: Path, indices: np.ndarray) -> np.ndarray:
     return np.concatenate([frames for _, frames in iter_frame_chunks(reader, indices, chunk_frames=8)])
 
 
-def _frames(path: Path, sampling: SamplingConfig, decoder: str) -> tuple[np.ndarray, np.ndarray, str]:
+def _frames(path: Path, sampling: SamplingConfig, decoder: str, threads: int = 1) -> tuple[np.ndarray, np.ndarray, str]:
     """Sampled full frames (no crop) through the named decoder, as decode_crops drives it."""
     from videobert_cli.pipeline.decoding import FrameJob
 
-    reader = open_video(path, num_threads=1)
+    reader = open_video(path, num_threads=threads)
     info = probe_video(reader, path)
     indices = plan_sampling(info, sampling)
-    source = frame_source(FrameJob(path, info, indices, 8, lambda frame: frame, 1), reader, decoder)
+    source = frame_source(FrameJob(path, info, indices, 8, lambda frame: frame, threads), reader, decoder)
     del reader
     chunks = list(source.chunks)
     return np.concatenate([i for i, _ in chunks]), np.concatenate([f for _, f in chunks]), source.decoder
@@ -69,10 +69,12 @@ def _frames(path: Path, sampling: SamplingConfig, decoder: str) -> tuple[np.ndar
 SAMPLINGS = [SamplingConfig(fps=5.0), SamplingConfig(fps=None, num_frames=7), SamplingConfig(fps=30.0)]
 
 
+@pytest.mark.parametrize("threads", [1, 2], ids=["1-thread", "2-threads"])
 @pytest.mark.parametrize("sampling", SAMPLINGS, ids=["fps5", "7-frames", "every-frame"])
-def test_pyav_gives_decords_pixels_for_h264_with_b_frames(tmp_path: Path, sampling: SamplingConfig) -> None:
+def test_pyav_gives_decords_pixels_for_h264_with_b_frames(tmp_path: Path, sampling: SamplingConfig,
+                                                         threads: int) -> None:
     path = _write(tmp_path / "b_frames.mp4")
-    indices, frames, used = _frames(path, sampling, "pyav")
+    indices, frames, used = _frames(path, sampling, "pyav", threads)
     assert used == "pyav"
     np.testing.assert_array_equal(indices, plan_sampling(probe_video(open_video(path), path), sampling))
     np.testing.assert_array_equal(frames, _decord_frames(path, indices))
@@ -180,8 +182,9 @@ PYRAMID = "bframes=3:b-adapt=0:b-pyramid=normal"
         ("mpeg4.mkv", "mpeg4", {"g": "45", "bf": "2", "qscale": "3"}),
     ],
 )
+@pytest.mark.parametrize("threads", [1, 2], ids=["1-thread", "2-threads"])
 def test_unsampled_frames_nothing_refers_to_are_skipped_and_the_sampled_ones_are_unchanged(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, codec: str, options: dict
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, codec: str, options: dict, threads: int
 ) -> None:
     from av.video.frame import PictureType
 
@@ -207,7 +210,7 @@ def test_unsampled_frames_nothing_refers_to_are_skipped_and_the_sampled_ones_are
             monkeypatch.undo()
             monkeypatch.setattr(pyav_decode, "_decoded", counting)
         decoded.clear()
-        indices, frames, used = _frames(path, SamplingConfig(fps=3.0), "pyav")  # every 10th frame
+        indices, frames, used = _frames(path, SamplingConfig(fps=3.0), "pyav", threads)  # every 10th frame
         assert used == "pyav"
         np.testing.assert_array_equal(frames, every_frame[np.searchsorted(every_index, indices)])
         counts[skipping] = len(decoded)

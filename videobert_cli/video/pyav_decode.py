@@ -244,9 +244,13 @@ def _pyav_frames(path: str | Path, plan: PyAVPlan, unique: np.ndarray, threads: 
     try:
         stream = next(s for s in container.streams.video if s.index == plan.stream_index)
         stream.thread_count = threads
-        # one decoding thread takes skip_frame for the packet it is handed, which frame threads
-        # would not; frames that no other frame refers to and that are not sampled are not decoded
-        wanted = set(plan.pts[unique].tolist()) if threads == 1 and _skippable(stream.codec_context) else None
+        if threads > 1:
+            # frame threads as well as slice threads (PyAV's default is slices only, which gains
+            # nothing on the usual one slice per frame); FFmpeg hands each frame thread the
+            # caller's skip_frame with the packet it submits, so skipping stays per packet
+            stream.thread_type = "AUTO"
+        # frames that no other frame refers to and that are not sampled are not decoded
+        wanted = set(plan.pts[unique].tolist()) if _skippable(stream.codec_context) else None
         frames_out: Iterator | None = None
         position = 0  # frame index of the next frame the decoder returns
         for frame_index in unique.tolist():
