@@ -159,9 +159,9 @@ class RuntimeConfig:
     See :mod:`videobert_cli.devices`.
 
     ``decode_threads``: FFmpeg's decoding threads per video (the same pixels at any number).
-    One decodes only what the sampled frames need (unreferenced frames are skipped); two let
-    a decoder that is the bottleneck, as for 1080p at ``--fps 1`` on a small CPU machine, use
-    the cores the model leaves idle (docs/benchmarks.md).
+    More than one lets a decoder that is the bottleneck, as for 1080p at ``--fps 1`` or for a
+    GPU model, use the cores the model leaves idle; where the model is the bottleneck the
+    extra thread only competes with it (docs/benchmarks.md).
     """
 
     device: str = "auto"

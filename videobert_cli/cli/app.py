@@ -42,9 +42,9 @@ def main_options(
     ] = "auto",
     decode_threads: Annotated[
         int,
-        typer.Option("--decode-threads", min=1, help="Decoding threads per video (same frames). 1 skips the "
-                     "frames nothing needs; 2 speeds up a decoder that is the bottleneck (e.g. 1080p at --fps 1 "
-                     "on a small CPU machine)."),
+        typer.Option("--decode-threads", min=1, help="Decoding threads per video (same frames). More than 1 "
+                     "speeds up a decoder that is the bottleneck (e.g. 1080p at --fps 1, or a GPU model) and "
+                     "slows a CPU model that is."),
     ] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; errors only.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
