@@ -566,7 +566,8 @@ def render(results: dict) -> str:
                      load_cell(d)]
                     for k, d in {**res["decode"], **res.get("decode_bframes", {})}.items()]
         lines.append("")
-        lines.append(table([f"decode-only (worker path, {decode_threads} decoding thread{'s' if decode_threads > 1 else ''})", "frames", "s", "frames/s", "decode s",
+        decoding = f"{decode_threads} decoding thread{'s' if decode_threads > 1 else ''}"
+        lines.append(table([f"decode-only (worker path, {decoding})", "frames", "s", "frames/s", "decode s",
                             "resize+crop s", "cores busy (CPU s / s)", "peak RSS MB", "foreign load"], dec_rows))
         lines.append("")
     if "text" in results:

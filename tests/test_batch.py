@@ -195,7 +195,7 @@ def test_pyav_decoder_gives_every_input_the_same_outcome_and_features(decoder, d
     if (decoder, decode_threads) == ("auto", 1):
         out, result = corpus_run  # the default run
     else:
-        out = tmp_path / "pyav-out"
+        out = tmp_path / f"{decoder}-{decode_threads}-out"
         result = invoke("--quiet", "--decoder", decoder, "--decode-threads", str(decode_threads), "run", str(corpus),
                         "-o", str(out), *fast_args(tiny_bert), "--json")
     assert result.exit_code == EXIT_SOME_FAILED, result.output
@@ -297,10 +297,7 @@ def test_decode_worker_keeps_its_priority_unless_told(tmp_path, tiny_bert):
     assert decoder_niceness("cpu") == CPU_DECODER_NICENESS
     video = make_video(tmp_path / "a.mp4", num_frames=40, fps=10)
     stage = VideoStage(fast_config(tiny_bert))
-    with DecodeWorker(decode=faults.record_thread_niceness) as worker:
-        job = worker.submit(str(video), stage.decode_config, stage.model.preprocessing)
-        _, chunks = worker.stream(job)
-        frames = np.concatenate([chunk.frame_indices for chunk in chunks])
+    frames = frame_indices_from_a_new_worker(video, stage, faults.record_thread_niceness)
     np.testing.assert_array_equal(frames, stage.extract(video).frame_indices)  # decoded in full
     assert set(faults.recorded_niceness(video)) == {os.nice(0)}
 
@@ -311,11 +308,16 @@ def test_a_new_decode_worker_has_its_decoders_imported_already(tmp_path, tiny_be
     # alone, imported by np.unique on first use, took 0.3 s of a niced worker)
     video = make_video(tmp_path / "a.mp4", num_frames=40, fps=10)
     stage = VideoStage(fast_config(tiny_bert))
-    with DecodeWorker(decode=faults.record_new_imports) as worker:
+    assert len(frame_indices_from_a_new_worker(video, stage, faults.record_new_imports)) == 4  # fps 1 of 4 s
+    assert faults.recorded_imports(video) == []
+
+
+def frame_indices_from_a_new_worker(video: Path, stage: VideoStage, decode) -> np.ndarray:
+    """The frame indices a new :class:`DecodeWorker` running ``decode`` streams for ``video``."""
+    with DecodeWorker(decode=decode) as worker:
         job = worker.submit(str(video), stage.decode_config, stage.model.preprocessing)
         _, chunks = worker.stream(job)
-        assert len(np.concatenate([chunk.frame_indices for chunk in chunks])) == 4  # fps 1 of 4 s
-    assert faults.recorded_imports(video) == []
+        return np.concatenate([chunk.frame_indices for chunk in chunks])
 
 
 # --- incremental runs -------------------------------------------------------------------------

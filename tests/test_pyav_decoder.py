@@ -251,11 +251,17 @@ def test_decoding_threads_give_the_same_crops(tmp_path: Path, monkeypatch: pytes
                   options={"g": "45", "preset": "ultrafast", "crf": "18", "x264-params": PYRAMID})
     used: list[int] = []  # the thread count each decoder was opened with
     real_pyav_frames, real_open_video = pyav_decode._pyav_frames, decoding.open_video
-    monkeypatch.setattr(pyav_decode, "_pyav_frames",
-                        lambda path, plan, unique, threads: used.append(threads) or real_pyav_frames(path, plan, unique,
-                                                                                                   threads))
-    monkeypatch.setattr(decoding, "open_video",
-                        lambda path, num_threads=0, **kw: used.append(num_threads) or real_open_video(path, num_threads=num_threads, **kw))
+
+    def pyav_frames(path, plan, unique, threads):
+        used.append(threads)
+        return real_pyav_frames(path, plan, unique, threads)
+
+    def open_video_of_decord(path, num_threads=0, **kwargs):
+        used.append(num_threads)
+        return real_open_video(path, num_threads=num_threads, **kwargs)
+
+    monkeypatch.setattr(pyav_decode, "_pyav_frames", pyav_frames)
+    monkeypatch.setattr(decoding, "open_video", open_video_of_decord)
     crops = {}
     for threads in (1, 2):
         config = PipelineConfig(sampling=SamplingConfig(fps=3.0),
