@@ -145,6 +145,37 @@ def test_devices_are_checked_against_the_visible_gpus(monkeypatch):
     assert "no GPU cuda:7 (2 visible)" in str(caught.value) and "nvidia-smi" in str(caught.value)
 
 
+def test_a_gpu_number_is_normalised_for_torch(monkeypatch):
+    import torch
+
+    from videobert_cli.config import resolve_device
+
+    two_gpus(monkeypatch)
+    assert resolve_device("CUDA:01") == "cuda:1"  # torch.device("cuda:01") is an error
+    assert resolve_devices("cuda:01") == ("cuda:1",)
+    assert torch.device(resolve_device("cuda:01")) == torch.device("cuda", 1)
+    assert resolve_device("cuda") == "cuda"
+
+
+def test_auto_precision_is_hashed_as_the_precision_it_stands_for(fast_config, monkeypatch):
+    """Features made at fp32 on a CPU and at fp16 on a GPU must not pass for each other when a
+    run is resumed on the other kind of machine; the device itself changes nothing."""
+    def hashed(device: str, precision: str) -> str:
+        return fast_config.with_(runtime=replace(fast_config.runtime, device=device, precision=precision)).fingerprint()
+
+    fp32, fp16, bf16 = (hashed("cpu", precision) for precision in ("fp32", "fp16", "bf16"))
+    assert len({fp32, fp16, bf16}) == 3
+    for device in ("cpu", "cpu,cpu"):
+        assert hashed(device, "auto") == fp32, device
+    for device in ("cuda", "cuda:3", "cuda:0,cuda:1", "all"):
+        assert hashed(device, "auto") == fp16, device
+        assert hashed(device, "bf16") == bf16, device
+    no_gpu(monkeypatch)
+    assert hashed("auto", "auto") == fp32
+    two_gpus(monkeypatch)
+    assert hashed("auto", "auto") == fp16
+
+
 def test_single_device_code_refuses_a_list():
     from videobert_cli.config import resolve_device
 
@@ -200,6 +231,23 @@ def test_single_device_commands_say_to_use_run(tmp_path):
         assert "videobert run" in result.stderr and "names several" in result.stderr, result.stderr
         assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1
     assert not list(tmp_path.glob("*.h5"))
+
+
+def test_the_ray_engine_decides_its_workers_device(fast_config):
+    """Ray leaves every GPU visible to a model worker that asked for none: the driver decides the
+    device (and so what --precision auto means) from --gpus-per-worker."""
+    from videobert_cli.engines.ray_engine import RaySettings, _device_for_workers
+
+    def device(spec: str, gpus: float) -> str:
+        return _device_for_workers(on_devices(fast_config, spec), RaySettings(gpus_per_worker=gpus)).runtime.device
+
+    assert device("auto", 0) == "cpu"
+    assert device("auto", 0.5) == "cuda"  # Ray makes the worker's own GPU the only one it sees
+    assert device("cpu", 1) == "cpu"
+    assert device("cuda", 1) == "cuda"
+    with pytest.raises(UsageError, match="--gpus-per-worker") as caught:
+        device("cuda:0", 0)
+    assert "\n" not in str(caught.value)
 
 
 def test_the_ray_engine_refuses_a_device_list(fast_config, tmp_path):
@@ -417,3 +465,37 @@ def test_ctrl_c_finishes_the_videos_in_progress_and_leaves_nothing_running(fast_
     lines = manifest(out)
     assert lines[-1]["type"] == "summary" and lines[-1]["interrupted"]
     assert faults.wait_for(lambda: not [pid for pid in helpers if faults.running(pid)], timeout=30), "workers left behind"
+
+
+# --- GPU settings, checked without a GPU ---------------------------------------------------------------
+def test_bf16_is_refused_on_gpus_that_only_emulate_it(monkeypatch):
+    """torch.cuda.is_bf16_supported() says yes on a V100 or T4 (emulation); cuDNN has no bf16
+    convolutions there. Explicit bf16 is a usage error, and training's auto picks fp16."""
+    import torch
+
+    from videobert_cli.precision import check_precision
+    from videobert_cli.training.trainer import resolve_precision as training_precision
+
+    asked = []
+    capabilities = {0: (7, 0), 1: (8, 0)}  # a V100 and an A100
+
+    def capability(device):
+        asked.append(device)
+        return capabilities[device.index]
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    monkeypatch.setattr(torch.version, "hip", None)
+    with pytest.raises(ConfigError) as caught:
+        check_precision("bf16", "cuda:0")
+    assert "compute capability 8.0+" in str(caught.value) and "cuda:0 has 7.0" in str(caught.value)
+    assert "--precision fp16" in caught.value.hint
+    check_precision("bf16", "cuda:1")
+    check_precision("fp16", "cuda:0")
+    check_precision("bf16", "cpu")
+    assert training_precision("auto", "cuda:0") == "fp16"
+    assert training_precision("auto", "cuda:1") == "bf16"
+    assert training_precision("auto", "cpu") == "fp32"
+    with pytest.raises(ConfigError, match="compute capability"):
+        training_precision("bf16", "cuda:0")
+    assert {device.index for device in asked} == {0, 1}  # the GPU asked about, not the current one
+

@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, replace
 
-from videobert_cli.devices import flag_for, is_multi_device, parse_device_list
+from videobert_cli.devices import flag_for, is_multi_device, parse_device_list, uses_gpu
 from videobert_cli.errors import ConfigError, UsageError
 
 DEFAULT_VIDEO_MODEL = "efficientnet-lite0"
@@ -188,6 +188,13 @@ class RuntimeConfig:
             )
 
 
+    def resolved_precision(self) -> str:
+        """The precision the models run at: ``auto`` is fp32 on the CPU and fp16 on CUDA."""
+        if self.precision != "auto":
+            return self.precision
+        return resolve_precision("auto", "cuda" if uses_gpu(self.device) else "cpu")
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     """How features are stored in HDF5."""
@@ -244,7 +251,9 @@ class PipelineConfig:
             "text_model": asdict(self.text_model),
             "fusion": asdict(self.fusion),
             "output": asdict(self.output),
-            "precision": self.runtime.precision,
+            # what the models run at, not the word "auto": features made at fp32 on a CPU and
+            # at fp16 on a GPU must not pass for each other when a run is resumed elsewhere
+            "precision": self.runtime.resolved_precision(),
             "identities": identities,
         }
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
@@ -279,6 +288,7 @@ def resolve_device(device: str) -> str:
                     f"--device {device}: no such GPU ({torch.cuda.device_count()} visible)",
                     hint="list GPUs with nvidia-smi",
                 )
+            return f"cuda:{int(index)}"  # torch refuses "cuda:01"
         return device
     raise ConfigError(f"unknown device {device!r}", hint="use auto, cpu, cuda or cuda:N")
 

@@ -131,6 +131,19 @@ def require_single_device(spec: str | None, command: str) -> None:
         )
 
 
+def uses_gpu(spec: str | None) -> bool:
+    """Whether the models of ``spec`` run on CUDA (``auto``: when a GPU is visible).
+
+    A list never mixes CPUs and GPUs (:func:`parse_device_list`), so its first entry decides.
+    """
+    spec = _normalised(spec) or "auto"
+    if spec == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return spec == ALL_DEVICES or spec.split(",")[0].strip().startswith("cuda")
+
+
 def worker_threads(devices: tuple[str, ...], num_threads: int | None, cpus: int) -> tuple[int | None, ...]:
     """torch intra-op threads for the worker of each device (None: torch's default).
 

@@ -152,6 +152,25 @@ class RaySettings:
         return max(2.0 * options.timeout, options.timeout + 60.0)
 
 
+def _device_for_workers(config: PipelineConfig, settings: RaySettings) -> PipelineConfig:
+    """``config`` with the device every model actor uses: ``cuda`` when Ray gives each actor
+    GPUs, else ``cpu``.
+
+    Ray leaves every GPU visible to an actor that asked for none, so ``auto`` there would put
+    all actors on cuda:0 unaccounted; deciding here, in the driver, also lets the run's
+    fingerprint know the precision ``auto`` stands for (fp16 on GPUs, fp32 on CPUs).
+    """
+    device = (config.runtime.device or "auto").strip().lower()
+    if device == "auto":
+        device = "cuda" if settings.gpus_per_worker else "cpu"
+    elif device.startswith("cuda") and not settings.gpus_per_worker:
+        raise UsageError(
+            f"--device {device} with --engine ray needs GPUs for the model workers",
+            hint="give --gpus-per-worker 1 (or 0.5 to share a GPU); Ray picks each worker's GPU",
+        )
+    return config.with_(runtime=replace(config.runtime, device=device))
+
+
 # --- decode task (runs in a Ray worker process) ------------------------------------------------
 class _StderrCapture:
     """Route fd 2 (where FFmpeg and decord print) to a temp file for one task, then restore it."""
@@ -406,11 +425,7 @@ class ModelWorker:
         if self.cwd_ok:
             os.chdir(cwd)  # relative input and output paths mean what they meant to the driver
         self.cwd = cwd
-        if not settings.gpus_per_worker and config.runtime.device == "auto":
-            # Ray leaves the GPUs of a worker with num_gpus=0 visible: "auto" must not pick them
-            # up unaccounted (every worker would crowd onto cuda:0)
-            config = config.with_(runtime=replace(config.runtime, device="cpu"))
-        self.config = config
+        self.config = config  # its device is the one the driver chose (_device_for_workers)
         self.options = options
         self.config_hash = config_hash
         self.settings = settings
@@ -917,7 +932,7 @@ def run_ray(
     """:func:`~videobert_cli.pipeline.runner.run_batch` on a Ray cluster; same guarantees and report."""
     settings = RaySettings.from_options(engine_options)
     ray = import_ray()
-    config = config or PipelineConfig()
+    config = _device_for_workers(config or PipelineConfig(), settings)
     options = options or RunOptions()
     observer = observer or _SilentObserver()
     stop = stop or StopFlag()

@@ -194,13 +194,15 @@ def _finite(x: float) -> float | None:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """auto: fp32 on CPU; bf16 on CUDA when supported, else fp16."""
+    """auto: fp32 on CPU; on CUDA bf16 where the GPU computes in it (Ampere and later), else
+    fp16 with a gradient scaler."""
+    from videobert_cli.precision import check_precision, cuda_has_native_bf16
+
     if precision == "auto":
         if device.startswith("cuda"):
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            return "bf16" if cuda_has_native_bf16(device) else "fp16"
         return "fp32"
-    if precision == "fp16" and not device.startswith("cuda"):
-        raise ConfigError("--precision fp16 needs a CUDA device", hint="on CPU use fp32 or bf16")
+    check_precision(precision, device)
     return precision
 
 
