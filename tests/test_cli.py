@@ -127,6 +127,44 @@ def test_extract_video_into_directory(tmp_path: Path, clip: Path) -> None:
     assert len(load(tmp_path / "out" / "other.h5").video) == 1
 
 
+def test_out_of_memory_on_one_input_leaves_the_others_to_run(tmp_path: Path, clip: Path, monkeypatch) -> None:
+    """A GPU that runs out of memory on one long video fails that video, not the command."""
+    from videobert_cli.video.encoder import FrameEncoder
+
+    second = synth.make_video(tmp_path / "second.mp4", fps=10, num_frames=10)
+    real_encode = FrameEncoder.encode
+    calls = []
+
+    def encode(self, crops):
+        calls.append(len(crops))
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_encode(self, crops)
+
+    monkeypatch.setattr(FrameEncoder, "encode", encode)
+    result = invoke("extract-video", clip, second, "-o", tmp_path / "out", *FAST_VIDEO)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    failed = [line for line in lines(result.stderr) if str(clip) in line]
+    assert len(failed) == 1 and "out of memory" in failed[0] and "--batch-size" in failed[0], result.stderr
+    assert "1 of 2" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["second.h5"]
+    assert len(load(tmp_path / "out" / "second.h5").video) == 1
+
+
+def test_an_unexpected_error_still_stops_a_file_command(tmp_path: Path, clip: Path, monkeypatch) -> None:
+    from videobert_cli.video.encoder import FrameEncoder
+
+    def encode(self, crops):
+        raise RuntimeError("an index went wrong")
+
+    monkeypatch.setattr(FrameEncoder, "encode", encode)
+    result = invoke("extract-video", clip, "-o", tmp_path / "out", *FAST_VIDEO)
+    assert result.exit_code == 70, result.output  # a bug: reported as one, not as a bad input
+    assert "internal error: RuntimeError: an index went wrong" in result.stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
 def test_fps_and_num_frames_together_is_usage_error(tmp_path: Path, clip: Path) -> None:
     result = invoke("extract-video", clip, "-o", tmp_path / "x.h5", "--fps", "2", "--num-frames", "3", *FAST_VIDEO)
     assert result.exit_code == 2

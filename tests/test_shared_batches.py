@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
+import torch
 
 import synth
 from videobert_cli.config import PipelineConfig, RuntimeConfig, SamplingConfig, VideoModelConfig
@@ -113,3 +116,33 @@ def test_a_failing_shared_batch_is_retried_per_video(stage_and_videos, tmp_path)
     assert calls == [13, 10, 3]  # the shared batch, then each video alone
     assert first.complete and len(first.result().features) == 10
     assert second.complete and second.error is not None
+
+
+def test_a_failed_batch_is_released_before_its_videos_are_retried(stage_and_videos):
+    """On a GPU the failed forward pass's batch and activations hold the memory that ran out:
+    the retries of each video alone, and the failed video's recorded error, must not keep them."""
+    stage, videos = stage_and_videos
+    real_encode = stage.encoder.encode
+    failed_batches: list[weakref.ref] = []
+    alive_during_retries: list[bool] = []
+
+    def encode(crops):
+        activations = torch.empty(256, 1024)  # stands for the batch on the GPU and its activations
+        if not failed_batches or len(crops) == 3:  # the shared batch, then the second video alone
+            failed_batches.append(weakref.ref(activations))
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        alive_during_retries.append(failed_batches[0]() is not None)
+        return real_encode(crops)
+
+    batches = SharedBatches(stage)
+    stage.encoder.encode = encode
+    try:
+        first = stage.stream_into(batches, *_decoded(stage, videos[0]), StageTimer(), path="first")
+        second = stage.stream_into(batches, *_decoded(stage, videos[2]), StageTimer(), path="second")
+        batches.flush()
+    finally:
+        stage.encoder.encode = real_encode
+    assert alive_during_retries == [False]  # the first video's retry ran after the batch was gone
+    assert len(first.result().features) == 10
+    assert second.error is not None and "out of memory" in str(second.error)
+    assert [ref() for ref in failed_batches] == [None, None]  # not even the kept error holds one

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, TextIO
 from videobert_cli import __version__
 from videobert_cli.config import PipelineConfig
 from videobert_cli.devices import require_single_device
-from videobert_cli.errors import FeatureFileError, InputError, UsageError
+from videobert_cli.errors import FeatureFileError, InputError, UsageError, out_of_memory
 from videobert_cli.features import FusedFeatures, SourceInfo, TextFeatures, VideoFeatures
 from videobert_cli.pipeline.inputs import output_names, plan_inputs
 from videobert_cli.pipeline.runner import RunObserver, RunOptions, RunReport, source_info
@@ -124,6 +124,12 @@ def _run_file_jobs(jobs: Iterable[tuple[str, Callable[[], Path]]], on_done=None)
             result.output = str(work())
         except InputError as error:
             result.error, result.reason, result.exception = str(error), error.reason, error
+        except (MemoryError, RuntimeError) as error:
+            # out of memory on one input (a long video, a big batch) leaves the next ones to try
+            memory_error = out_of_memory(error, label)
+            if memory_error is None:
+                raise
+            result.error, result.reason, result.exception = str(memory_error), memory_error.reason, error
         results.results.append(result)
         if on_done is not None:
             on_done(result)

@@ -115,3 +115,13 @@ class ResourceError(InputError):
     """Out of memory or another resource ran out while processing one input."""
 
     reason = "resource"
+
+
+def out_of_memory(error: BaseException, path: str | Path | None = None) -> ResourceError | None:
+    """``error`` as a :class:`ResourceError` if it is the host or a GPU running out of memory
+    (``MemoryError``, ``torch.OutOfMemoryError``, or an allocator's RuntimeError), else None."""
+    if isinstance(error, ResourceError):
+        return error
+    if not (isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and "out of memory" in str(error).lower())):
+        return None
+    return ResourceError("out of memory", path=path, hint="lower --batch-size or sample fewer frames")

@@ -29,9 +29,9 @@ from videobert_cli.errors import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     OutputError,
-    ResourceError,
     TranscriptError,
     VideoBertError,
+    out_of_memory,
 )
 from videobert_cli.features import SourceInfo
 from videobert_cli.hashing import file_sha256
@@ -349,9 +349,9 @@ def _failure(record: RunRecord, error: BaseException) -> None:
     if isinstance(error, VideoBertError):
         record.reason = error.reason
         record.message = str(error)
-    elif isinstance(error, MemoryError) or "out of memory" in str(error).lower():
-        record.reason = ResourceError.reason
-        record.message = f"{record.input}: out of memory - lower --batch-size or sample fewer frames"
+    elif (memory_error := out_of_memory(error, record.input)) is not None:
+        record.reason = memory_error.reason
+        record.message = str(memory_error)
     else:
         record.reason = "internal"
         last = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None

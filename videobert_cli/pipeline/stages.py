@@ -7,6 +7,7 @@ feature containers; writing is the runner's business.
 from __future__ import annotations
 
 import contextlib
+import traceback
 import time
 from pathlib import Path
 from typing import Iterator
@@ -285,6 +286,17 @@ class PendingVideo:
         )
 
 
+def _released(error: BaseException) -> BaseException:
+    """``error`` with the local variables of its traceback's frames dropped.
+
+    Those frames hold the failed batch and the model's activations; kept alive by the error, an
+    out-of-memory batch would still occupy the GPU's memory while its videos are retried alone
+    and until the failed video is recorded. File names and line numbers stay.
+    """
+    traceback.clear_frames(error.__traceback__)
+    return error
+
+
 class SharedBatches:
     """Crops waiting for the model, from one video or several in a row.
 
@@ -341,23 +353,26 @@ class SharedBatches:
         try:
             features = self._timed_encode(parts)
         except Exception as error:
-            owners = list(dict.fromkeys(owner for owner, _ in parts))
-            if len(owners) == 1:
-                owners[0].fail(error)
-                return
-            for owner in owners:
-                mine = [(o, crops) for o, crops in parts if o is owner]
-                try:
-                    owner.features.append(self._timed_encode(mine))
-                    owner.queued -= sum(len(crops) for _, crops in mine)
-                except Exception as own_error:
-                    owner.fail(own_error)
+            failure = _released(error)
+        else:
+            offset = 0
+            for owner, crops in parts:
+                owner.features.append(features[offset : offset + len(crops)])
+                owner.queued -= len(crops)
+                offset += len(crops)
             return
-        offset = 0
-        for owner, crops in parts:
-            owner.features.append(features[offset : offset + len(crops)])
-            owner.queued -= len(crops)
-            offset += len(crops)
+        # out of the except block, so the failed forward pass is gone when the retries start
+        owners = list(dict.fromkeys(owner for owner, _ in parts))
+        if len(owners) == 1:
+            owners[0].fail(failure)
+            return
+        for owner in owners:
+            mine = [(o, crops) for o, crops in parts if o is owner]
+            try:
+                owner.features.append(self._timed_encode(mine))
+                owner.queued -= sum(len(crops) for _, crops in mine)
+            except Exception as own_error:
+                owner.fail(_released(own_error))
 
     def _timed_encode(self, parts: list[tuple[PendingVideo, torch.Tensor]]) -> np.ndarray:
         """One forward pass; each video's "encode" time gets its share of it, by frames."""
