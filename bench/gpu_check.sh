@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-call GPU benchmark for a lent machine (one H100, 16 CPU cores): finishes in < 5 minutes.
+# One-call GPU benchmark for a lent machine (e.g. one H200, 16 CPU cores): finishes in < 5 minutes.
 #
 #   bash bench/gpu_check.sh            # results in $OUT (default /tmp/videobert-gpu-bench)
 #   DECODE_THREADS=4 bash bench/gpu_check.sh   # the same with 4 decoding threads per video
