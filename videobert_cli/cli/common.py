@@ -33,7 +33,7 @@ class GlobalState:
     batch_size: int = 32
     threads: int | None = None
     decoder: str = "auto"
-    decode_threads: int = 1
+    decode_threads: int | None = None  # None: 1 on CPU, more for a GPU model
     quiet: bool = False
     debug: bool = False
 

@@ -152,13 +152,16 @@ class RaySettings:
         return max(2.0 * options.timeout, options.timeout + 60.0)
 
 
-def _device_for_workers(config: PipelineConfig, settings: RaySettings) -> PipelineConfig:
-    """``config`` with the device every model actor uses: ``cuda`` when Ray gives each actor
-    GPUs, else ``cpu``.
+def _config_for_workers(config: PipelineConfig, settings: RaySettings) -> PipelineConfig:
+    """``config`` with the device every model actor uses (``cuda`` when Ray gives each actor
+    GPUs, else ``cpu``) and, unless given, as many decoding threads per video as a decode task
+    holds CPUs.
 
     Ray leaves every GPU visible to an actor that asked for none, so ``auto`` there would put
     all actors on cuda:0 unaccounted; deciding here, in the driver, also lets the run's
-    fingerprint know the precision ``auto`` stands for (fp16 on GPUs, fp32 on CPUs).
+    fingerprint know the precision ``auto`` stands for (fp16 on GPUs, fp32 on CPUs). The
+    local engines' default decoding threads count the machine's cores; Ray hands those out
+    itself.
     """
     device = (config.runtime.device or "auto").strip().lower()
     if device == "auto":
@@ -168,7 +171,8 @@ def _device_for_workers(config: PipelineConfig, settings: RaySettings) -> Pipeli
             f"--device {device} with --engine ray needs GPUs for the model workers",
             hint="give --gpus-per-worker 1 (or 0.5 to share a GPU); Ray picks each worker's GPU",
         )
-    return config.with_(runtime=replace(config.runtime, device=device))
+    decode_threads = config.runtime.decode_threads or max(1, int(settings.cpus_per_decode))
+    return config.with_(runtime=replace(config.runtime, device=device, decode_threads=decode_threads))
 
 
 # --- decode task (runs in a Ray worker process) ------------------------------------------------
@@ -425,7 +429,7 @@ class ModelWorker:
         if self.cwd_ok:
             os.chdir(cwd)  # relative input and output paths mean what they meant to the driver
         self.cwd = cwd
-        self.config = config  # its device is the one the driver chose (_device_for_workers)
+        self.config = config  # its device is the one the driver chose (_config_for_workers)
         self.options = options
         self.config_hash = config_hash
         self.settings = settings
@@ -932,7 +936,7 @@ def run_ray(
     """:func:`~videobert_cli.pipeline.runner.run_batch` on a Ray cluster; same guarantees and report."""
     settings = RaySettings.from_options(engine_options)
     ray = import_ray()
-    config = _device_for_workers(config or PipelineConfig(), settings)
+    config = _config_for_workers(config or PipelineConfig(), settings)
     options = options or RunOptions()
     observer = observer or _SilentObserver()
     stop = stop or StopFlag()

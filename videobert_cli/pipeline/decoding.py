@@ -177,10 +177,11 @@ def decode_crops(
 
     Frames are decoded in playback order, ``chunk_frames`` at a time, and dropped as soon as
     they are cropped, so memory does not grow with the video's length. ``decode_threads``
-    defaults to ``config.runtime.decode_threads``.
+    defaults to ``config.runtime.decode_threads``, and to 1 where that is not set (the
+    pipeline's stages set it for their device: ``VideoStage.decode_config``).
     """
     timer = timer or StageTimer()
-    decode_threads = decode_threads or config.runtime.decode_threads
+    decode_threads = decode_threads or config.runtime.decode_threads or 1
     with timer.stage("decode"):
         reader = open_video(path, num_threads=decode_threads)
         info = probe_video(reader, path)

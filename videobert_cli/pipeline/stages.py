@@ -7,15 +7,16 @@ feature containers; writing is the runner's business.
 from __future__ import annotations
 
 import contextlib
-import traceback
 import time
+import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from videobert_cli.config import PipelineConfig, resolve_device, resolve_precision
+from videobert_cli.config import PipelineConfig, default_decode_threads, resolve_device, resolve_precision
 from videobert_cli.errors import ConfigError, FeatureFileError
 from videobert_cli.features import FusedFeatures, FusedSegments, TextFeatures, VideoFeatures
 from videobert_cli.pipeline.decoding import CropChunk, decode_crops  # noqa: F401  (re-exported)
@@ -236,8 +237,16 @@ class VideoStage:
 
     @property
     def decode_config(self) -> PipelineConfig:
-        """The configuration the decoder needs (sampling resolved for this model's kind)."""
-        return self.config.with_(sampling=self.sampling)
+        """The configuration the decoder needs (sampling resolved for this model's kind, decoding
+        threads for this model's device)."""
+        runtime = self.config.runtime
+        if runtime.decode_threads is None:
+            from videobert_cli.pipeline.decode_worker import worker_cpu_count
+
+            gpus = torch.cuda.device_count() if self.device.startswith("cuda") else 0
+            threads = default_decode_threads(self.device, worker_cpu_count(), gpus)
+            runtime = replace(runtime, decode_threads=threads)
+        return self.config.with_(sampling=self.sampling, runtime=runtime)
 
 
 class PendingVideo:
