@@ -348,6 +348,27 @@ def test_changed_input_and_changed_config_are_redone(tmp_path, tiny_bert):
     assert json.loads(invoke(*args, "--fps", "2").stdout)["ok"] == 1
 
 
+def test_require_transcript_fails_videos_without_one_even_when_their_files_are_up_to_date(tmp_path, tiny_bert):
+    source = tmp_path / "in"
+    make_video(source / "a.mp4", num_frames=10, fps=10)
+    make_video(source / "b.mp4", num_frames=10, fps=10)
+    write_srt(source / "b.srt", [(0, 1, "hello")])
+    out = tmp_path / "out"
+    args = ["--quiet", "run", str(source), "-o", str(out), *fast_args(tiny_bert), "--json"]
+    assert json.loads(invoke(*args).stdout)["ok"] == 2
+    before = (out / "a.h5").stat().st_mtime_ns
+    for directory in (out, tmp_path / "new"):  # the same outcome as in a new output directory
+        result = invoke(*args[:4], str(directory), *args[5:], "--require-transcript")
+        assert result.exit_code == EXIT_SOME_FAILED, result.output
+        summary = json.loads(result.stdout)
+        assert (summary["failed"], summary["skipped"] + summary["ok"]) == (1, 1), summary
+        failure = records(directory)["a.mp4"]
+        assert (failure["status"], failure["reason"]) == ("failed", "transcript"), failure
+        assert "no transcript with the same stem" in failure["message"]
+    assert (out / "a.h5").stat().st_mtime_ns == before  # the earlier file is kept, not removed
+    assert records(out)["b.mp4"]["decision"] == "up to date"
+
+
 def test_dry_run_lists_decisions_and_loads_no_model(tmp_path, tiny_bert, monkeypatch):
     source = tmp_path / "in"
     make_video(source / "a.mp4", num_frames=10, fps=10)
@@ -505,10 +526,15 @@ def test_sigterm_stops_after_the_current_video_with_a_consistent_report(slow_cor
     assert process.returncode == EXIT_INTERRUPTED, stderr
     summary = json.loads(stdout)
     assert summary["interrupted"] and summary["ok"] >= 1 and summary["ok"] < 8
+    # what is left is counted, so a monitoring script can tell
+    assert (summary["total"], summary["ok"] + summary["pending"], summary["failed"]) == (8, 8, 0)
     done = sorted(p.name for p in out.glob("*.h5"))
     assert len(done) == summary["ok"] and all(is_complete(out / n) for n in done)
     lines = [json.loads(l) for l in (out / MANIFEST_NAME).read_text().splitlines()]
-    assert lines[-1]["type"] == "summary" and lines[-1]["interrupted"]
+    assert lines[-1]["type"] == "summary" and lines[-1]["interrupted"] and lines[-1]["total"] == 8
+    left = [l for l in lines if l["type"] == "input" and l["status"] == "pending"]
+    assert len(left) == summary["pending"] and all(l["decision"] == "new" for l in left)
+    assert not {Path(l["output"]).name for l in left} & set(done)
 
 
 def test_two_runs_on_one_output_folder(slow_corpus, tiny_bert, tmp_path):

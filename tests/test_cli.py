@@ -165,6 +165,14 @@ def test_an_unexpected_error_still_stops_a_file_command(tmp_path: Path, clip: Pa
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_a_frame_rate_that_is_not_positive_is_a_usage_error(tmp_path: Path, clip: Path, value: str) -> None:
+    result = invoke("extract-video", clip, "-o", tmp_path / "x.h5", "--fps", value, *FAST_VIDEO)
+    assert result.exit_code == 2, result.output
+    assert "--fps must be a positive number" in result.stderr  # 0 is not taken as "the default"
+    assert not (tmp_path / "x.h5").exists()
+
+
 def test_fps_and_num_frames_together_is_usage_error(tmp_path: Path, clip: Path) -> None:
     result = invoke("extract-video", clip, "-o", tmp_path / "x.h5", "--fps", "2", "--num-frames", "3", *FAST_VIDEO)
     assert result.exit_code == 2

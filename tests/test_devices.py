@@ -461,6 +461,7 @@ def test_a_stop_finishes_the_videos_in_progress_and_starts_no_more(fast_config, 
     assert len(done) == ok and all(is_complete(out / name) for name in done)
     lines = manifest(out)
     assert lines[-1]["type"] == "summary" and lines[-1]["interrupted"]
+    assert (lines[-1]["total"], lines[-1]["pending"]) == (6, 6 - ok)  # the videos left are counted
 
 
 def test_a_model_that_cannot_load_fails_the_run_before_anything_is_written(tmp_path):

@@ -242,11 +242,13 @@ def test_a_stop_request_finishes_the_videos_in_progress(ray_session, corpus, fas
                  engine_options=ONE_WORKER, observer=observer, stop=stop, stdin=io.StringIO())
     assert report.interrupted and report.exit_code == EXIT_INTERRUPTED
     # one worker: a.mp4 was in progress (b.mp4 already decoding ahead), then nothing else started
-    assert [(Path(r.input).name, r.status) for r in report.records] == [("a.mp4", "ok")]
+    assert [(Path(r.input).name, r.status) for r in report.records] == [
+        ("a.mp4", "ok"), ("b.mp4", "pending"), ("c.mkv", "pending")]  # the ones left are counted
     assert observer.events == ["start 3", "begin a.mp4", "done a.mp4"]
     assert [p.name for p in out.glob("*.h5")] == ["a.h5"] and is_complete(out / "a.h5")
     last = manifest(out)[-1]
-    assert last["type"] == "summary" and last["interrupted"] and (last["ok"], last["total"]) == (1, 1)
+    assert last["type"] == "summary" and last["interrupted"]
+    assert (last["ok"], last["pending"], last["total"]) == (1, 2, 3)
 
 
 # --- Ray is optional ---------------------------------------------------------------------------------

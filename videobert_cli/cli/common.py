@@ -124,7 +124,7 @@ def build_config(
     elif num_frames is not None:
         sampling = SamplingConfig(fps=None, num_frames=num_frames)
     else:
-        sampling = SamplingConfig(fps=fps or 1.0)
+        sampling = SamplingConfig(fps=1.0 if fps is None else fps)
     device = device_option(device, devices)
     return PipelineConfig(
         sampling=sampling,

@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Protocol
 
 from videobert_cli import __version__
 from videobert_cli.config import PipelineConfig
@@ -45,7 +45,7 @@ MANIFEST_NAME = "manifest.jsonl"
 STATUS_OK = "ok"
 STATUS_SKIPPED = "skipped"
 STATUS_FAILED = "failed"
-STATUS_PENDING = "pending"  # dry run: would be processed
+STATUS_PENDING = "pending"  # dry run: would be processed; interrupted run: not started
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,8 @@ def decide(item: VideoInput, output: Path, config_hash: str, options: RunOptions
 
     if options.force:
         return True, "forced"
+    if options.require_transcript and item.transcript is None:
+        return True, "no transcript"  # fails as it would in a new output directory
     if not output.exists():
         return True, "new"
     try:
@@ -251,6 +253,20 @@ class _Manifest:
 
     def close(self) -> None:
         self._handle.close()
+
+
+def record_unstarted(manifest: _Manifest, report: RunReport, plan: Iterable[tuple[VideoInput, Path, str]]) -> None:
+    """After a stop request: a "pending" record for each input of ``plan`` (item, output,
+    decision) that has none, so the summary counts what the next run has left to do."""
+    recorded = {record.input for record in report.records}
+    for item, output, why in plan:
+        if str(item.path) in recorded:
+            continue
+        record = RunRecord(input=str(item.path), output=str(output), status=STATUS_PENDING, decision=why,
+                           message="not started: the run was stopped",
+                           transcript=str(item.transcript) if item.transcript else None)
+        manifest.write(record)
+        report.records.append(record)
 
 
 def record_input(manifest: _Manifest, report: RunReport, observer: RunObserver, record: RunRecord) -> None:
@@ -630,6 +646,8 @@ def run_batch(
                 report.interrupted = True
             finally:
                 worker.close()
+                if report.interrupted:
+                    record_unstarted(manifest, report, [(item, output, why) for item, output, _, why in plan])
                 report.finished_at = _now()
                 report.seconds = time.perf_counter() - started
                 manifest.write({"type": "summary", **report.summary()})
@@ -680,6 +698,8 @@ def record_and_dispatch(
         if on_second_signal is not None:
             on_second_signal()
     finally:
+        if report.interrupted:
+            record_unstarted(manifest, report, [(task.item, task.output, task.why) for task, _ in plan])
         report.finished_at = _now()
         report.seconds = time.perf_counter() - started
         manifest.write({"type": "summary", **report.summary()})
