@@ -426,6 +426,32 @@ def test_output_names_cannot_escape_the_output_directory(tmp_path):
         assert not name.startswith("/") and ".." not in Path(name).parts
 
 
+def test_long_names_get_output_names_the_file_system_accepts(tmp_path, tiny_bert):
+    """A 246-byte title (yt-dlp names, 82 CJK characters) with .mp4 and .mkv twins: ``<stem>.mp4.h5``
+    would be 253 bytes plus the temporary file's suffix, over the 255 that file systems allow."""
+    from videobert_cli.pipeline.inputs import MAX_NAME_BYTES
+
+    source = tmp_path / "in"
+    title = "動画" * 41  # 82 characters, 246 bytes
+    long = "v" * 246
+    videos = [make_video(source / f"{title}.mp4", num_frames=5, fps=10),
+              make_video(source / f"{title}.mkv", num_frames=5, fps=10),
+              make_video(source / f"{long}.mp4", num_frames=5, fps=10),
+              make_video(source / "short.mp4", num_frames=5, fps=10)]
+    out = tmp_path / "out"
+    args = ["--quiet", "run", str(source), "-o", str(out), *fast_args(tiny_bert), "--json"]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["ok"] == 4
+    names = sorted(p.name for p in out.glob("*.h5"))
+    assert len(names) == 4 and "short.h5" in names
+    assert all(len(name.encode()) <= MAX_NAME_BYTES for name in names), names
+    cut = [name for name in names if name != "short.h5"]
+    assert {name[:5] for name in cut} == {title[:5], long[:5]}  # still recognisable
+    assert {load(out / name).attrs["source_path"] for name in names} == {str(v.resolve()) for v in videos}
+    assert json.loads(invoke(*args).stdout)["skipped"] == 4  # the names are stable
+
+
 # --- output problems ---------------------------------------------------------------------------
 def test_unwritable_output_is_a_usage_error_and_keeps_earlier_results(tmp_path, tiny_bert, monkeypatch):
     source = tmp_path / "in"

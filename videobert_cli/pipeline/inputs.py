@@ -16,6 +16,9 @@ from videobert_cli.errors import UsageError
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".wmv", ".mpg", ".mpeg", ".ts", ".3gp", ".ogv",
 )
+#: the longest output file name, in bytes: file systems allow 255, and the temporary file it
+#: is written as (``.<name>.tmp-<pid>-<8 hex>``) needs up to 22 more
+MAX_NAME_BYTES = 200
 #: transcript suffixes in the order they are preferred when several sit next to a video
 TRANSCRIPT_SUFFIXES = (".srt", ".vtt", ".json", ".txt")
 
@@ -121,7 +124,8 @@ def output_names(videos: list[tuple[Path, Path | None]]) -> list[str]:
     Videos whose names collide (``a/x.mp4`` and ``b/x.mp4`` given as files, or ``x.mp4`` and
     ``x.mkv`` in one folder) keep their extension in the name (``x.mp4.h5``); if that still
     collides, a short hash of the absolute path is added (``x.mp4-1a2b3c4d.h5``). A name is
-    never reused for two inputs of one run, so nothing is overwritten.
+    never reused for two inputs of one run, so nothing is overwritten. A file name longer than
+    :data:`MAX_NAME_BYTES` is cut and gets the hash too.
     """
     def relative_parts(path: Path, root: Path | None) -> list[str]:
         if root is None:
@@ -146,10 +150,27 @@ def output_names(videos: list[tuple[Path, Path | None]]) -> list[str]:
             counts[name.lower()] += 1
         for i, name in second.items():
             if counts[name.lower()] > 1:
-                digest = hashlib.sha256(os.path.abspath(videos[i][0]).encode("utf-8", "surrogateescape")).hexdigest()[:8]
-                name = name[: -len(".h5")] + f"-{digest}.h5"
+                name = name[: -len(".h5")] + f"-{_path_digest(videos[i][0])}.h5"
             names[i] = name
-    return names
+    return [_within_name_limit(name, path) for name, (path, _) in zip(names, videos)]
+
+
+def _path_digest(path: Path) -> str:
+    return hashlib.sha256(os.path.abspath(path).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def _within_name_limit(name: str, path: Path) -> str:
+    """``name`` with its file name cut to :data:`MAX_NAME_BYTES` (and made unique by the hash of
+    ``path``) if it is longer: a long title (82 CJK characters are 246 bytes) plus ``.mp4.h5``
+    would otherwise be a name the file system refuses."""
+    folder, _, file_name = name.rpartition("/")
+    if len(file_name.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES:
+        return name
+    tail = f"-{_path_digest(path)}.h5"
+    stem = file_name[: -len(".h5")]
+    while len((stem + tail).encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        stem = stem[:-1]  # whole characters, never half of one
+    return f"{folder}/{stem}{tail}" if folder else stem + tail
 
 
 def find_transcript(video: Path, root: Path | None, transcripts_dir: Path | None) -> Path | None:
