@@ -418,6 +418,23 @@ def test_inputs_from_stdin_list_files_globs_and_odd_names(tmp_path, tiny_bert):
     assert sorted(p.name for p in out4.rglob("*.h5")) == ["same.h5"]
 
 
+def test_a_glob_narrows_the_videos_and_takes_other_files_only_by_their_extension(tmp_path):
+    """``--glob 'cam1_*'`` must not turn cam1_001.vtt, the video's transcript, into an input."""
+    from videobert_cli.pipeline.inputs import expand_inputs
+
+    for name in ("cam1_001.mp4", "cam1_001.vtt", "cam1_001.json", "cam2_001.mp4", "cam1_002.MTS", "tape.dv"):
+        (tmp_path / name).write_bytes(b"")
+
+    def found(pattern):
+        return [path.name for path, _ in expand_inputs([str(tmp_path)], pattern=pattern)]
+
+    assert found(None) == ["cam1_001.mp4", "cam1_002.MTS", "cam2_001.mp4"]
+    assert found("cam1_*") == ["cam1_001.mp4", "cam1_002.MTS"]
+    assert found("*.mp4") == ["cam1_001.mp4", "cam2_001.mp4"]
+    assert found("*.dv") == ["tape.dv"]  # the pattern names the extension: the user's choice
+    assert found("cam1_001.*") == ["cam1_001.mp4"]
+
+
 def test_output_names_cannot_escape_the_output_directory(tmp_path):
     from videobert_cli.pipeline.inputs import output_names
 

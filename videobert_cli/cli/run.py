@@ -53,7 +53,11 @@ def run_command(
         Optional[Path], typer.Option("--transcripts", help="Directory of transcripts (default: next to each video).")
     ] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-directories.")] = False,
-    glob: Annotated[Optional[str], typer.Option("--glob", help="Only files matching this pattern (e.g. '*.mp4').")] = None,
+    glob: Annotated[
+        Optional[str],
+        typer.Option("--glob", help="Only videos matching this pattern (e.g. 'cam1_*'); a pattern that names an "
+                     "extension ('*.dv') takes those files whatever they are."),
+    ] = None,
     from_file: Annotated[
         Optional[list[Path]], typer.Option("--from-file", help="A file listing video paths, one per line.")
     ] = None,

@@ -15,6 +15,7 @@ from videobert_cli.errors import UsageError
 
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".wmv", ".mpg", ".mpeg", ".ts", ".3gp", ".ogv",
+    ".mts", ".m2ts", ".mxf", ".vob", ".asf", ".f4v", ".3g2",
 )
 #: the longest output file name, in bytes: file systems allow 255, and the temporary file it
 #: is written as (``.<name>.tmp-<pid>-<8 hex>``) needs up to 22 more
@@ -34,6 +35,13 @@ class VideoInput:
     root: Path | None = None
 
 
+def _names_its_extension(pattern: str) -> bool:
+    """Whether a ``--glob`` pattern ends in a literal extension (``*.mts``, ``cam1_*.MXF``):
+    then it chooses the files itself; otherwise (``cam1_*``) it only narrows the videos."""
+    suffix = PurePosixPath(pattern).suffix
+    return bool(suffix) and not any(char in suffix for char in "*?[")
+
+
 def _walk(directory: Path, *, recursive: bool, pattern: str | None) -> list[Path]:
     found: list[Path] = []
     if recursive:
@@ -44,6 +52,7 @@ def _walk(directory: Path, *, recursive: bool, pattern: str | None) -> list[Path
             # symlinked directories are not walked (loops), but symlinked files are taken
     else:
         found = sorted(p for p in directory.iterdir() if not p.is_dir())
+    videos_only = pattern is None or not _names_its_extension(pattern)
     selected = []
     for path in found:
         name = path.name
@@ -51,7 +60,7 @@ def _walk(directory: Path, *, recursive: bool, pattern: str | None) -> list[Path
             relative = path.relative_to(directory).as_posix()
             if not (fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(relative, pattern)):
                 continue
-        elif path.suffix.lower() not in VIDEO_EXTENSIONS:
+        if videos_only and path.suffix.lower() not in VIDEO_EXTENSIONS:
             continue
         if name.startswith("."):
             continue
@@ -75,7 +84,9 @@ def expand_inputs(
     """Resolve command-line inputs into ``(video path, root directory or None)`` pairs.
 
     ``-`` reads paths from ``stdin``; directories are listed (recursively with ``recursive``)
-    and filtered by ``pattern`` or the known video extensions; explicit files are always taken
+    and give their files with a known video extension, narrowed by ``pattern`` (a pattern that
+    ends in a literal extension, such as ``*.dv``, picks its files whatever the extension); explicit
+    files are always taken
     (a bad one is reported per input, not rejected up front). Duplicates are dropped.
     """
     expanded: list[tuple[Path, Path | None]] = []
