@@ -435,6 +435,44 @@ def test_a_glob_narrows_the_videos_and_takes_other_files_only_by_their_extension
     assert found("cam1_001.*") == ["cam1_001.mp4"]
 
 
+def test_a_video_keeps_the_name_its_file_has_when_a_twin_comes_or_goes(tmp_path, tiny_bert):
+    """x.h5 must not become x.mp4.h5 (the video done again, the old file left as a duplicate in
+    the index) because an x.mkv joined x.mp4 in the folder; nor the other way round."""
+    source = tmp_path / "in"
+    make_video(source / "x.mp4", num_frames=5, fps=10)
+    out = tmp_path / "out"
+    args = ["--quiet", "run", str(source), "-o", str(out), *fast_args(tiny_bert), "--json"]
+    assert json.loads(invoke(*args).stdout)["ok"] == 1
+    make_video(source / "x.mkv", num_frames=10, fps=10)
+    summary = json.loads(invoke(*args).stdout)
+    assert (summary["ok"], summary["skipped"]) == (1, 1), summary
+    assert sorted(p.name for p in out.glob("*.h5")) == ["x.h5", "x.mkv.h5"]
+    assert load(out / "x.h5").attrs["source_path"] == str((source / "x.mp4").resolve())
+    (source / "x.mkv").unlink()
+    make_video(source / "y.mp4", num_frames=5, fps=10)
+    assert json.loads(invoke(*args).stdout)["skipped"] == 1  # x.mp4 still x.h5
+    # a file made from another video is never taken over
+    other = tmp_path / "other"
+    make_video(other / "x.mp4", num_frames=5, fps=10)
+    make_video(other / "x.mkv", num_frames=5, fps=10)
+    summary = json.loads(invoke(*args[:2], str(other), *args[3:]).stdout)
+    assert summary["ok"] == 2
+    assert sorted(p.name for p in out.glob("*.h5")) == ["x.h5", "x.mkv.h5", "x.mp4.h5", "y.h5"]
+    assert load(out / "x.h5").attrs["source_path"] == str((source / "x.mp4").resolve())
+
+
+def test_twins_given_as_files_keep_their_names_when_one_is_given_alone(tmp_path, tiny_bert):
+    first = make_video(tmp_path / "a" / "same.mp4", num_frames=5, fps=10)
+    second = make_video(tmp_path / "b" / "same.mp4", num_frames=5, fps=10)
+    out = tmp_path / "out"
+    args = ["--quiet", "run", "-o", str(out), *fast_args(tiny_bert), "--json"]
+    assert json.loads(invoke(*args[:2], str(first), str(second), *args[2:]).stdout)["ok"] == 2
+    names = sorted(p.name for p in out.glob("*.h5"))
+    assert len(names) == 2 and all(name.startswith("same.mp4-") for name in names)
+    assert json.loads(invoke(*args[:2], str(second), *args[2:]).stdout)["skipped"] == 1
+    assert sorted(p.name for p in out.glob("*.h5")) == names
+
+
 def test_output_names_cannot_escape_the_output_directory(tmp_path):
     from videobert_cli.pipeline.inputs import output_names
 

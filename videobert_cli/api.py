@@ -330,6 +330,7 @@ def run(
         list_files=list_files,
         stdin=stdin if stdin is not None else sys.stdin,
         transcripts_dir=transcripts_dir,
+        out_dir=out_dir,
     )
     report = run_engine(engine, items, out_dir, config, options, observer=observer, stop=stop,
                         **(engine_options or {}))

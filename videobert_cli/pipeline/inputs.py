@@ -6,7 +6,7 @@ import fnmatch
 import hashlib
 import os
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, TextIO
@@ -129,7 +129,26 @@ def _safe_relative(parts: Iterable[str]) -> str:
     return str(PurePosixPath(*clean))
 
 
-def output_names(videos: list[tuple[Path, Path | None]]) -> list[str]:
+class ExistingOutputs:
+    """The feature files already in an output directory, as far as naming needs them."""
+
+    def __init__(self, out_dir: str | Path):
+        self.out_dir = Path(out_dir)
+
+    def exists(self, name: str) -> bool:
+        return (self.out_dir / name).is_file()
+
+    def source(self, name: str) -> str | None:
+        """The (resolved) source path the file ``name`` was made from, or None."""
+        from videobert_cli.store.hdf5 import read_attrs
+
+        try:
+            return read_attrs(self.out_dir / name).get("source_path")
+        except Exception:  # missing, unreadable, foreign: nobody's
+            return None
+
+
+def output_names(videos: list[tuple[Path, Path | None]], existing: ExistingOutputs | None = None) -> list[str]:
     """Stable output names: the video's path under its input directory with ``.h5``.
 
     Videos whose names collide (``a/x.mp4`` and ``b/x.mp4`` given as files, or ``x.mp4`` and
@@ -137,33 +156,56 @@ def output_names(videos: list[tuple[Path, Path | None]]) -> list[str]:
     collides, a short hash of the absolute path is added (``x.mp4-1a2b3c4d.h5``). A name is
     never reused for two inputs of one run, so nothing is overwritten. A file name longer than
     :data:`MAX_NAME_BYTES` is cut and gets the hash too.
-    """
-    def relative_parts(path: Path, root: Path | None) -> list[str]:
-        if root is None:
-            return [path.name]
-        return list(path.relative_to(root).parts)
 
-    first: list[str] = []
-    for path, root in videos:
-        parts = relative_parts(path, root)
-        parts[-1] = Path(parts[-1]).stem or parts[-1]
-        first.append(_safe_relative(parts) + ".h5")
+    With ``existing`` (the output directory's files) a video keeps the name its file already
+    has there, as long as no other input of the run takes it: ``x.h5`` stays ``x.h5`` when an ``x.webm`` joins ``x.mp4`` in the
+    folder, instead of the video being done again as ``x.mp4.h5`` next to a stale ``x.h5``.
+    """
+    candidates = [_name_candidates(path, root) for path, root in videos]
     groups: dict[str, list[int]] = defaultdict(list)
-    for index, name in enumerate(first):
-        groups[name.lower()].append(index)  # case-insensitive file systems collide too
-    names = list(first)
+    for index, names in enumerate(candidates):
+        groups[names[0].lower()].append(index)  # case-insensitive file systems collide too
+    chosen = [names[0] for names in candidates]
     for members in groups.values():
         if len(members) < 2:
             continue
-        second = {i: _safe_relative(relative_parts(*videos[i])) + ".h5" for i in members}
-        counts = defaultdict(int)
-        for name in second.values():
-            counts[name.lower()] += 1
-        for i, name in second.items():
-            if counts[name.lower()] > 1:
-                name = name[: -len(".h5")] + f"-{_path_digest(videos[i][0])}.h5"
-            names[i] = name
-    return [_within_name_limit(name, path) for name, (path, _) in zip(names, videos)]
+        counts = Counter(candidates[i][1].lower() for i in members)
+        for i in members:
+            chosen[i] = candidates[i][1] if counts[candidates[i][1].lower()] == 1 else candidates[i][2]
+    if existing is not None:
+        _keep_existing_names(videos, candidates, chosen, existing)
+    return chosen
+
+
+def _name_candidates(path: Path, root: Path | None) -> tuple[str, str, str]:
+    """The names a video can get: plain (``x.h5``), with its extension (``x.mp4.h5``), and with
+    the extension and its path's hash (``x.mp4-1a2b3c4d.h5``)."""
+    parts = [path.name] if root is None else list(path.relative_to(root).parts)
+    with_extension = _safe_relative(parts) + ".h5"
+    parts[-1] = Path(parts[-1]).stem or parts[-1]
+    plain = _safe_relative(parts) + ".h5"
+    hashed = with_extension[: -len(".h5")] + f"-{_path_digest(path)}.h5"
+    return tuple(_within_name_limit(name, path) for name in (plain, with_extension, hashed))
+
+
+def _keep_existing_names(videos, candidates, chosen: list[str], existing: ExistingOutputs) -> None:
+    """Give each video the other candidate name its existing file has, if it is free (in place)."""
+    used = Counter(name.lower() for name in chosen)
+    for index, (path, _) in enumerate(videos):
+        # a stat per candidate; a file is opened only where another candidate exists
+        others = [name for name in candidates[index] if name != chosen[index] and not used[name.lower()]
+                  and existing.exists(name)]
+        if not others:
+            continue
+        source = str(Path(path).resolve())
+        if existing.source(chosen[index]) == source:
+            continue
+        for name in others:
+            if existing.source(name) == source:
+                used[chosen[index].lower()] -= 1
+                used[name.lower()] += 1
+                chosen[index] = name
+                break
 
 
 def _path_digest(path: Path) -> str:
@@ -212,10 +254,14 @@ def plan_inputs(
     stdin: TextIO | None = None,
     transcripts_dir: str | Path | None = None,
     with_transcripts: bool = True,
+    out_dir: str | Path | None = None,
 ) -> list[VideoInput]:
-    """Everything a run will process, with output names and paired transcripts."""
+    """Everything a run will process, with output names and paired transcripts.
+
+    ``out_dir``: where the run writes; videos keep the names their files have there already
+    (see :func:`output_names`)."""
     videos = expand_inputs(specs, recursive=recursive, pattern=pattern, list_files=list_files, stdin=stdin)
-    names = output_names(videos)
+    names = output_names(videos, ExistingOutputs(out_dir) if out_dir is not None else None)
     tdir = Path(transcripts_dir) if transcripts_dir is not None else None
     if tdir is not None and not tdir.is_dir():
         raise UsageError(f"--transcripts {tdir}: not a directory", path=tdir)
