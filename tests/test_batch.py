@@ -473,6 +473,30 @@ def test_twins_given_as_files_keep_their_names_when_one_is_given_alone(tmp_path,
     assert sorted(p.name for p in out.glob("*.h5")) == names
 
 
+def test_recursive_walks_follow_symlinked_folders_once_and_flat_ones_say_what_they_skip(tmp_path, tiny_bert):
+    from videobert_cli.pipeline.inputs import expand_inputs
+
+    source, shard = tmp_path / "in", tmp_path / "shard"
+    for path in (source / "a" / "v.mp4", shard / "w.mp4"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    os.symlink(shard, source / "linked")  # a dataset linked in
+    os.symlink(source, source / "a" / "up")  # a link back up the tree: not a loop
+    os.symlink(shard, source / "again")  # the same folder twice: walked once
+
+    def found(spec, **kwargs):
+        return [path.relative_to(spec).as_posix() for path, _ in expand_inputs([str(spec)], **kwargs)]
+
+    assert found(source, recursive=True) == ["a/v.mp4", "again/w.mp4"]
+    notes: list[str] = []
+    assert found(source, notes=notes) == []
+    assert notes == [f"{source}: no videos at its top level; its 3 sub-folder(s) are searched only with --recursive"]
+    notes.clear()
+    assert found(source / "a", notes=notes) == ["v.mp4"] and notes == []  # videos found: nothing to say
+    result = invoke("run", str(source), "-o", str(tmp_path / "out"), *fast_args(tiny_bert))
+    assert result.exit_code == 0 and "searched only with --recursive" in result.output
+
+
 def test_output_names_cannot_escape_the_output_directory(tmp_path):
     from videobert_cli.pipeline.inputs import output_names
 

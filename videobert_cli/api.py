@@ -323,6 +323,7 @@ def run(
     # --- engines and index (videobert_cli.engines, videobert_cli.index) ---
     from videobert_cli.engines import run_engine
 
+    notes: list[str] = []
     items = plan_inputs(
         list(inputs),
         recursive=recursive,
@@ -331,7 +332,11 @@ def run(
         stdin=stdin if stdin is not None else sys.stdin,
         transcripts_dir=transcripts_dir,
         out_dir=out_dir,
+        notes=notes,
     )
+    for note in notes:
+        if observer is not None:
+            observer.on_message(note)
     report = run_engine(engine, items, out_dir, config, options, observer=observer, stop=stop,
                         **(engine_options or {}))
     _refresh_index(out_dir, options, index, observer)

@@ -42,14 +42,22 @@ def _names_its_extension(pattern: str) -> bool:
     return bool(suffix) and not any(char in suffix for char in "*?[")
 
 
-def _walk(directory: Path, *, recursive: bool, pattern: str | None) -> list[Path]:
+def _walk(directory: Path, *, recursive: bool, pattern: str | None, notes: list[str] | None = None) -> list[Path]:
     found: list[Path] = []
     if recursive:
-        for current, dirnames, filenames in os.walk(directory, followlinks=False):
-            dirnames.sort()
+        visited = {os.path.realpath(directory)}
+        for current, dirnames, filenames in os.walk(directory, followlinks=True):
+            # symlinked folders are walked (datasets are often linked together), each real
+            # folder once: a link back up the tree is not a loop
+            kept = []
+            for name in sorted(dirnames):
+                real = os.path.realpath(os.path.join(current, name))
+                if real not in visited:
+                    visited.add(real)
+                    kept.append(name)
+            dirnames[:] = kept
             for name in sorted(filenames):
                 found.append(Path(current) / name)
-            # symlinked directories are not walked (loops), but symlinked files are taken
     else:
         found = sorted(p for p in directory.iterdir() if not p.is_dir())
     videos_only = pattern is None or not _names_its_extension(pattern)
@@ -65,6 +73,11 @@ def _walk(directory: Path, *, recursive: bool, pattern: str | None) -> list[Path
         if name.startswith("."):
             continue
         selected.append(path)
+    if not selected and not recursive and notes is not None:
+        folders = sum(1 for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if folders:  # a cron job on a folder of dated sub-folders would otherwise do nothing forever
+            notes.append(f"{directory}: no videos at its top level; its {folders} sub-folder(s) are searched "
+                         "only with --recursive")
     return selected
 
 
@@ -80,8 +93,11 @@ def expand_inputs(
     pattern: str | None = None,
     list_files: Iterable[str | Path] = (),
     stdin: TextIO | None = None,
+    notes: list[str] | None = None,
 ) -> list[tuple[Path, Path | None]]:
     """Resolve command-line inputs into ``(video path, root directory or None)`` pairs.
+
+    ``notes`` (if given) gets a line for each directory whose sub-folders were not searched.
 
     ``-`` reads paths from ``stdin``; directories are listed (recursively with ``recursive``)
     and give their files with a known video extension, narrowed by ``pattern`` (a pattern that
@@ -104,7 +120,7 @@ def expand_inputs(
             continue
         path = Path(spec)
         if path.is_dir():
-            expanded.extend((found, path) for found in _walk(path, recursive=recursive, pattern=pattern))
+            expanded.extend((found, path) for found in _walk(path, recursive=recursive, pattern=pattern, notes=notes))
         else:
             expanded.append((path, None))
     seen: set[str] = set()
@@ -255,12 +271,14 @@ def plan_inputs(
     transcripts_dir: str | Path | None = None,
     with_transcripts: bool = True,
     out_dir: str | Path | None = None,
+    notes: list[str] | None = None,
 ) -> list[VideoInput]:
     """Everything a run will process, with output names and paired transcripts.
 
     ``out_dir``: where the run writes; videos keep the names their files have there already
     (see :func:`output_names`)."""
-    videos = expand_inputs(specs, recursive=recursive, pattern=pattern, list_files=list_files, stdin=stdin)
+    videos = expand_inputs(specs, recursive=recursive, pattern=pattern, list_files=list_files, stdin=stdin,
+                           notes=notes)
     names = output_names(videos, ExistingOutputs(out_dir) if out_dir is not None else None)
     tdir = Path(transcripts_dir) if transcripts_dir is not None else None
     if tdir is not None and not tdir.is_dir():
