@@ -169,9 +169,15 @@ def _write(path: Path, *, config: PipelineConfig, source: SourceInfo | None, ext
 def extract_video_files(
     videos: Iterable[str | Path], output: str | Path, config: PipelineConfig | None = None, *, on_done=None
 ) -> FileResults:
-    """Write ``video/`` features of each video to ``output`` (a .h5 file for one video, else a directory)."""
+    """Write ``video/`` features of each video to ``output`` (a .h5 file for one video, else a directory).
+
+    Each file's failure is one :class:`FileResult`; FFmpeg's own lines about it are not printed
+    (:func:`~videobert_cli.video.decode.quiet_decoder_logs`)."""
+    from videobert_cli.video.decode import quiet_decoder_logs
+
     config = config or PipelineConfig()
     require_single_device(config.runtime.device, "extract-video")
+    quiet_decoder_logs()
     paths = [Path(v) for v in videos]
 
     def work(path: Path, destination: Path) -> Path:

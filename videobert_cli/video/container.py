@@ -63,3 +63,55 @@ def matroska_shortfall(path: str | Path) -> tuple[int, int] | None:
         return None
     declared, actual = pos + segment_size, path.stat().st_size
     return (declared, actual) if actual < declared else None
+
+
+#: ISO BMFF (MP4/MOV) top-level boxes a file can start with
+_MP4_FIRST_BOXES = {b"ftyp", b"styp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"}
+#: boxes whose loss loses frames or the index: a cut trailing metadata box loses neither
+_MP4_ESSENTIAL_BOXES = {b"mdat", b"moov", b"moof"}
+_MP4_MAX_BOXES = 1_000_000  # a fragmented file has two boxes per fragment
+
+
+def mp4_defect(path: str | Path) -> str | None:
+    """What makes an MP4/MOV file incomplete, in words, or ``None``.
+
+    Walks the top-level boxes (a few bytes read per box): a media-data, index or fragment box
+    that runs past the end of the file (a cut download of a "faststart" file, whose index is at
+    the front, still opens), or no index at all (a recording that was never finalised). ``None``
+    for other formats and for files whose boxes cannot be read (the decoder decides there).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    boxes: set[bytes] = set()
+    offset = 0
+    with open(path, "rb") as handle:
+        for _ in range(_MP4_MAX_BOXES):
+            if offset + 8 > size:
+                break
+            handle.seek(offset)
+            header = handle.read(16)
+            box_size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if not boxes and kind not in _MP4_FIRST_BOXES:
+                return None
+            header_size = 8
+            if box_size == 1:  # a 64-bit size follows
+                if len(header) < 16:
+                    break
+                box_size, header_size = int.from_bytes(header[8:16], "big"), 16
+            elif box_size == 0:  # the last box: up to the end of the file
+                box_size = size - offset
+            if box_size < header_size:
+                return None  # not boxes after all
+            boxes.add(kind)
+            if offset + box_size > size:
+                if kind not in _MP4_ESSENTIAL_BOXES:
+                    break
+                missing = offset + box_size - size
+                return (f"truncated MP4/MOV file: its '{kind.decode('latin-1')}' box declares {box_size} bytes, "
+                        f"the file ends {missing} bytes short ({100 * missing / (offset + box_size):.0f}% missing)")
+            offset += box_size
+        else:
+            return None
+    if not boxes & {b"moov", b"moof"}:
+        return "truncated or incomplete MP4 (its index, the moov atom, is missing)"
+    return None

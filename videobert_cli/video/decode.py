@@ -143,10 +143,23 @@ def open_video(path: str | Path, *, num_threads: int = 0, decoder_log: str = "")
 
     path = Path(path)
     _check_input_file(path)
+    _refuse_cut_mp4(path)
     try:
         return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=num_threads)
     except Exception as exc:  # decord raises DECORDError/RuntimeError with C++ messages
         raise decode_failure(path, str(exc) or exc.__class__.__name__, decoder_log) from exc
+
+
+def quiet_decoder_logs() -> None:
+    """Stop the FFmpeg inside decord printing to this process's stderr (a damaged stream can
+    print hundreds of lines); decord's own one-line error on a file it cannot open remains.
+
+    For decoding in the calling process, where each file's failure is reported in one line of
+    its own; decode workers capture those lines instead, to read the reason in them.
+    """
+    import decord.logging
+
+    decord.logging.set_level(decord.logging.QUIET)
 
 
 def key_indices(reader) -> np.ndarray | None:
@@ -225,6 +238,21 @@ def probe_video(reader, path: str | Path) -> VideoInfo:
         frame_ends=ends,
         timestamps_source=timestamps_source,
     )
+
+
+def _refuse_cut_mp4(path: Path) -> None:
+    """A cut MP4/MOV is refused as truncated before decord sees it: with its index at the front
+    decord fails later with no reason, or reads the frames up to the cut as the whole video."""
+    from videobert_cli.video.container import mp4_defect
+
+    try:
+        defect = mp4_defect(path)
+    except OSError:
+        return  # unreadable files were refused already
+    if defect is not None:
+        raise VideoDecodeError(defect, path=path, reason="truncated",
+                               hint="download or copy it again; a recording that was never finished "
+                                    "may be repaired with a tool such as untrunc")
 
 
 def _refuse_cut_matroska(path: str | Path) -> None:
