@@ -369,6 +369,35 @@ def test_require_transcript_fails_videos_without_one_even_when_their_files_are_u
     assert records(out)["b.mp4"]["decision"] == "up to date"
 
 
+def test_verify_hash_covers_transcripts_and_a_moved_dataset_is_not_redone(tmp_path, tiny_bert):
+    import shutil
+
+    source = tmp_path / "in"
+    make_video(source / "a.mp4", num_frames=10, fps=10)
+    write_srt(source / "a.srt", [(0, 1, "teh cat sat")])
+    out = tmp_path / "out"
+    args = ["--quiet", "run", str(source), "-o", str(out), *fast_args(tiny_bert), "--json"]
+    assert json.loads(invoke(*args).stdout)["ok"] == 1
+    # files made without --verify-hash hold no hash: the reason says so
+    plan = json.loads(invoke(*args, "--verify-hash", "--dry-run").stdout)["plan"]
+    assert [p["why"] for p in plan] == ["no content hash stored (made without --verify-hash)"]
+    assert json.loads(invoke(*args, "--verify-hash").stdout)["ok"] == 1
+    assert json.loads(invoke(*args, "--verify-hash").stdout)["skipped"] == 1
+    # a same-size edit with the old time put back is seen by its content
+    times = os.stat(source / "a.srt")
+    write_srt(source / "a.srt", [(0, 1, "the cat sat")])
+    os.utime(source / "a.srt", ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert json.loads(invoke(*args).stdout)["skipped"] == 1  # size and time alone cannot tell
+    assert json.loads(invoke(*args, "--verify-hash").stdout)["ok"] == 1
+    assert records(out)["a.mp4"]["decision"] == "changed transcript (content hash)"
+    assert "teh" not in " ".join(load(out / "a.h5").text.tokens)
+    # the dataset copied elsewhere with its times (cp -a): nothing to redo
+    moved = tmp_path / "moved"
+    shutil.copytree(source, moved)
+    summary = json.loads(invoke(*args[:2], str(moved), *args[3:]).stdout)
+    assert summary["skipped"] == 1, records(out)["a.mp4"]
+
+
 def test_dry_run_lists_decisions_and_loads_no_model(tmp_path, tiny_bert, monkeypatch):
     source = tmp_path / "in"
     make_video(source / "a.mp4", num_frames=10, fps=10)

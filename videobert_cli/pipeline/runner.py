@@ -165,14 +165,17 @@ def source_info(path: Path, *, with_hash: bool = False) -> SourceInfo:
     )
 
 
-def _transcript_identity(path: Path | None) -> dict:
+def _transcript_identity(path: Path | None, *, with_hash: bool = False) -> dict:
     if path is None:
         return {}
     try:
         stat = path.stat()
     except OSError:
         return {"path": str(path)}
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime}
+    identity = {"path": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime}
+    if with_hash:
+        identity["sha256"] = file_sha256(path)
+    return identity
 
 
 def decide(item: VideoInput, output: Path, config_hash: str, options: RunOptions) -> tuple[bool, str]:
@@ -199,19 +202,34 @@ def decide(item: VideoInput, output: Path, config_hash: str, options: RunOptions
         return True, "new"
     if options.verify_hash:
         stored = attrs.get("source_sha256")
-        if not stored or stored != file_sha256(item.path):
+        if not stored:
+            return True, "no content hash stored (made without --verify-hash)"
+        if stored != file_sha256(item.path):
             return True, "changed input (content hash)"
     elif attrs.get("source_size") != current.size or not math.isclose(
         float(attrs.get("source_mtime", -1.0)), current.mtime, abs_tol=1e-6
     ):
         return True, "changed input"
+    # the transcript is judged like the video, by its content, not by where it is: a dataset
+    # copied elsewhere with its times kept (cp -a, rsync -a) is not redone
     stored_transcript = attrs.get("transcript_source") or {}
-    current_transcript = _transcript_identity(item.transcript)
-    if stored_transcript.get("path") != current_transcript.get("path"):
+    if bool(stored_transcript) != (item.transcript is not None):
         return True, "transcript added or removed"
-    if current_transcript and (
-        stored_transcript.get("size") != current_transcript.get("size")
-        or not math.isclose(float(stored_transcript.get("mtime", -1.0)), current_transcript.get("mtime", -2.0), abs_tol=1e-6)
+    if item.transcript is None:
+        return False, "up to date"
+    if options.verify_hash:
+        stored = stored_transcript.get("sha256")
+        if not stored:
+            return True, "no transcript content hash stored (made without --verify-hash)"
+        try:
+            if stored != file_sha256(item.transcript):
+                return True, "changed transcript (content hash)"
+        except OSError:
+            return True, "changed transcript"
+        return False, "up to date"
+    current_transcript = _transcript_identity(item.transcript)
+    if stored_transcript.get("size") != current_transcript.get("size") or not math.isclose(
+        float(stored_transcript.get("mtime", -1.0)), current_transcript.get("mtime", -2.0), abs_tol=1e-6
     ):
         return True, "changed transcript"
     return False, "up to date"
@@ -801,7 +819,7 @@ def finish_video(job: VideoJob, info, video, transcript, *, defer_write: bool = 
                 tool_version=__version__,
                 config_hash=config_hash,
                 extra_attrs={
-                    "transcript_source": _transcript_identity(item.transcript),
+                    "transcript_source": _transcript_identity(item.transcript, with_hash=options.verify_hash),
                     "created_by": "videobert run",
                 },
                 dtype=config.output.dtype,
