@@ -148,6 +148,18 @@ def test_literal_text(tiny_bert_dir: Path, tiny_ref: Reference) -> None:
     np.testing.assert_allclose(features.token_features, expected, rtol=0, atol=ATOL)
 
 
+def test_special_tokens_written_in_a_transcript_are_text(tiny_bert_dir: Path, tiny_ref: Reference) -> None:
+    """A transcript that says "[SEP]" or "[PAD]" must not put a separator or padding mid-window."""
+    text = "press [CLS] then [SEP] or [PAD] and [MASK]"
+    features = extract_text(text, text_config(str(tiny_bert_dir)), literal=True)
+    specials = set(tiny_ref.tokenizer.all_special_ids)
+    as_text = tiny_ref.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    assert not specials & set(as_text) and len(features.tokens) == len(as_text)
+    assert features.tokens == tiny_ref.tokenizer.convert_ids_to_tokens(as_text)
+    assert "[SEP]" not in features.tokens and "[PAD]" not in features.tokens
+    np.testing.assert_allclose(features.token_features, tiny_ref.encode_ids(as_text), rtol=0, atol=ATOL)
+
+
 # --- windowing ---------------------------------------------------------------------------------------
 SENTENCES = [
     "The first sentence of the long cue is here.",

@@ -35,8 +35,9 @@ def _tokenize(tokenizer, texts: list[str]) -> list[list[int]]:
     ids: list[list[int]] = []
     for start in range(0, len(texts), _TOKENIZE_GROUP):
         group = texts[start : start + _TOKENIZE_GROUP]
-        # verbose=False: we window long inputs ourselves, the length warning would mislead
-        ids.extend(tokenizer(group, add_special_tokens=False, verbose=False)["input_ids"])
+        # verbose=False: we window long inputs ourselves, the length warning would mislead;
+        # split_special_tokens: "[SEP]" or "[PAD]" said in a transcript is text, not a marker
+        ids.extend(tokenizer(group, add_special_tokens=False, verbose=False, split_special_tokens=True)["input_ids"])
     return ids
 
 
