@@ -303,6 +303,32 @@ def test_inspect_missing_file(tmp_path: Path) -> None:
     assert len(lines(result.stderr)) == 1 and str(tmp_path / "nope.h5") in result.stderr
 
 
+def test_inspect_a_directory_points_to_index(tmp_path: Path) -> None:
+    result = invoke("inspect", tmp_path)
+    assert result.exit_code == 1
+    assert len(lines(result.stderr)) == 1 and "is a directory" in result.stderr and "videobert index" in result.stderr
+
+
+def test_extract_text_of_an_empty_text_is_a_usage_error(tmp_path: Path) -> None:
+    result = invoke("extract-text", "--text", "  ", "-o", tmp_path / "t.h5")
+    assert result.exit_code == 2 and "--text is empty" in result.stderr
+    assert not (tmp_path / "t.h5").exists()
+
+
+def test_a_lock_waited_for_in_vain_says_how_long() -> None:
+    import tempfile
+
+    from videobert_cli.errors import LockedError
+    from videobert_cli.pipeline.lock import OutputLock
+
+    with tempfile.TemporaryDirectory() as directory, OutputLock(directory):
+        with pytest.raises(LockedError) as caught:
+            OutputLock(directory, wait=0.3).acquire()
+        assert "(waited 0.3 s)" in str(caught.value) and "wait longer with --wait-lock" in str(caught.value)
+        with pytest.raises(LockedError, match="or pass --wait-lock SECONDS"):
+            OutputLock(directory).acquire()
+
+
 # --- run -------------------------------------------------------------------------------------------------
 def test_run_folder_then_rerun_skips(tmp_path: Path, fast_cli_flags: list[str], mobilenet_dim: int, fast_config) -> None:
     from videobert_cli import fuse

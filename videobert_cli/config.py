@@ -313,7 +313,7 @@ def default_decode_threads(device: str, cpus: int, gpus: int) -> int:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """The documented default: fp32 on CPU (bit-faithful features), fp16 on CUDA."""
+    """The documented default: fp32 on CPU (full-precision features), fp16 on CUDA."""
     if precision != "auto":
         return precision
     return "fp16" if device.startswith("cuda") else "fp32"

@@ -46,6 +46,8 @@ def extract_text_command(
 
     if not transcripts and not text:
         raise UsageError("nothing to encode", hint="give transcript files or --text \"...\"")
+    if text and not all(value.strip() for value in text):
+        raise UsageError("--text is empty", hint="give the words to encode, e.g. --text \"a person slices an onion\"")
     config = build_config(
         text_model=text_model, max_length=max_length, device=device, batch_size=batch_size,
         precision=precision, dtype=dtype, compression=compression,

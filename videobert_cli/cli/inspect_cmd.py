@@ -35,6 +35,9 @@ def inspect_command(
     from videobert_cli.errors import FeatureFileError
     from videobert_cli.store.hdf5 import describe
 
+    if path.is_dir():
+        raise FeatureFileError("is a directory", path=path,
+                               hint="give one .h5 file; for a whole output directory run `videobert index DIR`")
     if not path.is_file():
         raise FeatureFileError("file not found", path=path)
     rows = describe(path)

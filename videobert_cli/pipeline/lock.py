@@ -51,9 +51,11 @@ class OutputLock:
                 if time.monotonic() >= deadline:
                     holder = self._holder()
                     os.close(fd)
+                    waited = f" (waited {self.wait:g} s)" if self.wait > 0 else ""
                     raise LockedError(
-                        f"another videobert run ({holder}) is writing to {self.path.parent}",
-                        hint="wait for it, or pass --wait-lock SECONDS",
+                        f"another videobert run ({holder}) is writing to {self.path.parent}{waited}",
+                        hint="wait for it, or pass --wait-lock SECONDS" if self.wait <= 0
+                        else "it is still running: try again later or wait longer with --wait-lock",
                     ) from None
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
