@@ -329,6 +329,25 @@ def test_a_lock_waited_for_in_vain_says_how_long() -> None:
             OutputLock(directory).acquire()
 
 
+def test_run_json_is_json_even_when_the_run_cannot_start(tmp_path: Path, fast_cli_flags: list[str]) -> None:
+    result = invoke("run", tmp_path, "-o", tmp_path / "out", *fast_cli_flags, "--fps", "0", "--json")
+    assert result.exit_code == 2
+    answer = json.loads(result.stdout)
+    assert answer["exit_code"] == 2 and answer["reason"] == "config" and "--fps" in answer["error"]
+    assert "--fps must be a positive number" in result.stderr  # the one line stays
+
+
+def test_quiet_run_lists_only_the_failures(tmp_path: Path, clip: Path, fast_cli_flags: list[str]) -> None:
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "good.mp4").write_bytes(clip.read_bytes())
+    (videos / "bad.mp4").write_text("not a video\n" * 20)
+    result = invoke("--quiet", "run", videos, "-o", tmp_path / "out", *fast_cli_flags)
+    assert result.exit_code == 1
+    assert "bad.mp4" in result.stderr and "good.mp4" not in result.stderr
+    assert "1 ok, 0 skipped, 1 failed" in result.stderr
+
+
 # --- run -------------------------------------------------------------------------------------------------
 def test_run_folder_then_rerun_skips(tmp_path: Path, fast_cli_flags: list[str], mobilenet_dim: int, fast_config) -> None:
     from videobert_cli import fuse

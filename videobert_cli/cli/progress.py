@@ -52,8 +52,9 @@ class RichRunObserver:
             self.progress.console.print(escape(message))
 
 
-def summary_table(report, *, limit: int = 30) -> Table:
-    """Per-input outcomes (first ``limit`` rows, failures first) and totals."""
+def summary_table(report, *, limit: int = 30, failures_only: bool = False) -> Table:
+    """Per-input outcomes (first ``limit`` rows, failures first; only failures with
+    ``failures_only``, as ``--quiet`` asks) and totals."""
     table = Table(title=f"videobert run -> {report.output_dir}", show_lines=False)
     table.add_column("input", overflow="fold")
     table.add_column("status")
@@ -63,6 +64,8 @@ def summary_table(report, *, limit: int = 30) -> Table:
     table.add_column("seconds", justify="right")
     colour = {"ok": "green", "skipped": "cyan", "failed": "red", "pending": "yellow"}
     records = sorted(report.records, key=lambda r: r.status != "failed")
+    if failures_only:
+        records = [record for record in records if record.status == "failed"]
     for record in records[:limit]:
         why = record.message if record.status == "failed" else record.decision
         table.add_row(

@@ -10,7 +10,7 @@ import typer
 
 from videobert_cli.cli import options as opt
 from videobert_cli.cli.common import STATE, build_config, handle_errors, stderr
-from videobert_cli.errors import UsageError
+from videobert_cli.errors import UsageError, VideoBertError
 
 HELP = """Run decode -> video model -> text model -> fusion -> HDF5 for every video.
 
@@ -126,25 +126,32 @@ def run_command(
     from videobert_cli.cli.progress import RichRunObserver, summary_table
     from videobert_cli.pipeline.runner import RunOptions
 
-    if not inputs and not from_file:
-        raise UsageError("no inputs", hint="give video files or directories, - for stdin, or --from-file LIST")
-    config = build_config(
-        fps=fps, num_frames=num_frames, clip_len=clip_len, clip_fps=clip_fps, clip_stride=clip_stride,
-        drop_tail=drop_tail, video_model=video_model, video_weights=video_weights,
-        text_model=text_model, max_length=max_length, fusion_weights=fusion_weights, fusion_seed=fusion_seed,
-        d_model=d_model, layers=layers, heads=heads, align=align, device=device, devices=devices, batch_size=batch_size,
-        precision=precision, dtype=dtype, compression=compression,
-    )
-    options = RunOptions(
-        force=force, verify_hash=verify_hash, dry_run=dry_run, timeout=timeout, wait_lock=wait_lock,
-        require_transcript=require_transcript, vocab=str(vocab) if vocab else None,
-    )
-    with RichRunObserver(quiet=STATE.quiet or dry_run) as observer:
-        report = run(
-            inputs or [], output, config, options, recursive=recursive, pattern=glob, list_files=from_file or [],
-            transcripts_dir=transcripts, observer=observer, engine=engine,
-            engine_options={"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker}, index=index,
+    try:
+        if not inputs and not from_file:
+            raise UsageError("no inputs", hint="give video files or directories, - for stdin, or --from-file LIST")
+        config = build_config(
+            fps=fps, num_frames=num_frames, clip_len=clip_len, clip_fps=clip_fps, clip_stride=clip_stride,
+            drop_tail=drop_tail, video_model=video_model, video_weights=video_weights,
+            text_model=text_model, max_length=max_length, fusion_weights=fusion_weights, fusion_seed=fusion_seed,
+            d_model=d_model, layers=layers, heads=heads, align=align, device=device, devices=devices,
+            batch_size=batch_size, precision=precision, dtype=dtype, compression=compression,
         )
+        options = RunOptions(
+            force=force, verify_hash=verify_hash, dry_run=dry_run, timeout=timeout, wait_lock=wait_lock,
+            require_transcript=require_transcript, vocab=str(vocab) if vocab else None,
+        )
+        with RichRunObserver(quiet=STATE.quiet or dry_run) as observer:
+            report = run(
+                inputs or [], output, config, options, recursive=recursive, pattern=glob, list_files=from_file or [],
+                transcripts_dir=transcripts, observer=observer, engine=engine,
+                engine_options={"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker},
+                index=index,
+            )
+    except VideoBertError as error:
+        if json_output:  # a script reading stdout gets JSON whatever happened (the line stays on stderr)
+            typer.echo(json.dumps({"output_dir": str(output), "error": str(error), "reason": error.reason,
+                                   "exit_code": error.exit_code}, indent=2))
+        raise
     if json_output:
         summary = report.summary()
         if dry_run:
@@ -154,6 +161,8 @@ def run_command(
                 for r in report.records
             ]
         typer.echo(json.dumps(summary, default=str, indent=2))
-    elif not STATE.quiet or report.exit_code:
+    elif not STATE.quiet:
         stderr.print(summary_table(report))
+    elif report.exit_code:
+        stderr.print(summary_table(report, failures_only=True))
     raise typer.Exit(report.exit_code)

@@ -174,8 +174,9 @@ def output_names(videos: list[tuple[Path, Path | None]], existing: ExistingOutpu
     :data:`MAX_NAME_BYTES` is cut and gets the hash too.
 
     With ``existing`` (the output directory's files) a video keeps the name its file already
-    has there, as long as no other input of the run takes it: ``x.h5`` stays ``x.h5`` when an ``x.webm`` joins ``x.mp4`` in the
-    folder, instead of the video being done again as ``x.mp4.h5`` next to a stale ``x.h5``.
+    has there, as long as no other input of the run takes it: ``x.h5`` stays ``x.h5`` when an
+    ``x.webm`` joins ``x.mp4`` in the folder, instead of the video being done again as
+    ``x.mp4.h5`` next to a stale ``x.h5``.
     """
     candidates = [_name_candidates(path, root) for path, root in videos]
     groups: dict[str, list[int]] = defaultdict(list)
