@@ -526,6 +526,51 @@ def test_recursive_walks_follow_symlinked_folders_once_and_flat_ones_say_what_th
     assert result.exit_code == 0 and "searched only with --recursive" in result.output
 
 
+def test_language_variants_of_a_transcript_are_paired(tmp_path):
+    """yt-dlp writes subtitles as NAME.en.vtt; a video gets the only language there is, or the
+    one asked for; a plain NAME.srt always wins."""
+    from videobert_cli.pipeline.inputs import TranscriptFinder
+
+    names = ["Talk [abc].mp4", "Talk [abc].en.vtt",  # glob characters in the name
+             "b.mp4", "b.en.vtt", "b.de.srt",
+             "c.mp4", "c.srt", "c.en.vtt",
+             "d.mp4", "d.en.vtt", "d.en.srt",
+             "e.mp4", "e.en-US.vtt",
+             "f.mp4", "f.final.srt"]
+    for name in names:
+        (tmp_path / name).write_text("")
+
+    def paired(language=None):
+        finder = TranscriptFinder(None, language)
+        found = {video.stem: finder.find(video, tmp_path) for video in sorted(tmp_path.glob("*.mp4"))}
+        return {stem: path.name if path else None for stem, path in found.items()}, finder.ambiguous
+
+    found, ambiguous = paired()
+    assert found == {"Talk [abc]": "Talk [abc].en.vtt", "b": None, "c": "c.srt", "d": "d.en.srt",
+                     "e": "e.en-US.vtt", "f": None}
+    assert [video.name for video in ambiguous] == ["b.mp4"]
+    found, ambiguous = paired("de")
+    assert (found["b"], found["Talk [abc]"], found["c"]) == ("b.de.srt", None, "c.srt") and not ambiguous
+    found, _ = paired("EN")
+    assert (found["b"], found["e"]) == ("b.en.vtt", "e.en-US.vtt")
+
+
+def test_a_run_says_when_transcripts_come_in_several_languages(tmp_path, tiny_bert):
+    source = tmp_path / "in"
+    make_video(source / "a.mp4", num_frames=10, fps=10)
+    write_srt(source / "a.en.srt", [(0, 1, "hello")])
+    write_srt(source / "a.de.srt", [(0, 1, "hallo")])
+    args = ["run", str(source), "-o", str(tmp_path / "out"), *fast_args(tiny_bert)]
+    result = invoke(*args)
+    assert result.exit_code == 0 and "choose one with --transcript-lang" in " ".join(result.output.split())
+    result = invoke("--quiet", *args, "--transcript-lang", "de", "--json")
+    assert records(tmp_path / "out")["a.mp4"]["transcript"] == str(source / "a.de.srt")
+    from transformers import AutoTokenizer
+
+    expected = AutoTokenizer.from_pretrained(str(tiny_bert), local_files_only=True).tokenize("hallo")
+    assert load(tmp_path / "out" / "a.h5").text.tokens == expected
+
+
 def test_output_names_cannot_escape_the_output_directory(tmp_path):
     from videobert_cli.pipeline.inputs import output_names
 

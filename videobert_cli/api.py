@@ -306,6 +306,7 @@ def run(
     pattern: str | None = None,
     list_files: Iterable[str | Path] = (),
     transcripts_dir: str | Path | None = None,
+    transcript_language: str | None = None,
     stdin: TextIO | None = None,
     observer: RunObserver | None = None,
     stop: StopFlag | None = None,
@@ -316,7 +317,9 @@ def run(
     """The whole pipeline per video: one HDF5 file per video in ``out_dir`` plus ``manifest.jsonl``.
 
     ``inputs`` are files, directories, or ``-`` (paths on ``stdin``). Returns a
-    :class:`RunReport`; its ``exit_code`` is what the CLI exits with.
+    :class:`RunReport`; its ``exit_code`` is what the CLI exits with. Each video is paired with
+    the transcript of its stem (``transcript_language`` chooses among ``NAME.en.vtt``,
+    ``NAME.de.vtt``, ...; see :class:`~videobert_cli.pipeline.inputs.TranscriptFinder`).
 
     ``engine`` is ``"local"`` or ``"ray"`` (:mod:`videobert_cli.engines`; ``engine_options``
     such as ``address``, ``workers``, ``gpus_per_worker`` go to it). ``index``: write
@@ -337,6 +340,7 @@ def run(
         list_files=list_files,
         stdin=stdin if stdin is not None else sys.stdin,
         transcripts_dir=transcripts_dir,
+        transcript_language=transcript_language,
         out_dir=out_dir,
         notes=notes,
     )

@@ -52,6 +52,11 @@ def run_command(
     transcripts: Annotated[
         Optional[Path], typer.Option("--transcripts", help="Directory of transcripts (default: next to each video).")
     ] = None,
+    transcript_lang: Annotated[
+        Optional[str],
+        typer.Option("--transcript-lang", help="Language of the transcripts to pair where a video has several, "
+                     "as NAME.en.vtt and NAME.de.vtt (yt-dlp's subtitles): en, de, pt-BR, ..."),
+    ] = None,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-directories.")] = False,
     glob: Annotated[
         Optional[str],
@@ -143,7 +148,7 @@ def run_command(
         with RichRunObserver(quiet=STATE.quiet or dry_run) as observer:
             report = run(
                 inputs or [], output, config, options, recursive=recursive, pattern=glob, list_files=from_file or [],
-                transcripts_dir=transcripts, observer=observer, engine=engine,
+                transcripts_dir=transcripts, transcript_language=transcript_lang, observer=observer, engine=engine,
                 engine_options={"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker},
                 index=index,
             )

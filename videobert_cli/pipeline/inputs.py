@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import re
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -243,23 +244,75 @@ def _within_name_limit(name: str, path: Path) -> str:
     return f"{folder}/{stem}{tail}" if folder else stem + tail
 
 
-def find_transcript(video: Path, root: Path | None, transcripts_dir: Path | None) -> Path | None:
-    """The transcript with the video's stem: in ``transcripts_dir`` (mirroring the video's
-    sub-folder, then flat) or, without it, next to the video. Preference: .srt, .vtt, .json, .txt.
+#: the language part of a subtitle name such as yt-dlp's ``NAME.en.vtt``: en, pt-BR, zh-Hans, en-orig
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")
+
+
+class TranscriptFinder:
+    """Pairs videos with transcripts of the same stem (see :func:`find_transcript`).
+
+    Besides ``NAME.srt`` it finds language variants such as ``NAME.en.vtt`` (yt-dlp's
+    subtitles): the only one there is, or the one of ``language``. Each folder is listed once.
     """
-    candidates_dirs: list[Path] = []
-    if transcripts_dir is not None:
-        if root is not None:
-            candidates_dirs.append(transcripts_dir / video.parent.relative_to(root))
-        candidates_dirs.append(transcripts_dir)
-    else:
-        candidates_dirs.append(video.parent)
-    for directory in candidates_dirs:
-        for suffix in TRANSCRIPT_SUFFIXES:
-            candidate = directory / (video.stem + suffix)
-            if candidate.is_file() or (candidate.exists() and not candidate.is_dir()):
-                return candidate
-    return None
+
+    def __init__(self, transcripts_dir: Path | None = None, language: str | None = None):
+        self.transcripts_dir = transcripts_dir
+        self.language = language.lower() if language else None
+        self._variants: dict[Path, dict[str, list[tuple[str, Path]]]] = {}
+        #: videos left without a transcript because several languages were there
+        self.ambiguous: list[Path] = []
+
+    def find(self, video: Path, root: Path | None) -> Path | None:
+        """The transcript of ``video`` found under its input directory ``root`` (None: a file)."""
+        directories: list[Path] = []
+        if self.transcripts_dir is not None:
+            if root is not None:
+                directories.append(self.transcripts_dir / video.parent.relative_to(root))
+            directories.append(self.transcripts_dir)
+        else:
+            directories.append(video.parent)
+        for directory in directories:
+            for suffix in TRANSCRIPT_SUFFIXES:
+                candidate = directory / (video.stem + suffix)
+                if candidate.is_file() or (candidate.exists() and not candidate.is_dir()):
+                    return candidate
+            variants = self._listing(directory).get(video.stem, [])
+            if self.language is not None:
+                variants = [(tag, path) for tag, path in variants
+                            if tag == self.language or tag.startswith(self.language + "-")]
+            if len({tag for tag, _ in variants}) == 1:
+                return min(variants, key=lambda variant: TRANSCRIPT_SUFFIXES.index(variant[1].suffix.lower()))[1]
+            if variants:
+                self.ambiguous.append(video)
+                return None
+        return None
+
+    def _listing(self, directory: Path) -> dict[str, list[tuple[str, Path]]]:
+        """``{stem: [(language, path), ...]}`` of the language variants in ``directory``."""
+        if directory not in self._variants:
+            variants: dict[str, list[tuple[str, Path]]] = defaultdict(list)
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                names = []
+            for name in names:
+                path = Path(name)
+                if path.suffix.lower() not in TRANSCRIPT_SUFFIXES:
+                    continue
+                stem, _, tag = path.stem.rpartition(".")
+                if stem and _LANGUAGE_TAG.fullmatch(tag) and (directory / name).is_file():
+                    variants[stem].append((tag.lower(), directory / name))
+            self._variants[directory] = variants
+        return self._variants[directory]
+
+
+def find_transcript(video: Path, root: Path | None, transcripts_dir: Path | None,
+                    language: str | None = None) -> Path | None:
+    """The transcript with the video's stem: in ``transcripts_dir`` (mirroring the video's
+    sub-folder, then flat) or, without it, next to the video. Preference: .srt, .vtt, .json, .txt;
+    then a language variant (``NAME.en.vtt``): the only language there, or ``language``.
+    """
+    return TranscriptFinder(transcripts_dir, language).find(video, root)
 
 
 def plan_inputs(
@@ -273,23 +326,33 @@ def plan_inputs(
     with_transcripts: bool = True,
     out_dir: str | Path | None = None,
     notes: list[str] | None = None,
+    transcript_language: str | None = None,
 ) -> list[VideoInput]:
     """Everything a run will process, with output names and paired transcripts.
 
     ``out_dir``: where the run writes; videos keep the names their files have there already
-    (see :func:`output_names`)."""
+    (see :func:`output_names`). ``transcript_language`` picks among language variants such as
+    ``NAME.en.vtt`` and ``NAME.de.vtt`` (:class:`TranscriptFinder`). ``notes`` gets a line for
+    what the user may want to know (sub-folders not searched, transcripts in several languages)."""
     videos = expand_inputs(specs, recursive=recursive, pattern=pattern, list_files=list_files, stdin=stdin,
                            notes=notes)
     names = output_names(videos, ExistingOutputs(out_dir) if out_dir is not None else None)
     tdir = Path(transcripts_dir) if transcripts_dir is not None else None
     if tdir is not None and not tdir.is_dir():
         raise UsageError(f"--transcripts {tdir}: not a directory", path=tdir)
-    return [
+    finder = TranscriptFinder(tdir, transcript_language)
+    items = [
         VideoInput(
             path=path,
             output_name=name,
-            transcript=find_transcript(path, root, tdir) if with_transcripts else None,
+            transcript=finder.find(path, root) if with_transcripts else None,
             root=root,
         )
         for (path, root), name in zip(videos, names)
     ]
+    if finder.ambiguous and notes is not None:
+        example = finder.ambiguous[0]
+        notes.append(f"{len(finder.ambiguous)} video(s) have transcripts in several languages and none was "
+                     f"paired (e.g. {example.stem}.<language>.vtt next to {example.name}); choose one with "
+                     "--transcript-lang LANG")
+    return items
