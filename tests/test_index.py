@@ -135,6 +135,24 @@ def test_index_command(out_dir, tmp_path):
     assert result.exit_code == EXIT_USAGE and "not a directory" in result.output
 
 
+def test_inspecting_an_index_lists_its_links_without_following_them(out_dir, tmp_path):
+    from videobert_cli.cli.app import app
+
+    out = tmp_path / "inspected"
+    shutil.copytree(out_dir, out)
+    write_index(out)
+    result = CliRunner().invoke(app, ["inspect", str(out / INDEX_NAME), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    links = {row["name"]: row["target"] for row in rows if row["kind"] == "link"}
+    assert links == {"/videos/talk": "talk.h5:/", "/videos/sub__quiet": "sub/quiet.h5:/"}
+    assert not [row for row in rows if row["name"].startswith("/videos/") and row["kind"] != "link"], \
+        "a linked file was described as part of the index"
+    assert [row["name"] for row in rows].count("/") == 1
+    tree = CliRunner().invoke(app, ["inspect", str(out / INDEX_NAME)])
+    assert tree.exit_code == 0 and "talk -> talk.h5:/" in tree.stdout
+
+
 def test_run_refreshes_the_index(out_dir, corpus, fast_config, tmp_path):
     out = tmp_path / "refresh"
     shutil.copytree(out_dir, out)

@@ -52,11 +52,13 @@ def inspect_command(
             node = root
         else:
             parent = nodes.get(name.rsplit("/", 1)[0] or "/", root)
-            label = (
-                f"[bold cyan]{name.rsplit('/', 1)[-1]}/[/]"
-                if row["kind"] == "group"
-                else f"[green]{name.rsplit('/', 1)[-1]}[/] {tuple(row['shape'])} {row['dtype']}"
-            )
+            leaf = escape(name.rsplit("/", 1)[-1])
+            if row["kind"] == "group":
+                label = f"[bold cyan]{leaf}/[/]"
+            elif row["kind"] == "link":
+                label = f"[magenta]{leaf}[/] -> {escape(row['target'])}"
+            else:
+                label = f"[green]{leaf}[/] {tuple(row['shape'])} {row['dtype']}"
             node = parent.add(label)
             nodes[name] = node
         for key, value in row.get("attrs", {}).items():

@@ -956,7 +956,9 @@ def describe(path: str | Path) -> list[dict[str, Any]]:
     Returns rows in file order, the root group first, each a dict with ``name`` (HDF5 path),
     ``kind`` (``"group"``/``"dataset"``), ``shape`` (tuple, ``None`` for groups), ``dtype``
     (numpy name, ``"str"`` for UTF-8 strings, ``None`` for groups), ``attrs`` (decoded), and
-    for datasets ``chunks`` and ``compression``. Works on any readable HDF5 file.
+    for datasets ``chunks`` and ``compression``. Works on any readable HDF5 file. Links to other
+    files (an index's ``videos/``) are rows of kind ``"link"`` with their ``target``, not
+    followed: an index of a corpus would otherwise describe every file of it.
 
     Raises:
         FeatureFileError: missing file, or not readable as HDF5.
@@ -975,6 +977,11 @@ def describe(path: str | Path) -> list[dict[str, Any]]:
             }
         )
         for key in group:
+            link = group.get(key, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                rows.append({"name": f"{group.name.rstrip('/')}/{key}", "kind": "link", "shape": None,
+                             "dtype": None, "attrs": {}, "target": f"{link.filename}:{link.path}"})
+                continue
             obj = group.get(key)
             if isinstance(obj, h5py.Group):
                 walk(obj)
