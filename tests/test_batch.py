@@ -879,3 +879,30 @@ def test_a_video_is_written_while_later_ones_are_encoded(tmp_path, tiny_bert, mo
     lines = [json.loads(line) for line in (tmp_path / "out" / MANIFEST_NAME).read_text().splitlines()]
     assert [Path(r["input"]).name for r in lines if r.get("type") not in ("run", "summary")] == seen
     assert all(r["timings"].get("write", 0) > 0 for r in lines if r.get("type") not in ("run", "summary"))
+
+
+def test_a_stopped_run_counts_what_it_did_not_reach(tmp_path, tiny_bert):
+    """Inputs the run never reached are recorded: pending if they needed work, skipped if up to date."""
+    from videobert_cli.pipeline.signals import StopFlag
+
+    source = tmp_path / "in"
+    for name in ("a", "b", "c"):
+        make_video(source / f"{name}.mp4", num_frames=5, fps=10)
+    config = fast_config(tiny_bert)
+    first = run_batch(plan_inputs([str(source / "b.mp4")]), tmp_path / "out", config)
+    assert first.exit_code == 0
+    stop = StopFlag()
+
+    class StopAfterFirst:
+        def on_start(self, total): pass
+        def on_input_start(self, item): pass
+        def on_message(self, message): pass
+        def on_input_done(self, record):
+            stop.set("test")
+
+    report = run_batch(plan_inputs([str(source)]), tmp_path / "out", config, observer=StopAfterFirst(), stop=stop)
+    assert report.interrupted
+    assert [(Path(r.input).name, r.status, r.decision) for r in report.records] == [
+        ("a.mp4", "ok", "new"), ("b.mp4", "skipped", "up to date"), ("c.mp4", "pending", "new")]
+    summary = json.loads((tmp_path / "out" / MANIFEST_NAME).read_text().splitlines()[-1])
+    assert (summary["total"], summary["ok"], summary["skipped"], summary["pending"]) == (3, 1, 1, 1)

@@ -273,15 +273,17 @@ class _Manifest:
         self._handle.close()
 
 
-def record_unstarted(manifest: _Manifest, report: RunReport, plan: Iterable[tuple[VideoInput, Path, str]]) -> None:
-    """After a stop request: a "pending" record for each input of ``plan`` (item, output,
-    decision) that has none, so the summary counts what the next run has left to do."""
+def record_unstarted(manifest: _Manifest, report: RunReport,
+                     plan: Iterable[tuple[VideoInput, Path, bool, str]]) -> None:
+    """After a stop request: a record for each input of ``plan`` (item, output, needed,
+    decision) that has none - "pending" if it needed work, else "skipped" - so the summary
+    counts what the next run has left to do."""
     recorded = {record.input for record in report.records}
-    for item, output, why in plan:
+    for item, output, needed, why in plan:
         if str(item.path) in recorded:
             continue
-        record = RunRecord(input=str(item.path), output=str(output), status=STATUS_PENDING, decision=why,
-                           message="not started: the run was stopped",
+        record = RunRecord(input=str(item.path), output=str(output), status=STATUS_PENDING if needed else STATUS_SKIPPED,
+                           decision=why, message="not started: the run was stopped" if needed else "",
                            transcript=str(item.transcript) if item.transcript else None)
         manifest.write(record)
         report.records.append(record)
@@ -665,7 +667,7 @@ def run_batch(
             finally:
                 worker.close()
                 if report.interrupted:
-                    record_unstarted(manifest, report, [(item, output, why) for item, output, _, why in plan])
+                    record_unstarted(manifest, report, plan)
                 report.finished_at = _now()
                 report.seconds = time.perf_counter() - started
                 manifest.write({"type": "summary", **report.summary()})
@@ -717,7 +719,7 @@ def record_and_dispatch(
             on_second_signal()
     finally:
         if report.interrupted:
-            record_unstarted(manifest, report, [(task.item, task.output, task.why) for task, _ in plan])
+            record_unstarted(manifest, report, [(task.item, task.output, needed, task.why) for task, needed in plan])
         report.finished_at = _now()
         report.seconds = time.perf_counter() - started
         manifest.write({"type": "summary", **report.summary()})
