@@ -98,13 +98,12 @@ def expand_inputs(
 ) -> list[tuple[Path, Path | None]]:
     """Resolve command-line inputs into ``(video path, root directory or None)`` pairs.
 
-    ``notes`` (if given) gets a line for each directory whose sub-folders were not searched.
-
     ``-`` reads paths from ``stdin``; directories are listed (recursively with ``recursive``)
     and give their files with a known video extension, narrowed by ``pattern`` (a pattern that
-    ends in a literal extension, such as ``*.dv``, picks its files whatever the extension); explicit
-    files are always taken
-    (a bad one is reported per input, not rejected up front). Duplicates are dropped.
+    ends in a literal extension, such as ``*.dv``, picks its files whatever the extension);
+    explicit files are always taken (a bad one is reported per input, not rejected up front).
+    Duplicates are dropped. ``notes`` (if given) gets a line for each directory with no videos
+    at its top level whose sub-folders were not searched.
     """
     expanded: list[tuple[Path, Path | None]] = []
     pending = list(specs)
