@@ -440,6 +440,68 @@ def test_word_ids_and_sentence_pairs(tmp_path):
     assert meta["losses"][0]["train"]["mvm"] > 0
 
 
+def test_word_ids_seen_only_in_validation_files_get_a_class(tmp_path):
+    """Files whose word_ids carry no vocab_size (as `run --vocab` wrote them before): the head
+    must cover the words of the validation files too, not crash on one seen only there."""
+    import h5py
+
+    rng = np.random.default_rng(1)
+    files = [write_pair_file(tmp_path / f"w{i}.h5", rng.standard_normal((6, VD)), rng.standard_normal((4, TD)),
+                             rng.integers(0, 50, 4)) for i in range(6)]
+    config = TrainConfig(epochs=1, batch_size=4, losses="mvm=1", val_fraction=0.34, **TINY)
+    _, val_paths = split_files(files, config.val_fraction, config.seed)
+    assert val_paths
+    for i, path in enumerate(files):
+        with h5py.File(path, "a") as f:  # word 30 only in the validation files
+            f["video"].create_dataset("word_ids", data=np.full(6, 30 if path in val_paths else 10 + i))
+    result = train(files, tmp_path / "w.safetensors", config)
+    assert result.heads.mvm.out_features == 31  # words 0 .. 30
+    assert result.num_val_pairs >= 1
+
+
+def test_train_refuses_to_overwrite_its_inputs_and_checks_the_output_folder_first(corpus, tmp_path):
+    from videobert_cli.errors import OutputError, UsageError
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    copies = [inputs / path.name for path in corpus[:6]]
+    for source, copy in zip(corpus, copies):
+        copy.write_bytes(source.read_bytes())
+    before = copies[2].read_bytes()
+    with pytest.raises(UsageError, match="would overwrite one of the feature files"):
+        train(inputs, copies[2], TrainConfig(epochs=1, **TINY))
+    assert copies[2].read_bytes() == before
+    # a folder that does not exist yet is made before training, not found missing after an epoch
+    out = tmp_path / "new" / "deeper" / "fusion.safetensors"
+    result = train(inputs, out, TrainConfig(epochs=1, batch_size=4, losses="nce=1", **TINY))
+    assert result.weights == out and out.is_file()
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(OutputError, match="cannot create the folder"):
+        train(inputs, blocked / "fusion.safetensors", TrainConfig(epochs=1, **TINY))
+
+
+def test_a_folder_with_video_only_files_trains_on_the_others(corpus, tmp_path):
+    """A video without a transcript gets a video-only file; `train features/` skips it."""
+    folder = tmp_path / "features"
+    folder.mkdir()
+    for path in corpus[:8]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    rng = np.random.default_rng(2)
+    write_feature_file(folder / "silent.h5", video=VideoFeatures(rng.standard_normal((4, VD)).astype(np.float32),
+                       np.arange(4.0), np.arange(4), attrs={"model_name": "vid-a"}),
+                       source=None, tool_version="test", config_hash="test")
+    messages = []
+    result = train(str(folder), tmp_path / "f.safetensors", TrainConfig(epochs=1, batch_size=4, losses="nce=1", **TINY),
+                   progress=lambda event: messages.append(event.message))
+    assert result.num_train_pairs + result.num_val_pairs == 8
+    assert any("silent.h5: no text/ group" in str(m) for m in messages)
+    # named explicitly, it is still refused: the user asked for it
+    with pytest.raises(Exception, match="has no text/ group"):
+        train([folder / "silent.h5", *sorted(folder.glob("s*.h5"))], tmp_path / "g.safetensors",
+              TrainConfig(epochs=1, **TINY))
+
+
 # --------------------------------------------------------------------------------------------
 # the commands
 # --------------------------------------------------------------------------------------------

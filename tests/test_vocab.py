@@ -548,6 +548,12 @@ def test_run_with_vocab_stores_the_same_words_as_vocab_assign(tmp_path, fast_cli
         np.testing.assert_array_equal(ours.extra["word_ids"], theirs.extra["word_ids"])
         np.testing.assert_array_equal(ours.extra["word_paths"], theirs.extra["word_paths"])
         assert ours.attrs["vocab_sha256"] == theirs.attrs["vocab_sha256"] == load_vocab(vocab_path).sha256
+        # the datasets name their vocabulary as well (training reads vocab_size from them)
+        with h5py.File(with_words / f"v{index}.h5") as ours_file, h5py.File(plain / f"v{index}.h5") as theirs_file:
+            for name in ("word_ids", "word_paths"):
+                mine, assigned = ours_file["video"][name].attrs, theirs_file["video"][name].attrs
+                for key in ("vocab_sha256", "vocab_size", "vocab_levels", "vocab_clusters", "vocab_path"):
+                    assert mine[key] == assigned[key], (name, key)
     # a vocabulary of another feature model is refused before anything is written
     other = tmp_path / "other"
     result = invoke_main("--quiet", "run", str(tmp_path / "in"), "-o", str(other), "--vocab", str(vocab_path),

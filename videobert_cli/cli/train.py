@@ -100,7 +100,6 @@ def train_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from videobert_cli.training import TrainConfig, train
-    from videobert_cli.training.data import expand_feature_paths
 
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
@@ -109,7 +108,6 @@ def train_command(
         num_layers=layers, num_heads=heads, dropout=dropout, device=device or STATE.device,
         precision=precision, num_workers=workers,
     )
-    files = expand_feature_paths(features)
     progress = Progress(
         TextColumn("[bold]train"),
         BarColumn(),
@@ -148,7 +146,7 @@ def train_command(
             )
 
     with progress:
-        result = train(files, output, config, resume=resume, progress=on_event)
+        result = train(features, output, config, resume=resume, progress=on_event)
     say(
         f"[green]wrote[/] {result.weights} (+ {result.heads_file.name}, {result.state_file.name}): "
         f"{result.epochs} epochs, {result.global_step} steps, {result.num_train_pairs} training / "
@@ -235,13 +233,11 @@ def eval_command(
     device: DeviceOpt = None,
 ) -> None:
     from videobert_cli.training import evaluate
-    from videobert_cli.training.data import expand_feature_paths
 
-    files = expand_feature_paths(features)
     report = evaluate(
-        files, fusion_weights, all_files=all_files, seed=seed, val_fraction=val_fraction, pairs=pairs,
+        features, fusion_weights, all_files=all_files, seed=seed, val_fraction=val_fraction, pairs=pairs,
         device=device or STATE.device, batch_size=batch_size, cca=not no_cca,
-        cca_fit_files=expand_feature_paths(cca_fit) if cca_fit else None,
+        cca_fit_files=cca_fit or None,
         on_message=lambda m: say(m),
     )
     text = json.dumps(report, indent=2, sort_keys=True)

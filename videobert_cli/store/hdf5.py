@@ -443,6 +443,9 @@ def _write_group(
             ds_attrs["units"] = units
         if key == "modality":  # fused/ and segments/
             ds_attrs["codes"] = {str(code): label for code, label in MODALITY_NAMES.items()}
+        if key in ("word_ids", "word_paths"):
+            # the datasets name their vocabulary too, as `videobert vocab assign` writes them
+            ds_attrs.update({k: v for k, v in attrs.items() if k.startswith("vocab_")})
         _write_attrs(ds, ds_attrs)
     _write_attrs(group, attrs)
 

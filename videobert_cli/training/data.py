@@ -501,29 +501,45 @@ def collect_vocabularies(refs: Sequence[PairRef]) -> tuple[np.ndarray, int | Non
     return vocab, max(recorded) if recorded and None not in sizes else max_word + 1
 
 
-def expand_feature_paths(paths: Sequence[str | Path]) -> list[Path]:
+def expand_feature_paths(
+    paths: str | Path | Sequence[str | Path],
+    *,
+    groups: Sequence[str] = ("video", "text"),
+    skipped: list[str] | None = None,
+) -> list[Path]:
     """Files as given; a directory stands for its ``*.h5`` feature files (sorted, not recursive).
 
-    In a directory, HDF5 files that are not videobert feature files (e.g. a vocabulary) are
-    skipped; a file named explicitly is always kept (and refused later if it is not one).
+    ``paths`` may be one path. In a directory, HDF5 files that are not videobert feature files
+    (e.g. a vocabulary) are skipped, and so are feature files without one of ``groups`` (a
+    video without a transcript has no ``text/``), each with a line in ``skipped``; a file named
+    explicitly is always kept (and refused later if it is not one).
     """
     from videobert_cli.store.hdf5 import FORMAT_NAME
 
-    def is_features(q: Path) -> bool:
+    def missing_group(q: Path) -> str | None:
+        """None for a feature file with every group; the missing group's name; "" if not one."""
         try:
             with _open(q) as f:
-                return _attr_str(f.attrs.get("format")) == FORMAT_NAME
+                if _attr_str(f.attrs.get("format")) != FORMAT_NAME:
+                    return ""
+                return next((group for group in groups if group not in f), None)
         except OSError:
-            return True  # let scan_file report what is wrong with it
+            return None  # let scan_file report what is wrong with it
 
     out: list[Path] = []
-    for p in paths:
+    for p in [paths] if isinstance(paths, (str, Path)) else paths:
         p = Path(p)
         if p.is_dir():
-            # a vocabulary (or any other HDF5 file) next to the features is not a feature file
-            found = sorted(q for q in p.glob("*.h5") if q.is_file() and is_features(q))
+            found = []
+            for q in sorted(q for q in p.glob("*.h5") if q.is_file()):
+                missing = missing_group(q)
+                if missing is None:
+                    found.append(q)
+                elif missing and skipped is not None:
+                    skipped.append(f"{q}: no {missing}/ group (e.g. a video without a transcript)")
             if not found:
-                raise ConfigError(f"no .h5 files in directory {p}", path=p, hint="pass the output directory of `videobert run`")
+                raise ConfigError(f"no feature files with {' and '.join(f'{g}/' for g in groups)} in directory {p}",
+                                  path=p, hint="pass the output directory of `videobert run`")
             out.extend(found)
         else:
             out.append(p)

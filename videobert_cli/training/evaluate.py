@@ -268,7 +268,7 @@ def fit_cca(
 # the evaluation
 # --------------------------------------------------------------------------------------------
 def evaluate(
-    files: Sequence[str | Path],
+    files: str | Path | Sequence[str | Path],
     weights: str | Path,
     *,
     all_files: bool = False,
@@ -297,7 +297,17 @@ def evaluate(
     from videobert_cli.config import resolve_device
     from videobert_cli.fusion.checkpoint import load_fusion_weights
     from videobert_cli.fusion.model import build_fusion
+    from videobert_cli.training.data import expand_feature_paths
     from videobert_cli.training.heads import heads_path, load_heads
+
+    # directories as train reads them (the same files, so the same validation split)
+    skipped: list[str] = []
+    files = expand_feature_paths(files, skipped=skipped)
+    if cca_fit_files is not None:
+        cca_fit_files = expand_feature_paths(cca_fit_files, skipped=skipped)
+    for reason in skipped:
+        if on_message is not None:
+            on_message(f"skipped {reason}")
 
     say = on_message or (lambda message: None)
     device = resolve_device(device)
@@ -327,6 +337,9 @@ def evaluate(
     for reason in skipped:
         say(f"skipped {reason}")
     if len(eval_refs) < 2:
+        if all_files:
+            raise ConfigError(f"{len(eval_refs)} pair(s) to evaluate in {len(infos)} file(s); retrieval needs 2",
+                              hint="give more files")
         raise ConfigError(
             f"{len(eval_refs)} held-out pair(s) to evaluate (val split: {len(eval_paths)} of "
             f"{len(infos)} files, --val-fraction {val_fraction}, --seed {seed})",

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from videobert_cli.errors import ConfigError, VideoBertError
+from videobert_cli.errors import ConfigError, UsageError, VideoBertError
 from videobert_cli.training import losses as L
 from videobert_cli.training.data import (
     LAYOUTS,
@@ -53,6 +54,7 @@ from videobert_cli.training.data import (
     collate,
     collect_vocabularies,
     common_space,
+    expand_feature_paths,
     scan_files,
     split_files,
 )
@@ -342,8 +344,27 @@ def _check_resume_settings(meta: dict[str, Any], config: TrainConfig, path: Path
             )
 
 
+def _check_output(output: Path, files: Sequence[Path], heads_path, state_path) -> None:
+    """Before any training: the checkpoint files must not overwrite an input, and their folder
+    must exist (it is created) and take files - not found out after the first epoch."""
+    from videobert_cli.errors import OutputError
+
+    inputs = {Path(f).resolve() for f in files}
+    for path in (output, heads_path(output), state_path(output)):
+        if path.resolve() in inputs:
+            raise UsageError("-o would overwrite one of the feature files trained on", path=path,
+                             hint="write the weights elsewhere, e.g. -o fusion.safetensors")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder for the weights: {exc.strerror}", path=output.parent) from exc
+    if not os.access(output.parent, os.W_OK):
+        raise OutputError("cannot write the weights here: the folder is not writable", path=output.parent,
+                          hint="give -o a writable place")
+
+
 def train(
-    files: Sequence[str | Path],
+    files: str | Path | Sequence[str | Path],
     output: str | Path,
     config: TrainConfig | None = None,
     *,
@@ -377,6 +398,11 @@ def train(
         raise ConfigError("-o names a directory", path=output, hint="give a file name, e.g. fusion.safetensors")
     started = time.perf_counter()
 
+    skipped_files: list[str] = []
+    files = expand_feature_paths(files, skipped=skipped_files)
+    for reason in skipped_files:
+        emit(TrainEvent("message", message=f"skipped {reason}"))
+    _check_output(output, files, heads_path, state_path)
     infos = scan_files(files)
     space: FeatureSpace = common_space(infos)
     by_path = {info.path: info for info in infos}
@@ -442,7 +468,10 @@ def train(
         )
         init_seed = config.seed
         model = build_fusion(fcfg, seed=init_seed)
-        vocab, video_vocab = collect_vocabularies(train_refs)
+        vocab, _ = collect_vocabularies(train_refs)
+        # visual words over the validation files too: a word seen only there still needs its
+        # class, and files from another vocabulary are refused wherever they are
+        _, video_vocab = collect_vocabularies(train_refs + val_refs)
         heads = TrainingHeads(fcfg.d_model, fcfg.video_dim, vocab, video_vocab)
         heads.init_weights(torch.Generator().manual_seed(derive_seed(config.seed, "heads")))
 
