@@ -79,6 +79,25 @@ def test_models_json_lists_bundled_models_offline() -> None:
     assert rows[("video", "resnet18")]["offline"] is False
 
 
+def test_models_lists_clip_models_and_every_model_with_all(monkeypatch) -> None:
+    """`models --all` ended in an internal error on the first model that cannot be built on
+    torch's meta device (regnet) or has no linear classifier (squeezenet)."""
+    from videobert_cli import catalog
+
+    rows = {row["name"]: row for row in json.loads(invoke("models", "--json").stdout)}
+    assert rows["s3d"]["model_kind"] == "clip" and rows["s3d"]["feature_dim"] == 1024  # VideoBERT's
+    monkeypatch.setattr(catalog, "torchvision_classification_models", lambda: ["regnet_y_400mf", "squeezenet1_0"])
+    monkeypatch.setattr(catalog, "torchvision_video_models", lambda: ["r3d_18"])
+    result = invoke("models", "--all", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["regnet_y_400mf"]["feature_dim"] == 440
+    assert rows["squeezenet1_0"]["feature_dim"] is None and "not usable" in rows["squeezenet1_0"]["description"]
+    assert rows["r3d_18"]["model_kind"] == "clip" and rows["r3d_18"]["feature_dim"] == 512
+    table = invoke("models", "--all")
+    assert table.exit_code == 0 and "squeezenet1_0" in table.stdout
+
+
 def test_models_table() -> None:
     result = invoke("models")
     assert result.exit_code == 0

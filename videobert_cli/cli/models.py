@@ -42,7 +42,7 @@ def models_command(
     table.add_column("description", overflow="fold")
     for row in rows:
         table.add_row(
-            row["kind"], row["name"], str(row["feature_dim"]),
+            row["kind"], row["name"], "-" if row["feature_dim"] is None else str(row["feature_dim"]),
             "[green]yes[/]" if row["offline"] else "[yellow]no (downloads)[/]", row["description"],
         )
     stdout.print(table)

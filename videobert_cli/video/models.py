@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import urllib.error
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -390,9 +391,15 @@ def _torchvision_entry(name: str) -> VideoModelEntry | None:
     def feature_dim() -> int:
         import torchvision
 
-        # Building on the meta device allocates nothing and runs in milliseconds.
-        with torch.device("meta"):
-            model = torchvision.models.get_model(name, weights=None)
+        # Building on the meta device allocates nothing and runs in milliseconds; a few
+        # constructors (regnet's) compute with their tensors and need real ones
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # googlenet/inception init notices
+            try:
+                with torch.device("meta"):
+                    model = torchvision.models.get_model(name, weights=None)
+            except (NotImplementedError, RuntimeError):
+                model = torchvision.models.get_model(name, weights=None)
         return strip_classifier(model)[0]
 
     return VideoModelEntry(
