@@ -423,3 +423,39 @@ def test_run_unknown_video_model_is_exit_2(tmp_path: Path, clip: Path) -> None:
     assert len(lines(result.stderr)) == 1
     assert not list((tmp_path / "out").glob("*.h5"))
     assert not (tmp_path / "out" / "manifest.jsonl").exists()
+
+
+# --- the library's own checks ------------------------------------------------------------------------
+def test_library_calls_with_wrong_types_are_usage_errors(tmp_path: Path, clip: Path, fast_config) -> None:
+    """What the CLI's option parsing checks, the library checks too: a clear VideoBertError
+    instead of a TypeError or AttributeError from deep inside."""
+    import numpy as np
+
+    from videobert_cli import PipelineConfig, RuntimeConfig, SamplingConfig, fuse, run
+    from videobert_cli.errors import ConfigError, UsageError
+
+    bad_configs = {
+        lambda: SamplingConfig(fps="2"): "fps must be a number",
+        lambda: SamplingConfig(fps=None, num_frames=2.5): "num_frames must be a whole number",
+        lambda: RuntimeConfig(batch_size="8"): "batch_size must be a whole number",
+        lambda: RuntimeConfig(num_threads=-1): "--threads must be at least 1",
+        lambda: PipelineConfig(sampling={"fps": 2}): "PipelineConfig.sampling must be a SamplingConfig, got dict",
+        lambda: PipelineConfig(runtime=None): "PipelineConfig.runtime must be a RuntimeConfig",
+    }
+    for make, words in bad_configs.items():
+        with pytest.raises(ConfigError, match=words):
+            make()
+    assert RuntimeConfig(batch_size=np.int64(8)).batch_size == 8  # numpy numbers are numbers
+    with pytest.raises(UsageError, match="video must be a file path"):
+        extract_video(None, fast_config)
+    with pytest.raises(UsageError, match="config must be a PipelineConfig, got dict"):
+        extract_video(clip, {"fps": 2})
+    video = extract_video(clip, fast_config)
+    text = extract_text("a person slices an onion", fast_config, literal=True)
+    with pytest.raises(UsageError, match="fuse: video must be VideoFeatures"):
+        fuse(text, video, fast_config)
+    with pytest.raises(UsageError, match="config must be a PipelineConfig, got RuntimeConfig"):
+        run([str(clip)], tmp_path / "x", RuntimeConfig())
+    # one path is one input, not a sequence of characters
+    report = run(str(clip), tmp_path / "out", fast_config)
+    assert [Path(r.input).name for r in report.records] == ["clip.mp4"] and report.exit_code == 0

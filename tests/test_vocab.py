@@ -559,3 +559,25 @@ def test_run_with_vocab_stores_the_same_words_as_vocab_assign(tmp_path, fast_cli
     result = invoke_main("--quiet", "run", str(tmp_path / "in"), "-o", str(other), "--vocab", str(vocab_path),
                     *[f if f != "mobilenet_v3_small" else "resnet18" for f in fast_cli_flags])
     assert result.exit_code == 2 and not list(other.glob("*.h5"))
+
+
+def test_build_skips_files_of_a_folder_without_the_group(random_data, tmp_path):
+    """A folder of `run` outputs may hold text-only files (extract-text); a video vocabulary
+    skips them there, and a library caller may pass the folder as one path."""
+    from videobert_cli.features import TextFeatures
+    from videobert_cli.vocab.vocab import build_vocabulary, feature_files
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    x = random_data[0]
+    paths = [write_features(folder / f"v{i}.h5", x[i * 100 : (i + 1) * 100]) for i in range(3)]
+    rng = np.random.default_rng(0)
+    write_feature_file(folder / "words.h5", text=TextFeatures(
+        token_features=rng.standard_normal((2, 8)).astype(np.float32), token_ids=np.array([5, 6]), tokens=["a", "b"],
+        token_start=np.zeros(2), token_end=np.ones(2), token_cue=np.zeros(2, np.int32), token_window=np.zeros(2, np.int32),
+        cue_features=rng.standard_normal((1, 8)).astype(np.float32), cue_start=np.zeros(1), cue_end=np.ones(1),
+        cue_text=["a b"], attrs={"model_name": "txt"}), source=None, tool_version="test", config_hash="test")
+    assert feature_files(str(folder), "video") == paths
+    assert feature_files(folder, "text") == [folder / "words.h5"]
+    vocab = build_vocabulary(str(folder), levels=1, clusters=2)
+    assert vocab.size == 2

@@ -8,6 +8,7 @@ calling a function in a loop loads each model once.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,15 +46,40 @@ def _transcript_of(source, *, literal: bool = False):
     return parse_transcript(source)
 
 
+def _config(config: PipelineConfig | None) -> PipelineConfig:
+    """``config``, or the defaults; a wrong type is a usage error here, not a TypeError deep inside."""
+    if config is None:
+        return PipelineConfig()
+    if not isinstance(config, PipelineConfig):
+        raise UsageError(f"config must be a PipelineConfig, got {type(config).__name__}",
+                         hint="e.g. PipelineConfig(sampling=SamplingConfig(fps=2.0))")
+    return config
+
+
+def _path(path, what: str = "path") -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise UsageError(f"{what} must be a file path (str or Path), got {type(path).__name__}")
+    return Path(path)
+
+
+def _paths(paths, what: str) -> list:
+    """A list of inputs; a single path is one input, not a sequence of characters."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [paths]
+    if paths is None:
+        raise UsageError(f"{what}: give a list of paths")
+    return list(paths)
+
+
 def extract_video(path: str | Path, config: PipelineConfig | None = None) -> VideoFeatures:
     """CNN features of the sampled frames of one video (in memory)."""
-    config = config or PipelineConfig()
-    return _stage("video", config).extract(path)
+    path = _path(path, "video")
+    return _stage("video", _config(config)).extract(path)
 
 
 def extract_text(source, config: PipelineConfig | None = None, *, literal: bool = False) -> TextFeatures:
     """Token and cue features of a transcript file, a :class:`Transcript`, or (``literal``) a string."""
-    config = config or PipelineConfig()
+    config = _config(config)
     return _stage("text", config).extract(_transcript_of(source, literal=literal))
 
 
@@ -62,6 +88,10 @@ def _fusion_stage(config: PipelineConfig, video: VideoFeatures | None, text: Tex
 
     if video is None and text is None:
         raise UsageError("nothing to fuse: give video features, text features, or both")
+    for value, kind, name in ((video, VideoFeatures, "video"), (text, TextFeatures, "text")):
+        if value is not None and not isinstance(value, kind):
+            raise UsageError(f"fuse: {name} must be {kind.__name__} or None, got {type(value).__name__}",
+                             hint="fuse(video, text, config): video features first, as extract_video returns them")
     video_dim = int(video.features.shape[1]) if video is not None else None
     text_dim = int(text.token_features.shape[1]) if text is not None else None
     video_model = video.attrs.get("model_name") if video is not None else None
@@ -84,13 +114,13 @@ def fuse(
     video: VideoFeatures | None, text: TextFeatures | None, config: PipelineConfig | None = None
 ) -> FusedFeatures:
     """Fuse video and text features with the fusion Transformer (either side may be None)."""
-    config = config or PipelineConfig()
+    config = _config(config)
     return _fusion_stage(config, video, text).fuse(video, text)
 
 
 def fuse_segments(video: VideoFeatures, text: TextFeatures, config: PipelineConfig | None = None):
     """VideoBERT segments ([CLS] text [>] video [SEP]), one per cue; None if none aligns."""
-    config = config or PipelineConfig()
+    config = _config(config)
     return _fusion_stage(config, video, text).fuse_segments(video, text)
 
 
@@ -175,10 +205,10 @@ def extract_video_files(
     (:func:`~videobert_cli.video.decode.quiet_decoder_logs`)."""
     from videobert_cli.video.decode import quiet_decoder_logs
 
-    config = config or PipelineConfig()
+    config = _config(config)
     require_single_device(config.runtime.device, "extract-video")
     quiet_decoder_logs()
-    paths = [Path(v) for v in videos]
+    paths = [_path(v, "video") for v in _paths(videos, "videos")]
 
     def work(path: Path, destination: Path) -> Path:
         features = extract_video(path, config)
@@ -202,9 +232,9 @@ def extract_text_files(
     on_done=None,
 ) -> FileResults:
     """Write ``text/`` features of each transcript (and each literal text) to ``output``."""
-    config = config or PipelineConfig()
+    config = _config(config)
     require_single_device(config.runtime.device, "extract-text")
-    paths = [Path(t) for t in transcripts]
+    paths = [_path(t, "transcript") for t in _paths(transcripts, "transcripts")]
     literals = list(texts)
     names = [*paths, *(Path(f"text-{i}.txt") for i in range(len(literals)))]
     destinations = _outputs_for(names, output, ".h5")
@@ -261,9 +291,9 @@ def fuse_files(
     """
     from videobert_cli.store.hdf5 import load
 
-    config = config or PipelineConfig()
+    config = _config(config)
     require_single_device(config.runtime.device, "fuse")
-    paths = [Path(p) for p in inputs]
+    paths = [_path(p, "feature file") for p in _paths(inputs, "inputs")]
     for path in paths:
         if not path.is_file():
             raise FeatureFileError("file not found", path=path, hint="give HDF5 files written by extract-video/extract-text")
@@ -333,8 +363,13 @@ def run(
     from videobert_cli.engines import run_engine
 
     notes: list[str] = []
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise UsageError(f"out_dir must be a directory path, got {type(out_dir).__name__}")
+    config = _config(config)
+    if options is not None and not isinstance(options, RunOptions):
+        raise UsageError(f"options must be RunOptions, got {type(options).__name__}")
     items = plan_inputs(
-        list(inputs),
+        _paths(inputs, "inputs"),
         recursive=recursive,
         pattern=pattern,
         list_files=list_files,

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from videobert_cli.devices import flag_for, is_multi_device, parse_device_list, uses_gpu
 from videobert_cli.errors import ConfigError, UsageError
@@ -72,6 +73,13 @@ class SamplingConfig:
         )
 
     def __post_init__(self) -> None:
+        for name in ("fps", "clip_fps"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise ConfigError(f"{name} must be a number, got {value!r}")
+        for name in ("num_frames", "clip_len", "clip_stride"):
+            if getattr(self, name) is not None:
+                _require_int(name, getattr(self, name))
         if self.clip_len is not None or self.clip_fps is not None or self.clip_stride is not None:
             for name in ("clip_len", "clip_stride"):
                 value = getattr(self, name)
@@ -173,6 +181,12 @@ class RuntimeConfig:
     decode_threads: int | None = None
 
     def __post_init__(self) -> None:
+        _require_int("batch_size", self.batch_size)
+        for name in ("num_threads", "decode_threads"):
+            if getattr(self, name) is not None:
+                _require_int(name, getattr(self, name))
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {self.num_threads}")
         if self.decode_threads is not None and self.decode_threads < 1:
             raise ConfigError(f"--decode-threads must be at least 1, got {self.decode_threads}")
         if self.decoder not in ("auto", "decord"):  # fail before any work: unknown, or PyAV not installed
@@ -222,6 +236,14 @@ class PipelineConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
+    def __post_init__(self) -> None:
+        for section in fields(self):
+            value = getattr(self, section.name)
+            if not isinstance(value, _SECTION_TYPES[section.name]):
+                expected = _SECTION_TYPES[section.name].__name__
+                raise ConfigError(f"PipelineConfig.{section.name} must be a {expected}, got {type(value).__name__}",
+                                  hint=f"e.g. PipelineConfig({section.name}={expected}(...))")
+
     def with_(self, **changes) -> "PipelineConfig":
         """A copy with some sections replaced."""
         return replace(self, **changes)
@@ -258,6 +280,18 @@ class PipelineConfig:
         }
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+_SECTION_TYPES = {
+    "sampling": SamplingConfig, "video_model": VideoModelConfig, "text_model": TextModelConfig,
+    "fusion": FusionConfigOptions, "runtime": RuntimeConfig, "output": OutputConfig,
+}
+
+
+def _require_int(name: str, value) -> None:
+    """A whole number (not a bool, not 2.5): the library's callers get what the CLI checks."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
 
 
 def resolve_device(device: str) -> str:

@@ -97,9 +97,11 @@ def build_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print the usage statistics as JSON on stdout.")] = False,
 ) -> None:
     from videobert_cli.errors import UsageError
-    from videobert_cli.vocab.vocab import build_vocabulary, feature_files, save_vocab
+    from videobert_cli.vocab.vocab import GROUP_DATASETS, build_vocabulary, feature_files, save_vocab
 
-    files = feature_files(inputs)
+    if group not in GROUP_DATASETS:
+        raise UsageError(f"unknown --group {group!r}", hint=f"use one of {', '.join(GROUP_DATASETS)}")
+    files = feature_files(inputs, group)
     if not files:
         raise UsageError("no feature files found", hint="pass .h5 feature files or directories holding them")
     out_key = output.resolve()

@@ -368,15 +368,17 @@ def _batches(
             ) from exc
 
 
-def feature_files(inputs: Iterable[str | Path]) -> list[Path]:
-    """Expand inputs: files as given, directories to their ``*.h5`` feature files (sorted).
+def feature_files(inputs: str | Path | Iterable[str | Path], group: str | None = None) -> list[Path]:
+    """Expand inputs (one path or several): files as given, directories to their ``*.h5``
+    feature files (sorted).
 
     Files in a directory whose root ``format`` is not ``videobert-features`` (a vocabulary,
-    another tool's HDF5) are skipped; duplicates are removed, first occurrence kept.
+    another tool's HDF5), or that lack ``group`` when it is given (a text-only file has no
+    ``video/``), are skipped; duplicates are removed, first occurrence kept.
     """
     out: list[Path] = []
     seen: set[str] = set()
-    for item in inputs:
+    for item in [inputs] if isinstance(inputs, (str, Path)) else inputs:
         p = Path(item)
         candidates = [p]
         if p.is_dir():
@@ -384,7 +386,7 @@ def feature_files(inputs: Iterable[str | Path]) -> list[Path]:
             for child in sorted(p.glob("*.h5")):
                 try:
                     with h5py.File(child, "r", locking="best-effort") as f:
-                        if _plain(f.attrs.get("format")) == FEATURES_FORMAT:
+                        if _plain(f.attrs.get("format")) == FEATURES_FORMAT and (group is None or group in f):
                             candidates.append(child)
                 except OSError:
                     candidates.append(child)  # let the reader report it
@@ -492,7 +494,7 @@ def build_vocabulary(
     """
     _check_params(levels, clusters, batch_size, max_iter, tol, group)
     dataset = GROUP_DATASETS[group]
-    files = feature_files(paths)
+    files = feature_files(paths, group)
     if not files:
         raise ConfigError("no feature files given", hint="pass .h5 files or directories holding them")
     sources = [_open_source(p, group, dataset) for p in files]
