@@ -65,6 +65,7 @@ def write_pair_file(
     token_cue: np.ndarray | None = None,
     video_model: str = "vid-a",
     text_model: str = "txt-a",
+    video_weights: str | None = None,
 ) -> Path:
     """A feature file with video/ and text/ like `run` writes (text attrs carry model_name)."""
     nv, nt = len(video), len(text)
@@ -76,7 +77,8 @@ def write_pair_file(
     cue_feats = np.stack([text[token_cue == c].mean(0) for c in range(len(cues))]).astype(np.float32)
     write_feature_file(
         path,
-        video=VideoFeatures(video.astype(np.float32), video_times, np.arange(nv), attrs={"model_name": video_model}),
+        video=VideoFeatures(video.astype(np.float32), video_times, np.arange(nv),
+                            attrs={"model_name": video_model, **({"weights_sha256": video_weights} if video_weights else {})}),
         text=TextFeatures(
             token_features=text.astype(np.float32), token_ids=np.asarray(token_ids), tokens=[f"t{i}" for i in token_ids],
             token_start=starts, token_end=ends, token_cue=token_cue, token_window=np.zeros(nt, np.int32),
@@ -500,6 +502,42 @@ def test_a_folder_with_video_only_files_trains_on_the_others(corpus, tmp_path):
     with pytest.raises(Exception, match="has no text/ group"):
         train([folder / "silent.h5", *sorted(folder.glob("s*.h5"))], tmp_path / "g.safetensors",
               TrainConfig(epochs=1, **TINY))
+
+
+def test_fusion_weights_refuse_features_of_other_weights_of_the_same_model(tmp_path):
+    """ResNet-50 with IMAGENET1K_V1 or V2: one name, one width, two feature spaces."""
+    from videobert_cli import PipelineConfig, fuse
+    from videobert_cli.config import FusionConfigOptions, RuntimeConfig
+
+    rng = np.random.default_rng(3)
+    v1, v2 = "1" * 64, "2" * 64
+
+    def files(folder, weights, n=6):
+        (tmp_path / folder).mkdir()
+        return [write_pair_file(tmp_path / folder / f"f{i}.h5", rng.standard_normal((4, VD)),
+                                rng.standard_normal((3, TD)), rng.integers(0, 30, 3), video_weights=weights)
+                for i in range(n)]
+
+    ours, theirs, unknown = files("v1", v1), files("v2", v2), files("unknown", None)
+    with pytest.raises(ConfigError, match="different weights of 'vid-a'"):
+        train(ours[:3] + theirs[:3], tmp_path / "mixed.safetensors", TrainConfig(epochs=1, **TINY))
+    out = tmp_path / "w.safetensors"
+    train(ours, out, TrainConfig(epochs=1, batch_size=4, losses="nce=1", **TINY))
+    assert load_fusion_weights(out)[2]["video_weights_sha256"] == v1
+    load_fusion_weights(out, expect_video_weights=v1)
+    load_fusion_weights(out, expect_video_weights=None)  # not recorded: cannot tell, allowed
+    with pytest.raises(ConfigError, match="other weights of the same model"):
+        load_fusion_weights(out, expect_video_weights=v2)
+    with pytest.raises(ConfigError, match="other weights of the same model"):
+        evaluate(theirs, out, all_files=True, cca=False)
+    evaluate(unknown, out, all_files=True, cca=False)
+    # fuse in Python: the features say which weights made them
+    from videobert_cli import load
+
+    config = PipelineConfig(fusion=FusionConfigOptions(weights_path=str(out)), runtime=RuntimeConfig(device="cpu"))
+    fuse(load(ours[0]).video, load(ours[0]).text, config)
+    with pytest.raises(ConfigError, match="other weights of the same model"):
+        fuse(load(theirs[0]).video, load(theirs[0]).text, config)
 
 
 # --------------------------------------------------------------------------------------------

@@ -96,6 +96,8 @@ def _fusion_stage(config: PipelineConfig, video: VideoFeatures | None, text: Tex
     text_dim = int(text.token_features.shape[1]) if text is not None else None
     video_model = video.attrs.get("model_name") if video is not None else None
     text_model = text.attrs.get("model_name") if text is not None else None
+    video_weights = (video.attrs.get("weights_sha256") or None) if video is not None else None
+    text_weights = (text.attrs.get("weights_sha256") or None) if text is not None else None
     if video_dim is None:
         from videobert_cli.video.models import get_video_model_entry
 
@@ -106,7 +108,8 @@ def _fusion_stage(config: PipelineConfig, video: VideoFeatures | None, text: Tex
         alias = {a.name: a for a in registered_text_models()}.get(text_model)
         text_dim = alias.feature_dim if alias is not None else _stage("text", config).feature_dim
     return _stage(
-        "fusion", config, video_dim=video_dim, text_dim=text_dim, video_model=video_model, text_model=text_model
+        "fusion", config, video_dim=video_dim, text_dim=text_dim, video_model=video_model, text_model=text_model,
+        video_weights=video_weights, text_weights=text_weights,
     )
 
 

@@ -130,6 +130,19 @@ def _check_modality(
     )
 
 
+def _check_weights(path: Path, modality: str, trained: Any, expect: str | None) -> None:
+    """Refuse inputs made with other weights of the same model (e.g. ResNet-50's IMAGENET1K_V1
+    and V2): the same name and width, another feature space. Unknown on either side: allowed."""
+    trained = str(trained) if trained else None
+    if trained and expect and trained != expect:
+        raise ConfigError(
+            f"fusion weights were trained on {modality} features of other weights of the same model "
+            f"(sha256 {trained[:12]}) than the input's ({expect[:12]})",
+            path=path,
+            hint=f"extract {modality} features with the weights the fusion was trained on, or train on these",
+        )
+
+
 def load_fusion_weights(
     path: str | Path,
     *,
@@ -137,14 +150,17 @@ def load_fusion_weights(
     expect_text_dim: int | None = None,
     expect_video_model: str | None = None,
     expect_text_model: str | None = None,
+    expect_video_weights: str | None = None,
+    expect_text_weights: str | None = None,
 ) -> tuple[FusionTransformer, FusionConfig, dict[str, Any]]:
     """Load a checkpoint written by :func:`save_fusion_weights`; returns (model, config, metadata).
 
     Only safetensors is read (no pickle). Raises :class:`ConfigError` (with ``path`` and a
     hint) when the file is missing, is not a safetensors file, is not a videobert-cli fusion
     checkpoint, lacks or has extra/misshaped tensors, or was trained on other feature
-    extractors/dimensions than the ``expect_*`` arguments say. The model is on CPU, in eval
-    mode.
+    extractors/dimensions than the ``expect_*`` arguments say (``expect_*_weights``: the
+    sha256 of the extractor's weights, as feature files record it). The model is on CPU, in
+    eval mode.
     """
     path = Path(path)
     if not path.is_file():
@@ -208,6 +224,8 @@ def load_fusion_weights(
             path, "text", metadata.get("text_model"), config.text_dim,
             expect_text_model, expect_text_dim,
         )
+        _check_weights(path, "video", metadata.get("video_weights_sha256"), expect_video_weights)
+        _check_weights(path, "text", metadata.get("text_weights_sha256"), expect_text_weights)
 
         with torch.random.fork_rng(devices=[]):  # construction must not consume global RNG
             model = FusionTransformer(config)

@@ -369,6 +369,8 @@ class Pipeline:
                 text_dim=self.text.feature_dim,
                 video_model=self.video.model.name,
                 text_model=self.text.model.name,
+                video_weights=self.video.model.weights_sha256 or None,
+                text_weights=self.text.model.weights_sha256 or None,
             )
         return self._fusion
 

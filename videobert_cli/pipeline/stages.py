@@ -459,8 +459,12 @@ class FusionStage:
         text_dim: int,
         video_model: str | None = None,
         text_model: str | None = None,
+        video_weights: str | None = None,
+        text_weights: str | None = None,
         device: str | None = None,
     ):
+        """``video_weights``/``text_weights``: sha256 of the extractors' weights (None: not known);
+        trained fusion weights refuse features of other weights of the same model."""
         from videobert_cli.fusion.checkpoint import load_fusion_weights, weights_sha256
         from videobert_cli.fusion.model import FusionConfig, build_fusion
 
@@ -473,6 +477,8 @@ class FusionStage:
                 expect_text_dim=text_dim,
                 expect_video_model=video_model,
                 expect_text_model=text_model,
+                expect_video_weights=video_weights,
+                expect_text_weights=text_weights,
             )
             self.attrs = {
                 "trained": True,

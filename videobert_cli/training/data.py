@@ -67,6 +67,8 @@ class FileInfo:
     num_cues: int
     has_word_ids: bool
     timed: bool  # some cue has finite start and end times (sentence pairs are possible)
+    video_weights: str | None = None  # sha256 of the extractor's weights (None: not recorded)
+    text_weights: str | None = None
 
 
 def _attr_str(value: Any) -> str | None:
@@ -124,6 +126,8 @@ def scan_file(path: str | Path) -> FileInfo:
                 num_cues=int(cue_start.shape[0]),
                 has_word_ids="word_ids" in v,
                 timed=bool(np.any(np.isfinite(cue_start) & np.isfinite(cue_end))),
+                video_weights=_attr_str(v.attrs.get("weights_sha256")) or None,
+                text_weights=_attr_str(t.attrs.get("weights_sha256")) or None,
             )
     except KeyError as exc:
         raise FeatureFileError(
@@ -158,6 +162,8 @@ class FeatureSpace:
     video_dim: int
     text_model: str | None
     text_dim: int
+    video_weights: str | None = None  # sha256 of the extractors' weights, where recorded
+    text_weights: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -165,7 +171,15 @@ class FeatureSpace:
             "video_dim": self.video_dim,
             "text_model": self.text_model,
             "text_dim": self.text_dim,
+            "video_weights_sha256": self.video_weights,
+            "text_weights_sha256": self.text_weights,
         }
+
+    def expectations(self) -> dict[str, Any]:
+        """The ``expect_*`` arguments of :func:`~videobert_cli.fusion.checkpoint.load_fusion_weights`."""
+        return {"expect_video_model": self.video_model, "expect_video_dim": self.video_dim,
+                "expect_text_model": self.text_model, "expect_text_dim": self.text_dim,
+                "expect_video_weights": self.video_weights, "expect_text_weights": self.text_weights}
 
 
 def common_space(infos: Sequence[FileInfo]) -> FeatureSpace:
@@ -190,7 +204,21 @@ def common_space(infos: Sequence[FileInfo]) -> FeatureSpace:
                     + ("video-model" if modality == "video" else "text-model")
                     + f" {a_model}`",
                 )
-    return FeatureSpace(first.video_model, first.video_dim, first.text_model, first.text_dim)
+    weights = {}
+    for modality in ("video", "text"):
+        known = {(getattr(info, f"{modality}_weights"), info.path) for info in infos if getattr(info, f"{modality}_weights")}
+        shas = {sha for sha, _ in known}
+        if len(shas) > 1:
+            (a, a_path), (b, b_path) = sorted(known)[0], next(item for item in sorted(known) if item[0] != sorted(known)[0][0])
+            raise ConfigError(
+                f"{modality} features come from different weights of {getattr(first, f'{modality}_model')!r}: "
+                f"{a_path} ({a[:12]}) and {b_path} ({b[:12]})",
+                path=b_path,
+                hint=f"train on files extracted with one set of {modality} weights",
+            )
+        weights[modality] = next(iter(shas), None)
+    return FeatureSpace(first.video_model, first.video_dim, first.text_model, first.text_dim,
+                        weights["video"], weights["text"])
 
 
 def split_key(seed: int, path: str | Path) -> str:

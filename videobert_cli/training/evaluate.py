@@ -313,13 +313,7 @@ def evaluate(
     device = resolve_device(device)
     infos = scan_files(files)
     space = common_space(infos)
-    model, fcfg, meta = load_fusion_weights(
-        weights,
-        expect_video_model=space.video_model,
-        expect_video_dim=space.video_dim,
-        expect_text_model=space.text_model,
-        expect_text_dim=space.text_dim,
-    )
+    model, fcfg, meta = load_fusion_weights(weights, **space.expectations())
     seed = int(meta.get("seed", 0)) if seed is None else int(seed)
     val_fraction = float(meta.get("val_fraction", 0.2)) if val_fraction is None else float(val_fraction)
     pairs = str(meta.get("pairs", "video")) if pairs is None else pairs

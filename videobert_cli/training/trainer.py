@@ -427,11 +427,7 @@ def train(
     state: dict[str, Any] | None = None
     if resume is not None:
         resume = Path(resume)
-        model, fcfg, meta = load_fusion_weights(
-            resume,
-            expect_video_model=space.video_model, expect_video_dim=space.video_dim,
-            expect_text_model=space.text_model, expect_text_dim=space.text_dim,
-        )
+        model, fcfg, meta = load_fusion_weights(resume, **space.expectations())
         _check_resume_settings(meta, config, resume)
         heads, heads_meta = load_heads(heads_path(resume), fcfg.d_model, fcfg.video_dim)
         state = load_state(state_path(resume))
