@@ -297,6 +297,35 @@ def test_fuse_writes_all_three_groups(fused_file: Path, clip: Path, tiny_bert_di
     assert data.attrs["source_path"] == str(clip.resolve())
 
 
+def test_fuse_pairs_two_directories_by_name(fused_file: Path, tmp_path: Path) -> None:
+    work = fused_file.parent
+    (tmp_path / "vid").mkdir()
+    (tmp_path / "txt").mkdir()
+    (tmp_path / "vid" / "talk.h5").write_bytes((work / "vid.h5").read_bytes())
+    (tmp_path / "txt" / "talk.h5").write_bytes((work / "txt.h5").read_bytes())
+    result = invoke("fuse", tmp_path / "vid", tmp_path / "txt", "-o", tmp_path / "fused", *FAST_FUSION, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    fused = load(tmp_path / "fused" / "talk.h5")
+    np.testing.assert_array_equal(fused.fused.sequence, load(fused_file).fused.sequence)
+
+
+def test_fusing_features_with_nan_or_mismatched_times_is_refused(fused_file: Path, fast_config) -> None:
+    """fp16 can overflow to inf; NaN in gave an all-NaN fused sequence without a word."""
+    import dataclasses
+
+    from videobert_cli import fuse
+    from videobert_cli.errors import InputError
+
+    data = load(fused_file)
+    broken = data.video.features.copy()
+    broken[1, 3] = np.nan
+    with pytest.raises(InputError, match="video features hold NaN or inf in 1 of 2 rows") as caught:
+        fuse(dataclasses.replace(data.video, features=broken), data.text, fast_config)
+    assert caught.value.reason == "non-finite"
+    with pytest.raises(InputError, match="2 rows but 1 times"):
+        fuse(dataclasses.replace(data.video, timestamps=data.video.timestamps[:1]), data.text, fast_config)
+
+
 def test_inspect_tree_and_json(fused_file: Path) -> None:
     result = invoke("inspect", fused_file)
     assert result.exit_code == 0, result.output
@@ -324,7 +353,7 @@ def test_inspect_missing_file(tmp_path: Path) -> None:
 
 def test_inspect_a_directory_points_to_index(tmp_path: Path) -> None:
     result = invoke("inspect", tmp_path)
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert len(lines(result.stderr)) == 1 and "is a directory" in result.stderr and "videobert index" in result.stderr
 
 

@@ -98,15 +98,20 @@ def test_incomplete_and_foreign_files(out_dir, tmp_path):
     (out / ".talk.h5.tmp-1-0123abcd").write_bytes(b"")  # a writer's temp file: not a video
     with h5py.File(out / "other.h5", "w") as f:
         f.attrs["format"] = "somebody-else"
+    with h5py.File(out / "plain.h5", "w") as f:  # no format at all, nothing of a feature file
+        f["x"] = np.arange(3)
+    shutil.copy(out / "talk.h5", out / "future.h5")
+    with h5py.File(out / "future.h5", "r+") as f:
+        f.attrs["schema_version"] = "2.0"  # written by a later version: load() refuses it
     write_index(out)
     write_index(out)  # the index never lists itself
     rows = {row["id"]: row for row in read_index(out / INDEX_NAME)}
-    assert set(rows) == {"talk", "sub__quiet", "half", "broken"}
-    assert rows["half"]["status"] == rows["broken"]["status"] == "incomplete"
+    assert set(rows) == {"talk", "sub__quiet", "half", "broken", "future"}
+    assert rows["half"]["status"] == rows["broken"]["status"] == rows["future"]["status"] == "incomplete"
     assert rows["broken"]["video_rows"] is None and rows["broken"]["duration"] is None
     with h5py.File(out / INDEX_NAME, "r") as index:
         assert set(index["videos"]) == {"talk", "sub__quiet"}, "only complete files are linked"
-        assert index.attrs["count"] == 4 and index.attrs["complete"] == 2
+        assert index.attrs["count"] == 5 and index.attrs["complete"] == 2
     assert not [p.name for p in out.iterdir() if ".building-" in p.name], "the index's temp file remains"
 
 
@@ -133,6 +138,10 @@ def test_index_command(out_dir, tmp_path):
     assert {row["path"] for row in summary["files"]} == {"talk.h5", "sub/quiet.h5"}
     result = invoke("index", str(tmp_path / "missing"))
     assert result.exit_code == EXIT_USAGE and "not a directory" in result.output
+    manifest = (out / "manifest.jsonl").read_bytes()
+    result = invoke("index", str(out), "--name", "manifest.jsonl")
+    assert result.exit_code == EXIT_USAGE and "ending in .h5" in result.output
+    assert (out / "manifest.jsonl").read_bytes() == manifest
 
 
 def test_inspecting_an_index_lists_its_links_without_following_them(out_dir, tmp_path):

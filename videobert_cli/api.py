@@ -287,16 +287,20 @@ def _group_feature_files(paths: list[Path]) -> list[tuple[str, Path | None, Path
 def fuse_files(
     inputs: Iterable[str | Path], output: str | Path, config: PipelineConfig | None = None, *, on_done=None
 ) -> FileResults:
-    """Fuse the video and text features of HDF5 files (paired by stem) into new files.
+    """Fuse the video and text features of HDF5 files (paired by stem; a directory stands for
+    its ``*.h5`` feature files) into new files.
 
     Each output holds the ``video/`` and ``text/`` groups it was made from plus ``fused/``, the
     same layout as ``run`` writes.
     """
     from videobert_cli.store.hdf5 import load
 
+    from videobert_cli.training.data import expand_feature_paths
+
     config = _config(config)
     require_single_device(config.runtime.device, "fuse")
-    paths = [_path(p, "feature file") for p in _paths(inputs, "inputs")]
+    # a directory stands for its feature files: `fuse vid/ txt/` pairs them by name
+    paths = expand_feature_paths([_path(p, "feature file") for p in _paths(inputs, "inputs")], groups=())
     for path in paths:
         if not path.is_file():
             raise FeatureFileError("file not found", path=path, hint="give HDF5 files written by extract-video/extract-text")

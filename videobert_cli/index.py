@@ -29,7 +29,7 @@ import numpy as np
 
 from videobert_cli import __version__
 from videobert_cli.errors import FeatureFileError, OutputError, UsageError
-from videobert_cli.store.hdf5 import atomic_replace
+from videobert_cli.store.hdf5 import SUPPORTED_MAJOR, atomic_replace
 
 INDEX_NAME = "index.h5"
 INDEX_FORMAT = "videobert-index"
@@ -62,6 +62,13 @@ def _text(value) -> str:
     return "" if value is None else str(value)
 
 
+def _schema_major(version) -> int | None:
+    try:
+        return int(_text(version).split(".", 1)[0])
+    except ValueError:
+        return None
+
+
 def _describe_file(path: Path, root: Path) -> dict | None:
     """One table row for ``path``; None for an HDF5 file that is no videobert feature file."""
     import h5py
@@ -80,9 +87,13 @@ def _describe_file(path: Path, root: Path) -> dict | None:
             fmt = _text(f.attrs.get("format"))
             if fmt and fmt != FEATURE_FORMAT:
                 return None  # another index, or somebody else's HDF5 file
+            if not fmt and not any(group in f for group in ("video", "text", "fused")):
+                return None  # readable, but nothing of a feature file: somebody else's
             row["source_path"] = _text(f.attrs.get("source_path"))
             row["config_hash"] = _text(f.attrs.get("config_hash"))
-            complete = fmt == FEATURE_FORMAT and bool(f.attrs.get("complete", False))
+            # a schema this version cannot read is not offered as complete (load() refuses it)
+            complete = (fmt == FEATURE_FORMAT and bool(f.attrs.get("complete", False))
+                        and _schema_major(f.attrs.get("schema_version")) == SUPPORTED_MAJOR)
             video = f.get("video")
             if isinstance(video, h5py.Group):
                 if "features" in video:
@@ -175,6 +186,9 @@ def write_index(out_dir: str | Path, *, name: str = INDEX_NAME) -> Path:
     root = Path(out_dir)
     if not root.is_dir():
         raise UsageError("not a directory", path=root, hint="give the output directory of `videobert run`")
+    if not name.endswith(".h5"):  # manifest.jsonl and the run's lock file are not to be replaced
+        raise UsageError(f"--name {name!r}: the index is an HDF5 file; give a name ending in .h5",
+                         hint="e.g. --name corpus-index.h5")
     final = root / name
     if final.exists():
         try:

@@ -24,12 +24,17 @@ Examples:
   videobert fuse vid/clip.h5 txt/clip.h5 -o fused/clip.h5
 
   videobert fuse vid/*.h5 txt/*.h5 -o fused/ --fusion-weights fusion.safetensors
+
+  videobert fuse vid/ txt/ -o fused/          # the same: files are paired by name
 """
 
 
 @handle_errors
 def fuse_command(
-    inputs: Annotated[list[Path], typer.Argument(help="HDF5 files with video/ and/or text/ groups.", show_default=False)],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="HDF5 files with video/ and/or text/ groups, or directories of them.", show_default=False),
+    ],
     output: opt.Output,
     fusion_weights: opt.FusionWeights = None,
     fusion_seed: opt.FusionSeed = 0,

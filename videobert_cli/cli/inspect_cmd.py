@@ -32,12 +32,12 @@ def inspect_command(
     path: Annotated[Path, typer.Argument(help="A .h5 file written by videobert.", show_default=False)],
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON rows instead of a tree.")] = False,
 ) -> None:
-    from videobert_cli.errors import FeatureFileError
+    from videobert_cli.errors import FeatureFileError, UsageError
     from videobert_cli.store.hdf5 import describe
 
     if path.is_dir():
-        raise FeatureFileError("is a directory", path=path,
-                               hint="give one .h5 file; for a whole output directory run `videobert index DIR`")
+        raise UsageError("is a directory", path=path,
+                         hint="give one .h5 file; for a whole output directory run `videobert index DIR`")
     if not path.is_file():
         raise FeatureFileError("file not found", path=path)
     rows = describe(path)

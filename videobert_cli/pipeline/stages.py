@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from videobert_cli.config import PipelineConfig, default_decode_threads, resolve_device, resolve_precision
-from videobert_cli.errors import ConfigError, FeatureFileError
+from videobert_cli.errors import ConfigError, FeatureFileError, InputError
 from videobert_cli.features import FusedFeatures, FusedSegments, TextFeatures, VideoFeatures
 from videobert_cli.pipeline.decoding import CropChunk, decode_crops  # noqa: F401  (re-exported)
 from videobert_cli.pipeline.prefetch import Prefetched, prefetch
@@ -511,15 +511,7 @@ class FusionStage:
         from videobert_cli.fusion.model import fuse_one
 
         timer = timer or StageTimer()
-        for name, features, dim in (
-            ("video", video, self.fusion_config.video_dim),
-            ("text", text, self.fusion_config.text_dim),
-        ):
-            if features is None or len(features) == 0:
-                continue
-            width = (features.features if name == "video" else features.token_features).shape[1]
-            if width != dim:
-                raise ConfigError(f"{name} features are {width}-d but the fusion model expects {dim}-d")
+        self._check_inputs(video, text)
         with timer.stage("fuse"):
             out = fuse_one(
                 self.model,
@@ -537,6 +529,29 @@ class FusionStage:
             attrs=dict(self.attrs),
         )
 
+    def _check_inputs(self, video: VideoFeatures | None, text: TextFeatures | None) -> None:
+        """Widths the model takes, one time per row, and finite numbers (fp16 can overflow to
+        inf; NaN in would make every fused position NaN, silently)."""
+        for name, features, dim in (
+            ("video", video, self.fusion_config.video_dim),
+            ("text", text, self.fusion_config.text_dim),
+        ):
+            if features is None or len(features) == 0:
+                continue
+            rows, times = ((features.features, features.timestamps) if name == "video"
+                           else (features.token_features, features.token_start))
+            if rows.shape[1] != dim:
+                raise ConfigError(f"{name} features are {rows.shape[1]}-d but the fusion model expects {dim}-d")
+            if len(times) != len(rows):
+                raise InputError(f"{name} features have {len(rows)} rows but {len(times)} times",
+                                 hint="pass features as extract_video/extract_text or load() return them")
+            finite = np.isfinite(rows).all(axis=1)
+            if not finite.all():
+                raise InputError(
+                    f"{name} features hold NaN or inf in {int((~finite).sum())} of {len(rows)} rows",
+                    reason="non-finite",
+                    hint="with --precision fp16 try bf16 or fp32; for a file, extract it again",
+                )
 
     def fuse_segments(
         self, video: VideoFeatures, text: TextFeatures, timer: StageTimer | None = None, *, batch_size: int = 16
@@ -548,6 +563,7 @@ class FusionStage:
         from videobert_cli.fusion.align import align_segments
 
         timer = timer or StageTimer()
+        self._check_inputs(video, text)
         segments, stats = align_segments(video, text)
         if not segments:
             return None

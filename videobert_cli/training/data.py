@@ -566,8 +566,9 @@ def expand_feature_paths(
                 elif missing and skipped is not None:
                     skipped.append(f"{q}: no {missing}/ group (e.g. a video without a transcript)")
             if not found:
-                raise ConfigError(f"no feature files with {' and '.join(f'{g}/' for g in groups)} in directory {p}",
-                                  path=p, hint="pass the output directory of `videobert run`")
+                needing = f" with {' and '.join(f'{g}/' for g in groups)}" if groups else ""
+                raise ConfigError(f"no feature files{needing} in directory {p}", path=p,
+                                  hint="pass the output directory of `videobert run`")
             out.extend(found)
         else:
             out.append(p)
