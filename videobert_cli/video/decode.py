@@ -181,6 +181,8 @@ def decode_failure(path: str | Path, raw: str, decoder_log: str = "") -> VideoDe
     """A :class:`VideoDecodeError` that says why, in words, with the decoder's own line."""
     detail = clean_decoder_message(raw) or clean_decoder_message(decoder_log)
     code, reason = diagnose(f"{raw}\n{decoder_log}", "not a readable video (unknown format or corrupt)", path)
+    if code == "not-a-video":
+        detail = ""  # the file's bytes said so; the decoder's words about it ("Check failed: ...") are noise
     error = VideoDecodeError(f"{reason} [{detail}]" if detail else reason, path=path, reason=code)
     error.raw = raw
     return error
