@@ -519,6 +519,14 @@ def test_recursive_walks_follow_symlinked_folders_once_and_flat_ones_say_what_th
         return [path.relative_to(spec).as_posix() for path, _ in expand_inputs([str(spec)], **kwargs)]
 
     assert found(source, recursive=True) == ["a/v.mp4", "again/w.mp4"]
+    # a link to a folder of the tree never stands in for it, whatever sorts first
+    tree = tmp_path / "tree"
+    for path in (tree / "real" / "v1.mp4", tree / "real" / "deep" / "v2.mp4"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    os.symlink(tree / "real", tree / "alink")
+    os.symlink(tree / "real" / "deep", tree / "deeplink")
+    assert found(tree, recursive=True) == ["real/v1.mp4", "real/deep/v2.mp4"]
     notes: list[str] = []
     assert found(source, notes=notes) == []
     assert notes == [f"{source}: no videos at its top level; its 3 sub-folder(s) are searched only with --recursive"]
@@ -538,7 +546,9 @@ def test_language_variants_of_a_transcript_are_paired(tmp_path):
              "c.mp4", "c.srt", "c.en.vtt",
              "d.mp4", "d.en.vtt", "d.en.srt",
              "e.mp4", "e.en-US.vtt",
-             "f.mp4", "f.final.srt"]
+             "f.mp4", "f.final.srt",
+             "g.mp4", "g.pt.vtt", "g.pt-BR.vtt",
+             "interview.mp4", "interview.raw.mp4", "interview.raw.srt"]
     for name in names:
         (tmp_path / name).write_text("")
 
@@ -549,8 +559,10 @@ def test_language_variants_of_a_transcript_are_paired(tmp_path):
 
     found, ambiguous = paired()
     assert found == {"Talk [abc]": "Talk [abc].en.vtt", "b": None, "c": "c.srt", "d": "d.en.srt",
-                     "e": "e.en-US.vtt", "f": None}
-    assert [video.name for video in ambiguous] == ["b.mp4"]
+                     "e": "e.en-US.vtt", "f": None, "g": None,
+                     "interview": None, "interview.raw": "interview.raw.srt"}  # not a "raw" variant
+    assert [video.name for video in ambiguous] == ["b.mp4", "g.mp4"]
+    assert paired("pt")[0]["g"] == "g.pt.vtt"  # the exact tag wins over pt-BR
     found, ambiguous = paired("de")
     assert (found["b"], found["Talk [abc]"], found["c"]) == ("b.de.srt", None, "c.srt") and not ambiguous
     found, _ = paired("EN")
@@ -571,6 +583,43 @@ def test_a_run_says_when_transcripts_come_in_several_languages(tmp_path, tiny_be
 
     expected = AutoTokenizer.from_pretrained(str(tiny_bert), local_files_only=True).tokenize("hallo")
     assert load(tmp_path / "out" / "a.h5").text.tokens == expected
+
+
+def test_no_two_videos_share_an_output_and_a_sibling_run_alone_takes_no_file(tmp_path, tiny_bert):
+    """x.mp4's twin name x.mp4.h5 is also x.mp4.mkv's plain name; and x.mkv given alone must
+    not overwrite x.h5, made last night from x.mp4, which is still there."""
+    source = tmp_path / "in"
+    for name in ("x.mp4", "x.mkv", "x.mp4.mkv"):
+        make_video(source / name, num_frames=5, fps=10)
+    out = tmp_path / "out"
+    args = ["--quiet", "run", "-o", str(out), *fast_args(tiny_bert), "--json"]
+    assert json.loads(invoke(*args[:2], str(source), *args[2:]).stdout)["ok"] == 3
+    outputs = {load(path).attrs["source_path"]: path.name for path in out.glob("*.h5")}
+    assert len(outputs) == 3 and set(outputs) == {str((source / name).resolve()) for name in ("x.mp4", "x.mkv", "x.mp4.mkv")}
+    assert json.loads(invoke(*args[:2], str(source), *args[2:]).stdout)["skipped"] == 3  # and stays so
+
+    alone = tmp_path / "alone"
+    make_video(alone / "x.mp4", num_frames=5, fps=10)
+    make_video(alone / "x.mkv", num_frames=10, fps=10)
+    out2 = tmp_path / "out2"
+    assert json.loads(invoke(*args[:2], str(alone / "x.mp4"), "-o", str(out2), *args[4:]).stdout)["ok"] == 1
+    summary = json.loads(invoke(*args[:2], str(alone / "x.mkv"), "-o", str(out2), *args[4:]).stdout)
+    assert summary["ok"] == 1
+    assert load(out2 / "x.h5").attrs["source_path"] == str((alone / "x.mp4").resolve())  # untouched
+    assert sorted(p.name for p in out2.glob("*.h5")) == ["x.h5", "x.mkv.h5"]
+
+
+def test_long_names_stay_when_the_dataset_moves(tmp_path, tiny_bert):
+    source = tmp_path / "in"
+    make_video(source / ("v" * 240 + ".mp4"), num_frames=5, fps=10)
+    out = tmp_path / "out"
+    args = ["--quiet", "run", "-o", str(out), *fast_args(tiny_bert), "--json"]
+    assert json.loads(invoke(*args[:2], str(source), *args[2:]).stdout)["ok"] == 1
+    names = sorted(p.name for p in out.glob("*.h5"))
+    moved = tmp_path / "moved"
+    source.rename(moved)
+    assert json.loads(invoke(*args[:2], str(moved), *args[2:]).stdout)["skipped"] == 1
+    assert sorted(p.name for p in out.glob("*.h5")) == names
 
 
 def test_output_names_cannot_escape_the_output_directory(tmp_path):

@@ -326,6 +326,26 @@ def test_fusing_features_with_nan_or_mismatched_times_is_refused(fused_file: Pat
         fuse(dataclasses.replace(data.video, timestamps=data.video.timestamps[:1]), data.text, fast_config)
 
 
+def test_a_fuse_failure_names_its_files(fused_file: Path, tmp_path: Path) -> None:
+    import h5py
+
+    broken = tmp_path / "vid.h5"
+    broken.write_bytes((fused_file.parent / "vid.h5").read_bytes())
+    with h5py.File(broken, "r+") as f:
+        f["video/features"][0, 0] = np.nan
+    result = invoke("fuse", broken, fused_file.parent / "txt.h5", "-o", tmp_path / "out", *FAST_FUSION, "--device", "cpu")
+    assert result.exit_code == 1
+    failed = [line for line in lines(result.stderr) if "NaN" in line]
+    assert len(failed) == 1 and str(broken) in failed[0], result.stderr
+
+
+def test_a_dry_run_shows_the_notes_about_its_inputs(tmp_path: Path, clip: Path, fast_cli_flags: list[str]) -> None:
+    (tmp_path / "in" / "2024-01").mkdir(parents=True)
+    (tmp_path / "in" / "2024-01" / "clip.mp4").write_bytes(clip.read_bytes())
+    result = invoke("run", tmp_path / "in", "-o", tmp_path / "out", *fast_cli_flags, "--dry-run")
+    assert result.exit_code == 0 and "searched only with --recursive" in " ".join(result.stderr.split())
+
+
 def test_inspect_tree_and_json(fused_file: Path) -> None:
     result = invoke("inspect", fused_file)
     assert result.exit_code == 0, result.output

@@ -130,6 +130,13 @@ def test_cut_mp4_files_are_seen_short(whole, faststart, tmp_path):
     assert mp4_defect(whole[".mp4"]) is None and mp4_defect(faststart) is None
     for suffix in (".mkv", ".webm"):
         assert mp4_defect(whole[suffix]) is None
+    # cut right after the index, or inside the media box's header: no media left at all
+    data = faststart.read_bytes()
+    media = data.index(b"mdat") - 4
+    for name, end in (("after_index", media), ("in_media_header", media + 4)):
+        cut = tmp_path / f"{name}.mp4"
+        cut.write_bytes(data[:end])
+        assert mp4_defect(cut) == "truncated MP4/MOV file: it ends before its media data (no mdat box)", name
     # a faststart file cut in half still has its index: decord opens it
     text = mp4_defect(_cut(faststart, 0.5, tmp_path / "fast_cut.mp4"))
     assert text.startswith("truncated MP4/MOV file: its 'mdat' box declares") and "missing" in text

@@ -156,6 +156,8 @@ def _run_file_jobs(jobs: Iterable[tuple[str, Callable[[], Path]]], on_done=None)
         try:
             result.output = str(work())
         except InputError as error:
+            if error.path is None:  # e.g. a check on features that do not know their file
+                error.path = label
             result.error, result.reason, result.exception = str(error), error.reason, error
         except (MemoryError, RuntimeError) as error:
             # out of memory on one input (a long video, a big batch) leaves the next ones to try

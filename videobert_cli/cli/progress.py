@@ -12,7 +12,8 @@ from videobert_cli.cli.common import stderr
 class RichRunObserver:
     """Implements the core's RunObserver protocol with a progress bar over videos."""
 
-    def __init__(self, *, quiet: bool = False):
+    def __init__(self, *, quiet: bool = False, show_progress: bool = True):
+        """``quiet``: nothing but failures; ``show_progress`` False (dry runs): messages only."""
         self.quiet = quiet
         self.progress = Progress(
             TextColumn("[bold]videos"),
@@ -23,7 +24,7 @@ class RichRunObserver:
             TextColumn("{task.description}"),
             console=stderr,
             transient=False,
-            disable=quiet,
+            disable=quiet or not show_progress,
         )
         self.task = None
 

@@ -145,7 +145,7 @@ def run_command(
             force=force, verify_hash=verify_hash, dry_run=dry_run, timeout=timeout, wait_lock=wait_lock,
             require_transcript=require_transcript, vocab=str(vocab) if vocab else None,
         )
-        with RichRunObserver(quiet=STATE.quiet or dry_run) as observer:
+        with RichRunObserver(quiet=STATE.quiet, show_progress=not dry_run) as observer:
             report = run(
                 inputs or [], output, config, options, recursive=recursive, pattern=glob, list_files=from_file or [],
                 transcripts_dir=transcripts, transcript_language=transcript_lang, observer=observer, engine=engine,

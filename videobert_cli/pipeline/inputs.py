@@ -46,16 +46,20 @@ def _names_its_extension(pattern: str) -> bool:
 def _walk(directory: Path, *, recursive: bool, pattern: str | None, notes: list[str] | None = None) -> list[Path]:
     found: list[Path] = []
     if recursive:
+        # symlinked folders are walked (datasets are often linked together), each real folder
+        # once and under its real name when it is inside the tree: a link to a folder of the
+        # tree, or back up it, adds nothing and must not rename its videos' outputs
+        in_tree = {os.path.realpath(current) for current, _, _ in os.walk(directory, followlinks=False)}
         visited = {os.path.realpath(directory)}
         for current, dirnames, filenames in os.walk(directory, followlinks=True):
-            # symlinked folders are walked (datasets are often linked together), each real
-            # folder once: a link back up the tree is not a loop
             kept = []
             for name in sorted(dirnames):
-                real = os.path.realpath(os.path.join(current, name))
-                if real not in visited:
-                    visited.add(real)
-                    kept.append(name)
+                path = os.path.join(current, name)
+                real = os.path.realpath(path)
+                if real in visited or (os.path.islink(path) and real in in_tree):
+                    continue
+                visited.add(real)
+                kept.append(name)
             dirnames[:] = kept
             for name in sorted(filenames):
                 found.append(Path(current) / name)
@@ -176,7 +180,8 @@ def output_names(videos: list[tuple[Path, Path | None]], existing: ExistingOutpu
     With ``existing`` (the output directory's files) a video keeps the name its file already
     has there, as long as no other input of the run takes it: ``x.h5`` stays ``x.h5`` when an
     ``x.webm`` joins ``x.mp4`` in the folder, instead of the video being done again as
-    ``x.mp4.h5`` next to a stale ``x.h5``.
+    ``x.mp4.h5`` next to a stale ``x.h5``. And a name whose file was made from another video
+    that still exists (``x.mp4`` done last night, ``x.mkv`` given alone tonight) is not taken.
     """
     candidates = [_name_candidates(path, root) for path, root in videos]
     groups: dict[str, list[int]] = defaultdict(list)
@@ -189,9 +194,22 @@ def output_names(videos: list[tuple[Path, Path | None]], existing: ExistingOutpu
         counts = Counter(candidates[i][1].lower() for i in members)
         for i in members:
             chosen[i] = candidates[i][1] if counts[candidates[i][1].lower()] == 1 else candidates[i][2]
+    _make_unique(candidates, chosen)  # x.mp4's x.mp4.h5 is also x.mp4.mkv's plain name
     if existing is not None:
         _keep_existing_names(videos, candidates, chosen, existing)
     return chosen
+
+
+def _make_unique(candidates, chosen: list[str]) -> None:
+    """Give every video whose name another video of the run also got its hashed name (in place);
+    hashed names differ by the video's path."""
+    while True:
+        counts = Counter(name.lower() for name in chosen)
+        clashing = [i for i, name in enumerate(chosen) if counts[name.lower()] > 1 and name != candidates[i][2]]
+        if not clashing:
+            return
+        for i in clashing:
+            chosen[i] = candidates[i][2]
 
 
 def _name_candidates(path: Path, root: Path | None) -> tuple[str, str, str]:
@@ -202,41 +220,49 @@ def _name_candidates(path: Path, root: Path | None) -> tuple[str, str, str]:
     parts[-1] = Path(parts[-1]).stem or parts[-1]
     plain = _safe_relative(parts) + ".h5"
     hashed = with_extension[: -len(".h5")] + f"-{_path_digest(path)}.h5"
-    return tuple(_within_name_limit(name, path) for name in (plain, with_extension, hashed))
+    return tuple(_within_name_limit(name) for name in (plain, with_extension, hashed))
 
 
 def _keep_existing_names(videos, candidates, chosen: list[str], existing: ExistingOutputs) -> None:
-    """Give each video the other candidate name its existing file has, if it is free (in place)."""
+    """Give each video the candidate name its existing file has, if it is free, and move it off
+    a name whose file belongs to another video that still exists (in place)."""
     used = Counter(name.lower() for name in chosen)
+
+    def move(index: int, name: str) -> None:
+        used[chosen[index].lower()] -= 1
+        used[name.lower()] += 1
+        chosen[index] = name
+
     for index, (path, _) in enumerate(videos):
-        # a stat per candidate; a file is opened only where another candidate exists
-        others = [name for name in candidates[index] if name != chosen[index] and not used[name.lower()]
-                  and existing.exists(name)]
-        if not others:
-            continue
         source = str(Path(path).resolve())
-        if existing.source(chosen[index]) == source:
+        owner = existing.source(chosen[index]) if existing.exists(chosen[index]) else None
+        if owner == source:
             continue
-        for name in others:
-            if existing.source(name) == source:
-                used[chosen[index].lower()] -= 1
-                used[name.lower()] += 1
-                chosen[index] = name
-                break
+        # a stat per candidate; a file is opened only where one exists
+        others = [name for name in candidates[index] if name != chosen[index] and not used[name.lower()]]
+        mine = next((name for name in others if existing.exists(name) and existing.source(name) == source), None)
+        if mine is not None:
+            move(index, mine)
+        elif owner and owner != source and Path(owner).exists():
+            # another video's features, and that video is still there: not ours to overwrite
+            free = next((name for name in others if not existing.exists(name)), candidates[index][2])
+            move(index, free)
 
 
 def _path_digest(path: Path) -> str:
     return hashlib.sha256(os.path.abspath(path).encode("utf-8", "surrogateescape")).hexdigest()[:8]
 
 
-def _within_name_limit(name: str, path: Path) -> str:
-    """``name`` with its file name cut to :data:`MAX_NAME_BYTES` (and made unique by the hash of
-    ``path``) if it is longer: a long title (82 CJK characters are 246 bytes) plus ``.mp4.h5``
-    would otherwise be a name the file system refuses."""
+def _within_name_limit(name: str) -> str:
+    """``name`` with its file name cut to :data:`MAX_NAME_BYTES` if it is longer, made unique by
+    a hash of the whole name (not of the video's path: the name must not change when the
+    dataset moves): a long title (82 CJK characters are 246 bytes) plus ``.mp4.h5`` would
+    otherwise be a name the file system refuses."""
     folder, _, file_name = name.rpartition("/")
     if len(file_name.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES:
         return name
-    tail = f"-{_path_digest(path)}.h5"
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    tail = f"-{digest}.h5"
     stem = file_name[: -len(".h5")]
     while len((stem + tail).encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
         stem = stem[:-1]  # whole characters, never half of one
@@ -277,8 +303,9 @@ class TranscriptFinder:
                     return candidate
             variants = self._listing(directory).get(video.stem, [])
             if self.language is not None:
-                variants = [(tag, path) for tag, path in variants
-                            if tag == self.language or tag.startswith(self.language + "-")]
+                # the exact tag first ("pt" over "pt-BR"), else the language's regional ones
+                variants = ([(tag, path) for tag, path in variants if tag == self.language]
+                            or [(tag, path) for tag, path in variants if tag.startswith(self.language + "-")])
             if len({tag for tag, _ in variants}) == 1:
                 return min(variants, key=lambda variant: TRANSCRIPT_SUFFIXES.index(variant[1].suffix.lower()))[1]
             if variants:
@@ -287,16 +314,20 @@ class TranscriptFinder:
         return None
 
     def _listing(self, directory: Path) -> dict[str, list[tuple[str, Path]]]:
-        """``{stem: [(language, path), ...]}`` of the language variants in ``directory``."""
+        """``{stem: [(language, path), ...]}`` of the language variants in ``directory``.
+
+        ``interview.raw.srt`` next to a video ``interview.raw.mp4`` is that video's transcript,
+        not a "raw" variant of ``interview.mp4``'s."""
         if directory not in self._variants:
             variants: dict[str, list[tuple[str, Path]]] = defaultdict(list)
             try:
                 names = os.listdir(directory)
             except OSError:
                 names = []
+            video_stems = {Path(name).stem for name in names if Path(name).suffix.lower() in VIDEO_EXTENSIONS}
             for name in names:
                 path = Path(name)
-                if path.suffix.lower() not in TRANSCRIPT_SUFFIXES:
+                if path.suffix.lower() not in TRANSCRIPT_SUFFIXES or path.stem in video_stems:
                     continue
                 stem, _, tag = path.stem.rpartition(".")
                 if stem and _LANGUAGE_TAG.fullmatch(tag) and (directory / name).is_file():

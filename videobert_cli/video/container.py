@@ -114,4 +114,8 @@ def mp4_defect(path: str | Path) -> str | None:
             return None
     if not boxes & {b"moov", b"moof"}:
         return "truncated or incomplete MP4 (its index, the moov atom, is missing)"
+    if b"mdat" not in boxes:
+        # an index with no media after it: a faststart file cut right after its index, or a
+        # fragmented one cut before its first fragment
+        return "truncated MP4/MOV file: it ends before its media data (no mdat box)"
     return None
