@@ -540,6 +540,25 @@ def test_fusion_weights_refuse_features_of_other_weights_of_the_same_model(tmp_p
         fuse(load(theirs[0]).video, load(theirs[0]).text, config)
 
 
+def test_a_file_with_nan_features_is_named_not_blamed_on_the_learning_rate(corpus, trained, tmp_path):
+    import h5py
+
+    from videobert_cli.errors import FeatureFileError
+
+    folder = tmp_path / "nan"
+    folder.mkdir()
+    for path in corpus[:8]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    broken = sorted(folder.glob("*.h5"))[3]
+    with h5py.File(broken, "r+") as f:
+        f["video/features"][1, 2] = np.nan
+    with pytest.raises(FeatureFileError, match="video/features holds NaN or inf") as caught:
+        train(folder, tmp_path / "x.safetensors", TrainConfig(epochs=1, batch_size=4, losses="nce=1", **TINY))
+    assert caught.value.path == str(broken) and caught.value.reason == "non-finite"
+    with pytest.raises(FeatureFileError, match="holds NaN or inf"):
+        evaluate(folder, trained[0], all_files=True)
+
+
 # --------------------------------------------------------------------------------------------
 # the commands
 # --------------------------------------------------------------------------------------------

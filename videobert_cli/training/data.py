@@ -388,6 +388,10 @@ class PairDataset(torch.utils.data.Dataset):
             all_ids = np.asarray(t["token_ids"][()], dtype=np.int64)
             video = _rows(v["features"], vrows)
             text = _rows(t["token_features"], trows)
+            for name, rows in (("video/features", video), ("text/token_features", text)):
+                if not np.isfinite(rows).all():  # else training "diverges", or eval's SVD fails
+                    raise FeatureFileError(f"{name} holds NaN or inf", path=ref.path, reason="non-finite",
+                                           hint="extract this video again, or leave its file out")
             word_ids = None
             if self.read_word_ids and "word_ids" in v:
                 word_ids = np.asarray(v["word_ids"][()], dtype=np.int64)[vrows]
