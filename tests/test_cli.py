@@ -307,6 +307,11 @@ def test_fuse_pairs_two_directories_by_name(fused_file: Path, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     fused = load(tmp_path / "fused" / "talk.h5")
     np.testing.assert_array_equal(fused.fused.sequence, load(fused_file).fused.sequence)
+    # in directories only names pair: x's video is not fused with y's words
+    (tmp_path / "txt" / "talk.h5").rename(tmp_path / "txt" / "other.h5")
+    result = invoke("fuse", tmp_path / "vid", tmp_path / "txt", "-o", tmp_path / "apart", *FAST_FUSION, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert load(tmp_path / "apart" / "talk.h5").text is None and load(tmp_path / "apart" / "other.h5").video is None
 
 
 def test_fusing_features_with_nan_or_mismatched_times_is_refused(fused_file: Path, fast_config) -> None:

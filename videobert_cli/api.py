@@ -258,15 +258,16 @@ def extract_text_files(
     return _run_file_jobs(jobs, on_done)
 
 
-def _group_feature_files(paths: list[Path]) -> list[tuple[str, Path | None, Path | None]]:
-    """Pair files holding video/ and text/ features: by stem, or the only two given."""
+def _group_feature_files(paths: list[Path], *, pair_two: bool = True) -> list[tuple[str, Path | None, Path | None]]:
+    """Pair files holding video/ and text/ features: by stem, or (``pair_two``) the only two
+    files named."""
     from videobert_cli.store.hdf5 import load
 
     kinds: list[tuple[Path, bool, bool]] = []
     for path in paths:
         data = load(path)
         kinds.append((path, data.video is not None, data.text is not None))
-    if len(paths) == 2 and paths[0].stem != paths[1].stem:
+    if pair_two and len(paths) == 2 and paths[0].stem != paths[1].stem:
         (a, av, at), (b, bv, bt) = kinds
         if av and not at and bt and not bv:
             return [(a.stem, a, b)]
@@ -301,12 +302,13 @@ def fuse_files(
 
     config = _config(config)
     require_single_device(config.runtime.device, "fuse")
-    # a directory stands for its feature files: `fuse vid/ txt/` pairs them by name
-    paths = expand_feature_paths([_path(p, "feature file") for p in _paths(inputs, "inputs")], groups=())
+    # a directory stands for its feature files: `fuse vid/ txt/` pairs them by name only
+    given = [_path(p, "feature file") for p in _paths(inputs, "inputs")]
+    paths = expand_feature_paths(given, groups=())
     for path in paths:
         if not path.is_file():
             raise FeatureFileError("file not found", path=path, hint="give HDF5 files written by extract-video/extract-text")
-    groups = _group_feature_files(paths)
+    groups = _group_feature_files(paths, pair_two=not any(path.is_dir() for path in given))
     destinations = _outputs_for([Path(stem + ".h5") for stem, _, _ in groups], output, ".h5")
 
     def work(video_path: Path | None, text_path: Path | None, destination: Path) -> Path:
