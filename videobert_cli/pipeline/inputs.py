@@ -181,7 +181,8 @@ def output_names(videos: list[tuple[Path, Path | None]], existing: ExistingOutpu
     has there, as long as no other input of the run takes it: ``x.h5`` stays ``x.h5`` when an
     ``x.webm`` joins ``x.mp4`` in the folder, instead of the video being done again as
     ``x.mp4.h5`` next to a stale ``x.h5``. And a name whose file was made from another video
-    that still exists (``x.mp4`` done last night, ``x.mkv`` given alone tonight) is not taken.
+    that still exists (``x.mp4`` done last night, ``x.mkv`` given alone tonight) is not taken;
+    a copy of the same file (same size and time) counts as the same video.
     """
     candidates = [_name_candidates(path, root) for path, root in videos]
     groups: dict[str, list[int]] = defaultdict(list)
@@ -243,10 +244,20 @@ def _keep_existing_names(videos, candidates, chosen: list[str], existing: Existi
         mine = next((name for name in others if existing.exists(name) and existing.source(name) == source), None)
         if mine is not None:
             move(index, mine)
-        elif owner and owner != source and Path(owner).exists():
+        elif owner and owner != source and _another_video(owner, path):
             # another video's features, and that video is still there: not ours to overwrite
             free = next((name for name in others if not existing.exists(name)), candidates[index][2])
             move(index, free)
+
+
+def _another_video(owner: str, path: Path) -> bool:
+    """Whether ``owner`` (the source of an existing output) is a video other than ``path`` that
+    still exists; a copy with the same size and time (``cp -a``, ``rsync -a``) is the same."""
+    try:
+        theirs, mine = os.stat(owner), os.stat(path)
+    except OSError:
+        return False  # gone (moved or deleted): its name is free to take over
+    return theirs.st_size != mine.st_size or abs(theirs.st_mtime - mine.st_mtime) > 1e-6
 
 
 def _path_digest(path: Path) -> str:
