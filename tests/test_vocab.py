@@ -581,3 +581,9 @@ def test_build_skips_files_of_a_folder_without_the_group(random_data, tmp_path):
     assert feature_files(folder, "text") == [folder / "words.h5"]
     vocab = build_vocabulary(str(folder), levels=1, clusters=2)
     assert vocab.size == 2
+    # assigning over the folder skips the text-only file the same way
+    vocab_path = save_vocab(vocab, tmp_path / "vocab.h5")
+    result = invoke("assign", folder, "--vocab", vocab_path)
+    assert result.exit_code == 0, result.output
+    with h5py.File(paths[0], "r") as f:
+        assert f["video/word_ids"].shape == (100,)

@@ -134,7 +134,9 @@ def assign_command(
         vocab = load_vocab(vocab_path)
     except FeatureFileError as error:  # a bad --vocab is a usage error: nothing was processed
         raise ConfigError(error.message, path=error.path, hint=error.hint) from error
-    files = [f for f in feature_files(inputs) if f.resolve() != vocab_path.resolve()]
+    # in a folder, files without the vocabulary's group (a text-only file for a video vocabulary)
+    # have nothing to assign; a file named explicitly is still tried (and reported)
+    files = [f for f in feature_files(inputs, vocab.group) if f.resolve() != vocab_path.resolve()]
     if not files:
         raise UsageError("no feature files found", hint="pass .h5 feature files or directories holding them")
     # Refuse a vocabulary of another model before anything is written (exit 2).
