@@ -49,7 +49,11 @@ def record_thread_niceness(job, emit) -> None:
 
     def recording_emit(message):
         if message[0] == "chunk" and not recorded:
-            recorded.extend(thread_niceness(task) for task in Path("/proc/self/task").iterdir())
+            for task in Path("/proc/self/task").iterdir():
+                try:
+                    recorded.append(thread_niceness(task))
+                except (FileNotFoundError, ProcessLookupError):
+                    pass  # a short-lived thread (e.g. a conversion thread) ended meanwhile
             Path(job.path + ".niceness").write_text("\n".join(map(str, recorded)))
         emit(message)
 

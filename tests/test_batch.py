@@ -290,8 +290,8 @@ def test_decoder_of_a_cpu_model_runs_at_lower_priority_in_every_thread(tmp_path,
     assert os.nice(0) == own  # the encoding process keeps its priority
     for name in ("a.mp4", "b.mp4"):
         threads = faults.recorded_niceness(tmp_path / "in" / name)
-        assert len(threads) >= 2  # the worker's own thread and its read-ahead thread at least
-        assert set(threads) == {faults.lowered_niceness()}
+        assert len(threads) >= 2, threads  # the worker's own thread and its read-ahead thread at least
+        assert set(threads) == {faults.lowered_niceness()}, threads
 
 
 def test_decode_worker_keeps_its_priority_unless_told(tmp_path, tiny_bert):
