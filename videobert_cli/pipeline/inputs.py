@@ -285,7 +285,9 @@ _LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")
 
 
 class TranscriptFinder:
-    """Pairs videos with transcripts of the same stem (see :func:`find_transcript`).
+    """Pairs videos with the transcript of the same stem: in ``transcripts_dir`` (mirroring the
+    video's sub-folder, then flat) or, without it, next to the video; preference .srt, .vtt,
+    .json, .txt.
 
     Besides ``NAME.srt`` it finds language variants such as ``NAME.en.vtt`` (yt-dlp's
     subtitles): the only one there is, or the one of ``language``. Each folder is listed once.
@@ -345,15 +347,6 @@ class TranscriptFinder:
                     variants[stem].append((tag.lower(), directory / name))
             self._variants[directory] = variants
         return self._variants[directory]
-
-
-def find_transcript(video: Path, root: Path | None, transcripts_dir: Path | None,
-                    language: str | None = None) -> Path | None:
-    """The transcript with the video's stem: in ``transcripts_dir`` (mirroring the video's
-    sub-folder, then flat) or, without it, next to the video. Preference: .srt, .vtt, .json, .txt;
-    then a language variant (``NAME.en.vtt``): the only language there, or ``language``.
-    """
-    return TranscriptFinder(transcripts_dir, language).find(video, root)
 
 
 def plan_inputs(

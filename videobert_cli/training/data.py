@@ -206,17 +206,16 @@ def common_space(infos: Sequence[FileInfo]) -> FeatureSpace:
                 )
     weights = {}
     for modality in ("video", "text"):
-        known = {(getattr(info, f"{modality}_weights"), info.path) for info in infos if getattr(info, f"{modality}_weights")}
-        shas = {sha for sha, _ in known}
-        if len(shas) > 1:
-            (a, a_path), (b, b_path) = sorted(known)[0], next(item for item in sorted(known) if item[0] != sorted(known)[0][0])
+        known = sorted((sha, info.path) for info in infos if (sha := getattr(info, f"{modality}_weights")))
+        if known and known[0][0] != known[-1][0]:
+            (a, a_path), (b, b_path) = known[0], known[-1]
             raise ConfigError(
                 f"{modality} features come from different weights of {getattr(first, f'{modality}_model')!r}: "
                 f"{a_path} ({a[:12]}) and {b_path} ({b[:12]})",
                 path=b_path,
                 hint=f"train on files extracted with one set of {modality} weights",
             )
-        weights[modality] = next(iter(shas), None)
+        weights[modality] = known[0][0] if known else None
     return FeatureSpace(first.video_model, first.video_dim, first.text_model, first.text_dim,
                         weights["video"], weights["text"])
 
