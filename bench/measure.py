@@ -464,7 +464,7 @@ def measure_text(spec: dict) -> dict:
             input_ids[row, : len(seq)] = torch.tensor(seq)
             attention[row, : len(seq)] = 1
         batches.append((input_ids.to(device), attention.to(device), torch.zeros_like(input_ids).to(device)))
-    from videobert_cli.precision import autocast
+    from videobert_cli.devices import autocast
 
     def forward(b):
         with torch.inference_mode(), autocast(encoder.precision, device):

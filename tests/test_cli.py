@@ -492,7 +492,9 @@ def test_library_calls_with_wrong_types_are_usage_errors(tmp_path: Path, clip: P
         lambda: SamplingConfig(fps="2"): "fps must be a number",
         lambda: SamplingConfig(fps=None, num_frames=2.5): "num_frames must be a whole number",
         lambda: RuntimeConfig(batch_size="8"): "batch_size must be a whole number",
-        lambda: RuntimeConfig(num_threads=-1): "--threads must be at least 1",
+        lambda: RuntimeConfig(num_threads=-1): "num_threads must be at least 1",
+        lambda: SamplingConfig(fps=2.0, num_frames=8): "fps and num_frames exclude each other",
+        lambda: SamplingConfig(fps=2.0, clip_len=16): "fps is for frame models",
         lambda: PipelineConfig(sampling={"fps": 2}): "PipelineConfig.sampling must be a SamplingConfig, got dict",
         lambda: PipelineConfig(runtime=None): "PipelineConfig.runtime must be a RuntimeConfig",
     }

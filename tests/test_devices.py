@@ -133,7 +133,7 @@ def test_devices_are_checked_against_the_visible_gpus(monkeypatch):
     assert resolve_devices("cpu") == ("cpu",)
     with pytest.raises(ConfigError) as caught:
         resolve_devices("all")
-    assert str(caught.value).startswith("--devices all: no CUDA GPU is visible - ")
+    assert str(caught.value).startswith("devices all: no CUDA GPU is visible - ")
     assert "--device cpu" in str(caught.value)
     with pytest.raises(ConfigError, match="CUDA is not available"):
         resolve_devices("cuda:0,cuda:1")
@@ -148,7 +148,7 @@ def test_devices_are_checked_against_the_visible_gpus(monkeypatch):
 def test_a_gpu_number_is_normalised_for_torch(monkeypatch):
     import torch
 
-    from videobert_cli.config import resolve_device
+    from videobert_cli.devices import resolve_device
 
     two_gpus(monkeypatch)
     assert resolve_device("CUDA:01") == "cuda:1"  # torch.device("cuda:01") is an error
@@ -177,7 +177,7 @@ def test_auto_precision_is_hashed_as_the_precision_it_stands_for(fast_config, mo
 
 
 def test_single_device_code_refuses_a_list():
-    from videobert_cli.config import resolve_device
+    from videobert_cli.devices import resolve_device
 
     with pytest.raises(UsageError, match="videobert run"):
         resolve_device("cpu,cpu")
@@ -265,7 +265,7 @@ def test_ray_decode_tasks_decode_with_the_cpus_they_hold(fast_config):
 
 
 def test_decoding_threads_default_to_one_on_the_cpu_and_more_for_a_gpu_model():
-    from videobert_cli.config import default_decode_threads
+    from videobert_cli.devices import default_decode_threads
 
     assert default_decode_threads("cpu", cpus=64, gpus=0) == 1
     assert default_decode_threads("cuda", cpus=16, gpus=1) == 4
@@ -514,8 +514,8 @@ def test_bf16_is_refused_on_gpus_that_only_emulate_it(monkeypatch):
     convolutions there. Explicit bf16 is a usage error, and training's auto picks fp16."""
     import torch
 
-    from videobert_cli.precision import check_precision
-    from videobert_cli.training.trainer import resolve_precision as training_precision
+    from videobert_cli.devices import check_precision
+    from videobert_cli.devices import resolve_training_precision as training_precision
 
     asked = []
     capabilities = {0: (7, 0), 1: (8, 0)}  # a V100 and an A100

@@ -276,16 +276,25 @@ def test_decoding_threads_give_the_same_crops(tmp_path: Path, monkeypatch: pytes
 
 
 def test_decoding_threads_are_checked_and_leave_the_fingerprint_alone() -> None:
-    with pytest.raises(ConfigError, match="--decode-threads must be at least 1, got 0"):
+    with pytest.raises(ConfigError, match="decode_threads must be at least 1, got 0"):
         RuntimeConfig(decode_threads=0)
     assert PipelineConfig(runtime=RuntimeConfig(decode_threads=2)).fingerprint() == PipelineConfig().fingerprint()
 
 
-def test_unknown_decoder_is_a_config_error() -> None:
+def test_unknown_decoder_is_a_config_error_before_any_work(tmp_path: Path) -> None:
+    from videobert_cli import extract_video, run
+    from videobert_cli.pipeline.decoding import check_frame_decoder
+
     with pytest.raises(ConfigError, match="unknown decoder 'ffmpeg'") as raised:
-        RuntimeConfig(decoder="ffmpeg")
+        check_frame_decoder("ffmpeg")
     assert "decord" in raised.value.hint and "pyav" in raised.value.hint
     assert set(FRAME_DECODERS) >= {"auto", "decord", "pyav"}
+    config = PipelineConfig(runtime=RuntimeConfig(device="cpu", decoder="ffmpeg"))
+    path = _write(tmp_path / "clip.mp4", frames=10)
+    for start in (lambda: run([str(path)], tmp_path / "out", config), lambda: extract_video(path, config)):
+        with pytest.raises(ConfigError, match="unknown decoder 'ffmpeg'"):
+            start()
+    assert not (tmp_path / "out").exists()
 
 
 def test_decoder_does_not_change_the_config_fingerprint() -> None:
@@ -331,8 +340,10 @@ def test_cli_refuses_an_unknown_decoder_in_one_line(tmp_path: Path) -> None:
 
 def test_pyav_without_pyav_installed_fails_before_any_work(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "av", None)  # what `import av` meets when PyAV is missing
+    from videobert_cli.pipeline.decoding import check_frame_decoder
+
     with pytest.raises(ConfigError, match="needs PyAV") as raised:
-        RuntimeConfig(decoder="pyav")
+        check_frame_decoder("pyav")
     assert "videobert-cli[pyav]" in raised.value.hint
 
 
@@ -361,7 +372,7 @@ def test_a_registered_decoder_is_used_by_name(tmp_path: Path, monkeypatch: pytes
 
     decoding.register_frame_decoder("recording", recording, check=unavailable)
     with pytest.raises(ConfigError, match="switched off"):
-        RuntimeConfig(decoder="recording")
+        decoding.check_frame_decoder("recording")
 
 
 def test_errors_of_either_decoder_library_are_the_files_fault() -> None:

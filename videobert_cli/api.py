@@ -17,6 +17,7 @@ from typing import Callable, Iterable, TextIO
 from videobert_cli import __version__
 from videobert_cli.config import PipelineConfig
 from videobert_cli.devices import require_single_device
+from videobert_cli.pipeline.decoding import check_frame_decoder
 from videobert_cli.errors import FeatureFileError, InputError, UsageError, out_of_memory
 from videobert_cli.features import FusedFeatures, SourceInfo, TextFeatures, VideoFeatures
 from videobert_cli.pipeline.inputs import output_names, plan_inputs
@@ -212,6 +213,7 @@ def extract_video_files(
 
     config = _config(config)
     require_single_device(config.runtime.device, "extract-video")
+    check_frame_decoder(config.runtime.decoder)
     quiet_decoder_logs()
     paths = [_path(v, "video") for v in _paths(videos, "videos")]
 
@@ -377,6 +379,7 @@ def run(
     if not isinstance(out_dir, (str, os.PathLike)):
         raise UsageError(f"out_dir must be a directory path, got {type(out_dir).__name__}")
     config = _config(config)
+    check_frame_decoder(config.runtime.decoder)  # unknown, or its package missing: before any work
     if options is not None and not isinstance(options, RunOptions):
         raise UsageError(f"options must be RunOptions, got {type(options).__name__}")
     items = plan_inputs(

@@ -14,9 +14,10 @@ import numbers
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from videobert_cli.devices import flag_for, is_multi_device, parse_device_list, uses_gpu
-from videobert_cli.errors import ConfigError, UsageError
+from videobert_cli.devices import is_multi_device, parse_device_list, resolve_precision, uses_gpu
+from videobert_cli.errors import ConfigError
 
+DEFAULT_FPS = 1.0
 DEFAULT_VIDEO_MODEL = "efficientnet-lite0"
 DEFAULT_TEXT_MODEL = "all-minilm-l6-v2"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -43,13 +44,14 @@ DEFAULT_CLIP_FPS = 15.0
 class SamplingConfig:
     """Which frames of a video are encoded.
 
-    Frame models: ``fps`` frames per second, or ``num_frames`` in all. Clip models: frames are
+    Frame models: ``fps`` frames per second (default :data:`DEFAULT_FPS`), or ``num_frames`` in
+    all, not both. Clip models: frames are
     taken at ``clip_fps`` and grouped into clips of ``clip_len`` frames starting every
     ``clip_stride`` frames (default: ``clip_len``, no overlap); a last clip shorter than
     ``clip_len`` is padded by repeating its last frame, or dropped with ``drop_tail``.
     """
 
-    fps: float | None = 1.0
+    fps: float | None = None  # None: DEFAULT_FPS, unless num_frames or clips are asked for
     num_frames: int | None = None
     clip_len: int | None = None
     clip_fps: float | None = None
@@ -59,6 +61,11 @@ class SamplingConfig:
     @property
     def is_clip(self) -> bool:
         return self.clip_len is not None
+
+    @property
+    def asks_for_clips(self) -> bool:
+        """Whether any clip setting is given (only a clip model can honour it)."""
+        return self.is_clip or self.clip_fps is not None or self.clip_stride is not None or self.drop_tail
 
     def for_clips(self) -> "SamplingConfig":
         """This sampling with clip defaults filled in (for clip models)."""
@@ -76,23 +83,32 @@ class SamplingConfig:
         for name in ("fps", "clip_fps"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
-                raise ConfigError(f"{name} must be a number, got {value!r}")
+                raise ConfigError(f"{name} must be a number, got {value!r}", field=name)
         for name in ("num_frames", "clip_len", "clip_stride"):
             if getattr(self, name) is not None:
                 _require_int(name, getattr(self, name))
-        if self.clip_len is not None or self.clip_fps is not None or self.clip_stride is not None:
+        if self.fps is not None and self.num_frames is not None:
+            raise ConfigError("fps and num_frames exclude each other", field="fps", hint="give one of them")
+        if self.asks_for_clips:
+            if self.fps is not None or self.num_frames is not None:
+                frame_field = "fps" if self.fps is not None else "num_frames"
+                raise ConfigError(f"{frame_field} is for frame models; clip sampling uses clip_fps and clip_len",
+                                  field=frame_field)
             for name in ("clip_len", "clip_stride"):
                 value = getattr(self, name)
                 if value is not None and value < 1:
-                    raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+                    raise ConfigError(f"{name} must be at least 1, got {value}", field=name)
             if self.clip_fps is not None and (not math.isfinite(self.clip_fps) or self.clip_fps <= 0):
-                raise ConfigError(f"--clip-fps must be a positive number, got {self.clip_fps}")
+                raise ConfigError(f"clip_fps must be a positive number, got {self.clip_fps}", field="clip_fps")
             return
         if self.num_frames is not None:
             if self.num_frames < 1:
-                raise ConfigError(f"--num-frames must be at least 1, got {self.num_frames}")
-        elif self.fps is None or not math.isfinite(self.fps) or self.fps <= 0:
-            raise ConfigError(f"--fps must be a positive number, got {self.fps}")
+                raise ConfigError(f"num_frames must be at least 1, got {self.num_frames}", field="num_frames")
+            return
+        if self.fps is None:
+            object.__setattr__(self, "fps", DEFAULT_FPS)
+        if not math.isfinite(self.fps) or self.fps <= 0:
+            raise ConfigError(f"fps must be a positive number, got {self.fps}", field="fps")
 
     @property
     def mode(self) -> str:
@@ -132,7 +148,7 @@ class TextModelConfig:
 
     def __post_init__(self) -> None:
         if self.max_length is not None and self.max_length < 8:
-            raise ConfigError(f"--max-length must be at least 8 tokens, got {self.max_length}")
+            raise ConfigError(f"max_length must be at least 8 tokens, got {self.max_length}", field="max_length")
 
 
 @dataclass(frozen=True)
@@ -150,7 +166,8 @@ class FusionConfigOptions:
 
     def __post_init__(self) -> None:
         if self.align not in ALIGN_MODES:
-            raise ConfigError(f"unknown --align {self.align!r}", hint=f"use one of {', '.join(ALIGN_MODES)}")
+            raise ConfigError(f"align: unknown mode {self.align!r}", field="align",
+                              hint=f"use one of {', '.join(ALIGN_MODES)}")
 
 
 @dataclass(frozen=True)
@@ -185,22 +202,17 @@ class RuntimeConfig:
         for name in ("num_threads", "decode_threads"):
             if getattr(self, name) is not None:
                 _require_int(name, getattr(self, name))
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {self.num_threads}")
-        if self.decode_threads is not None and self.decode_threads < 1:
-            raise ConfigError(f"--decode-threads must be at least 1, got {self.decode_threads}")
-        if self.decoder not in ("auto", "decord"):  # fail before any work: unknown, or PyAV not installed
-            from videobert_cli.pipeline.decoding import check_frame_decoder
-
-            check_frame_decoder(self.decoder)
+        for name in ("batch_size", "num_threads", "decode_threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1, got {value}", field=name)
+        if not isinstance(self.decoder, str) or not self.decoder:
+            raise ConfigError(f"decoder must be a decoder's name, got {self.decoder!r}", field="decoder")
         if is_multi_device(self.device):
             parse_device_list(self.device)  # a typo fails when the configuration is built
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.precision not in PRECISIONS:
-            raise ConfigError(
-                f"unknown precision {self.precision!r}", hint=f"use one of {', '.join(PRECISIONS)}"
-            )
+            raise ConfigError(f"precision: unknown value {self.precision!r}", field="precision",
+                              hint=f"use one of {', '.join(PRECISIONS)}")
 
     def resolved_precision(self) -> str:
         """The precision the models run at: ``auto`` is fp32 on the CPU and fp16 on CUDA."""
@@ -218,7 +230,8 @@ class OutputConfig:
 
     def __post_init__(self) -> None:
         if self.dtype not in FEATURE_DTYPES:
-            raise ConfigError(f"unknown feature dtype {self.dtype!r}", hint="use float32 or float16")
+            raise ConfigError(f"dtype: unknown feature dtype {self.dtype!r}", field="dtype",
+                              hint="use float32 or float16")
         if self.compression not in COMPRESSIONS:
             raise ConfigError(
                 f"unknown compression {self.compression!r}", hint="use lzf, gzip, or leave it out"
@@ -291,63 +304,4 @@ _SECTION_TYPES = {
 def _require_int(name: str, value) -> None:
     """A whole number (not a bool, not 2.5): the library's callers get what the CLI checks."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ConfigError(f"{name} must be a whole number, got {value!r}")
-
-
-def resolve_device(device: str) -> str:
-    """Turn ``auto``/``cpu``/``cuda``/``cuda:N`` into a concrete torch device string."""
-    import torch
-
-    if is_multi_device(device):
-        # several devices are for `run` (videobert_cli.engines.devices), never one model
-        raise UsageError(
-            f"{flag_for(device)} names several devices, but this runs on one",
-            hint="only `videobert run` uses several devices (one worker each); give one device such as cuda:0",
-        )
-    device = (device or "auto").strip().lower()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return "cpu"
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"--device {device} was requested but CUDA is not available",
-                hint="use --device cpu or --device auto",
-            )
-        if ":" in device:
-            index = device.split(":", 1)[1]
-            if not index.isdigit() or int(index) >= torch.cuda.device_count():
-                raise ConfigError(
-                    f"--device {device}: no such GPU ({torch.cuda.device_count()} visible)",
-                    hint="list GPUs with nvidia-smi",
-                )
-            return f"cuda:{int(index)}"  # torch refuses "cuda:01"
-        return device
-    raise ConfigError(f"unknown device {device!r}", hint="use auto, cpu, cuda or cuda:N")
-
-
-#: decoding threads per video for a GPU model, at most: the GPU leaves the cores idle, and
-#: FFmpeg's frame threads gain on H.264 (2 threads decoded a 1080p minute 1.5x faster on 2
-#: cores here; 4 is not measured)
-GPU_DECODE_THREADS = 4
-
-
-def default_decode_threads(device: str, cpus: int, gpus: int) -> int:
-    """Decoding threads per video when ``--decode-threads`` is not given.
-
-    On the CPU 1: the model needs the other cores (a second thread measured 3% slower at 720p
-    ``--fps 5``, 10% faster only where decoding is the bottleneck). A GPU model leaves the
-    cores to the decoder, which is then nearly always the bottleneck: up to
-    :data:`GPU_DECODE_THREADS`, the ``cpus`` shared by the ``gpus`` in use.
-    """
-    if not device.startswith("cuda"):
-        return 1
-    return max(1, min(GPU_DECODE_THREADS, cpus // max(gpus, 1)))
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """The documented default: fp32 on CPU (full-precision features), fp16 on CUDA."""
-    if precision != "auto":
-        return precision
-    return "fp16" if device.startswith("cuda") else "fp32"
+        raise ConfigError(f"{name} must be a whole number, got {value!r}", field=name)

@@ -3,7 +3,7 @@
 ``RuntimeConfig.device`` is one of
 
 ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``
-    one device (every command; :func:`videobert_cli.config.resolve_device`).
+    one device (every command; :func:`resolve_device`).
 a comma list such as ``cuda:0,cuda:1`` or ``cpu,cpu``
     several devices: ``run``'s local engine starts one worker process per entry
     (:mod:`videobert_cli.engines.devices`). GPUs are named one by one (``cuda:N``) and at most
@@ -18,6 +18,8 @@ import); whether the GPUs exist is checked when a run starts (:func:`resolve_dev
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from videobert_cli.errors import ConfigError, UsageError
 
@@ -37,10 +39,11 @@ def is_multi_device(spec: str | None) -> bool:
     return "," in spec or spec == ALL_DEVICES
 
 
-def flag_for(spec: str) -> str:
-    """How ``spec`` was spelled on the command line, for messages."""
-    # the configuration does not know which flag it came from; "all" only exists as --devices
-    return f"--devices {spec}" if _normalised(spec) == ALL_DEVICES else f"--device {spec}"
+def spec_error(spec: str, message: str, *, hint: str | None = None, error=ConfigError):
+    """An ``error`` about the device spec ``spec``, naming its field (``device``, or ``devices``
+    for ``all``, a spelling only ``run --devices`` has)."""
+    field = "devices" if _normalised(spec) == ALL_DEVICES else "device"
+    return error(f"{field} {spec}: {message}", field=field, hint=hint)
 
 
 def parse_device_list(spec: str) -> tuple[str, ...]:
@@ -57,25 +60,25 @@ def parse_device_list(spec: str) -> tuple[str, ...]:
     for raw in text.split(","):
         entry = raw.strip()
         if not entry:
-            raise ConfigError(f"{flag_for(spec)}: empty entry in the device list", hint=_LIST_HINT)
+            raise spec_error(spec, f"empty entry in the device list", hint=_LIST_HINT)
         if entry in ("auto", ALL_DEVICES):
-            raise ConfigError(f"{flag_for(spec)}: {entry!r} cannot be part of a device list",
+            raise spec_error(spec, f"{entry!r} cannot be part of a device list",
                               hint=f"use --devices all alone, or {_LIST_HINT}")
         if entry == "cuda":
-            raise ConfigError(f"{flag_for(spec)}: 'cuda' in a list does not say which GPU", hint=_LIST_HINT)
+            raise spec_error(spec, f"'cuda' in a list does not say which GPU", hint=_LIST_HINT)
         if entry.startswith("cuda:"):
             index = entry.split(":", 1)[1]
             if not index.isdigit():
-                raise ConfigError(f"{flag_for(spec)}: bad GPU {entry!r}", hint="GPUs are cuda:0, cuda:1, ...")
+                raise spec_error(spec, f"bad GPU {entry!r}", hint="GPUs are cuda:0, cuda:1, ...")
             entry = f"cuda:{int(index)}"
         elif entry != "cpu":
-            raise ConfigError(f"{flag_for(spec)}: unknown device {entry!r}", hint="use cpu or cuda:N entries")
+            raise spec_error(spec, f"unknown device {entry!r}", hint="use cpu or cuda:N entries")
         if entry.startswith("cuda:") and entry in entries:
-            raise ConfigError(f"{flag_for(spec)}: {entry} is listed twice",
+            raise spec_error(spec, f"{entry} is listed twice",
                               hint="one worker per GPU: list each GPU once")
         entries.append(entry)
     if len({entry == "cpu" for entry in entries}) > 1:
-        raise ConfigError(f"{flag_for(spec)}: CPUs and GPUs cannot be mixed in one run",
+        raise spec_error(spec, f"CPUs and GPUs cannot be mixed in one run",
                           hint="their precisions differ (fp32 / fp16); list only GPUs or only cpu")
     return tuple(entries)
 
@@ -88,45 +91,33 @@ def resolve_devices(spec: str | None) -> tuple[str, ...]:
     """
     import torch
 
-    from videobert_cli.config import resolve_device
-
     if not is_multi_device(spec):
         return (resolve_device(spec or "auto"),)
     entries = parse_device_list(spec)
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if entries == (ALL_DEVICES,):
         if not visible:
-            raise ConfigError(
-                "--devices all: no CUDA GPU is visible",
+            raise spec_error(
+                spec, "no CUDA GPU is visible",
                 hint="check nvidia-smi and CUDA_VISIBLE_DEVICES, or run on the CPU with --device cpu",
             )
         return tuple(f"cuda:{index}" for index in range(visible))
     for entry in entries:
         if entry.startswith("cuda:"):
             if not visible:
-                raise ConfigError(f"{flag_for(spec)}: CUDA is not available",
+                raise spec_error(spec, f"CUDA is not available",
                                   hint="check nvidia-smi and CUDA_VISIBLE_DEVICES, or use --device cpu")
             if int(entry.split(":")[1]) >= visible:
-                raise ConfigError(f"{flag_for(spec)}: no GPU {entry} ({visible} visible)",
+                raise spec_error(spec, f"no GPU {entry} ({visible} visible)",
                                   hint="list GPUs with nvidia-smi, or use --devices all")
     return entries
-
-
-def device_option(device: str | None, devices: str | None) -> str | None:
-    """The device spec of ``run``'s ``--device`` and ``--devices`` (at most one of them)."""
-    if device is not None and devices is not None:
-        raise UsageError("--device and --devices are mutually exclusive",
-                         hint="give one of them, e.g. --devices all or --device cuda:0,cuda:1")
-    if devices is not None and not _normalised(devices):
-        raise UsageError("--devices needs a value", hint="--devices all, or a list such as cuda:0,cuda:1")
-    return devices if devices is not None else device
 
 
 def require_single_device(spec: str | None, command: str) -> None:
     """A :class:`UsageError` when ``command`` (which runs on one device) is given several."""
     if is_multi_device(spec):
         raise UsageError(
-            f"{command} runs on one device, but {flag_for(spec or '')} names several",
+            f"{command} runs on one device, but device {spec} names several",
             hint="use `videobert run` for one worker per device, or give one device such as cuda:0",
         )
 
@@ -158,3 +149,111 @@ def worker_threads(devices: tuple[str, ...], num_threads: int | None, cpus: int)
     on_cpu = sum(1 for device in devices if device == "cpu")
     share = max(1, cpus // on_cpu) if on_cpu else None
     return tuple(share if device == "cpu" else None for device in devices)
+
+
+# --- one device: resolution, decoding threads, precision ----------------------------------
+def resolve_device(device: str) -> str:
+    """Turn ``auto``/``cpu``/``cuda``/``cuda:N`` into a concrete torch device string."""
+    import torch
+
+    if is_multi_device(device):
+        # several devices are for `run` (videobert_cli.engines.devices), never one model
+        raise spec_error(
+            device, "names several devices, but this runs on one", error=UsageError,
+            hint="only `videobert run` uses several devices (one worker each); give one device such as cuda:0",
+        )
+    device = (device or "auto").strip().lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise spec_error(device, "CUDA is not available", hint="use --device cpu or --device auto")
+        if ":" in device:
+            index = device.split(":", 1)[1]
+            if not index.isdigit() or int(index) >= torch.cuda.device_count():
+                raise spec_error(device, f"no such GPU ({torch.cuda.device_count()} visible)",
+                                 hint="list GPUs with nvidia-smi")
+            return f"cuda:{int(index)}"  # torch refuses "cuda:01"
+        return device
+    raise spec_error(device, "unknown device", hint="use auto, cpu, cuda or cuda:N")
+
+
+#: decoding threads per video for a GPU model, at most: the GPU leaves the cores idle, and
+#: FFmpeg's frame threads gain on H.264 (2 threads decoded a 1080p minute 1.5x faster on 2
+#: cores here; 4 is not measured)
+GPU_DECODE_THREADS = 4
+
+
+def default_decode_threads(device: str, cpus: int, gpus: int) -> int:
+    """Decoding threads per video when ``--decode-threads`` is not given.
+
+    On the CPU 1: the model needs the other cores (a second thread measured 3% slower at 720p
+    ``--fps 5``, 10% faster only where decoding is the bottleneck). A GPU model leaves the
+    cores to the decoder, which is then nearly always the bottleneck: up to
+    :data:`GPU_DECODE_THREADS`, the ``cpus`` shared by the ``gpus`` in use.
+    """
+    if not device.startswith("cuda"):
+        return 1
+    return max(1, min(GPU_DECODE_THREADS, cpus // max(gpus, 1)))
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """The documented default: fp32 on CPU (full-precision features), fp16 on CUDA."""
+    if precision != "auto":
+        return precision
+    return "fp16" if device.startswith("cuda") else "fp32"
+
+
+def cuda_has_native_bf16(device: str) -> bool:
+    """Whether the GPU ``device`` computes in bf16 (compute capability 8.0 or later).
+
+    ``torch.cuda.is_bf16_supported()`` also says yes for older GPUs, which only emulate bf16:
+    slowly, and cuDNN has no bf16 convolutions for them; it also asks the current GPU, not
+    ``device``.
+    """
+    import torch
+
+    if torch.version.hip:
+        return True  # every AMD GPU that torch supports has bf16
+    return torch.cuda.get_device_capability(torch.device(device)) >= (8, 0)
+
+
+def check_precision(precision: str, device: str) -> None:
+    """Refuse combinations that cannot run well (fp16 autocast on CPU is slower than fp32,
+    bf16 on a GPU older than Ampere is emulated)."""
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise ConfigError("precision fp16 needs a CUDA device", field="precision",
+                          hint="on CPU use --precision bf16 or fp32")
+    if precision == "bf16" and device.startswith("cuda") and not cuda_has_native_bf16(device):
+        import torch
+
+        major, minor = torch.cuda.get_device_capability(torch.device(device))
+        raise ConfigError(
+            f"precision bf16 needs a GPU with bf16 units (compute capability 8.0+); "
+            f"{device} has {major}.{minor}", field="precision",
+            hint="use --precision fp16 (the default on CUDA) or fp32",
+        )
+
+
+def resolve_training_precision(precision: str, device: str) -> str:
+    """Training's precision. ``auto``: fp32 on CPU; on CUDA bf16 where the GPU computes in it
+    (Ampere and later), else fp16 with a gradient scaler."""
+    if precision == "auto":
+        if device.startswith("cuda"):
+            return "bf16" if cuda_has_native_bf16(device) else "fp16"
+        return "fp32"
+    check_precision(precision, device)
+    return precision
+
+
+def autocast(precision: str, device: str):
+    """A context in which matmuls/convolutions run at ``precision`` (fp32: no autocast)."""
+    if precision in ("fp32", "auto", None):
+        return contextlib.nullcontext()
+    import torch
+
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device_type, dtype=dtype)

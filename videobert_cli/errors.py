@@ -2,7 +2,8 @@
 
 Every error the core raises on purpose derives from :class:`VideoBertError`. Each carries
 ``exit_code`` (what the CLI exits with), the offending ``path`` when there is one, and a
-``hint`` saying what the user can do. The CLI prints ``str(error)`` as a single line.
+``hint`` saying what the user can do. Messages name fields and parameters, never flags: the CLI
+maps ``field`` to its flag and prints the error as a single line.
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ class VideoBertError(Exception):
         path: str | Path | None = None,
         hint: str | None = None,
         reason: str | None = None,
+        field: str | None = None,
     ):
         super().__init__(message)
         self.message = message
         self.path = str(path) if path is not None else None
         self.hint = hint
+        #: the configuration field (or parameter) the message starts with; the CLI names its flag
+        self.field = field
         if reason is not None:
             self.reason = reason  # a finer code than the class default, e.g. "truncated"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import traceback
 from dataclasses import dataclass
@@ -22,9 +23,33 @@ from videobert_cli.config import (
     TextModelConfig,
     VideoModelConfig,
 )
-from videobert_cli.errors import EXIT_INTERRUPTED, VideoBertError
+from videobert_cli.errors import EXIT_INTERRUPTED, UsageError, VideoBertError
 
 EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a bug in videobert-cli, not in the input
+
+#: the flag of each configuration field: the core names fields, the user reads flags
+FIELD_FLAGS = {
+    "fps": "--fps", "num_frames": "--num-frames", "clip_len": "--clip-len", "clip_fps": "--clip-fps",
+    "clip_stride": "--clip-stride", "drop_tail": "--drop-tail", "max_length": "--max-length",
+    "align": "--align", "d_model": "--d-model", "num_layers": "--layers", "num_heads": "--heads",
+    "batch_size": "--batch-size", "num_threads": "--threads", "decode_threads": "--decode-threads",
+    "decoder": "--decoder", "precision": "--precision", "device": "--device", "devices": "--devices",
+    "dtype": "--dtype", "compression": "--compression",
+}
+_FIELD_PATTERN = re.compile(r"\b(" + "|".join(name for name in FIELD_FLAGS if "_" in name) + r")\b")
+
+
+def in_flags(error: VideoBertError) -> str:
+    """``error`` as one line that names flags where the core named fields."""
+    message = str(error).replace("\n", " ")
+    field = getattr(error, "field", None)
+    if field in FIELD_FLAGS:
+        prefix = f"{error.path}: " if error.path and message.startswith(f"{error.path}: ") else ""
+        rest = message[len(prefix):]
+        if rest.startswith(field):
+            message = prefix + FIELD_FLAGS[field] + rest[len(field):]
+    # other fields in the message, where the name cannot be mistaken for a word (num_frames)
+    return _FIELD_PATTERN.sub(lambda match: FIELD_FLAGS[match.group(1)], message)
 
 
 @dataclass
@@ -66,7 +91,7 @@ def handle_errors(command: Callable) -> Callable:
         except VideoBertError as error:
             if STATE.debug:
                 traceback.print_exc(file=sys.stderr)
-            fail(str(error).replace("\n", " "), error.exit_code)
+            fail(in_flags(error), error.exit_code)
         except KeyboardInterrupt:
             stderr.print("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED)
@@ -111,21 +136,9 @@ def build_config(
 
     ``devices`` is ``run``'s ``--devices`` (an alternative spelling of a device list).
     """
-    from videobert_cli.devices import device_option
-    from videobert_cli.errors import UsageError
-
-    if fps is not None and num_frames is not None:
-        raise UsageError("--fps and --num-frames are mutually exclusive", hint="give one of them")
-    if clip_len is not None or clip_fps is not None or clip_stride is not None or drop_tail:
-        if fps is not None or num_frames is not None:
-            raise UsageError("--fps/--num-frames are for frame models; clip models use --clip-fps/--clip-len")
-        sampling = SamplingConfig(fps=None, clip_len=clip_len, clip_fps=clip_fps, clip_stride=clip_stride,
-                                  drop_tail=drop_tail)
-    elif num_frames is not None:
-        sampling = SamplingConfig(fps=None, num_frames=num_frames)
-    else:
-        sampling = SamplingConfig(fps=1.0 if fps is None else fps)
-    device = device_option(device, devices)
+    sampling = SamplingConfig(fps=fps, num_frames=num_frames, clip_len=clip_len, clip_fps=clip_fps,
+                              clip_stride=clip_stride, drop_tail=drop_tail)
+    device = _device_option(device, devices)
     return PipelineConfig(
         sampling=sampling,
         video_model=VideoModelConfig(name=video_model, weights=video_weights),
@@ -149,6 +162,16 @@ def build_config(
         ),
         output=OutputConfig(dtype=dtype, compression=compression),
     )
+
+
+def _device_option(device: str | None, devices: str | None) -> str | None:
+    """The device spec of ``run``'s ``--device`` and ``--devices`` (at most one of them)."""
+    if device is not None and devices is not None:
+        raise UsageError("--device and --devices are mutually exclusive",
+                         hint="give one of them, e.g. --devices all or --device cuda:0,cuda:1")
+    if devices is not None and not devices.strip():
+        raise UsageError("--devices needs a value", hint="--devices all, or a list such as cuda:0,cuda:1")
+    return devices if devices is not None else device
 
 
 def report_file_results(results, noun: str) -> int:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from videobert_cli.cli import options as opt
-from videobert_cli.cli.common import STATE, build_config, handle_errors, stderr
+from videobert_cli.cli.common import STATE, build_config, handle_errors, in_flags, stderr
 from videobert_cli.errors import UsageError, VideoBertError
 
 HELP = """Run decode -> video model -> text model -> fusion -> HDF5 for every video.
@@ -154,7 +154,7 @@ def run_command(
             )
     except VideoBertError as error:
         if json_output:  # a script reading stdout gets JSON whatever happened (the line stays on stderr)
-            typer.echo(json.dumps({"output_dir": str(output), "error": str(error), "reason": error.reason,
+            typer.echo(json.dumps({"output_dir": str(output), "error": in_flags(error), "reason": error.reason,
                                    "exit_code": error.exit_code}, indent=2))
         raise
     if json_output:

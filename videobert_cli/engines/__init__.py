@@ -81,12 +81,12 @@ def run_ray(
     **engine_options,
 ) -> RunReport:
     """A Ray cluster (see :mod:`videobert_cli.engines.ray_engine`); Ray is imported only here."""
-    from videobert_cli.devices import flag_for, is_multi_device
+    from videobert_cli.devices import is_multi_device, spec_error
 
     if config is not None and is_multi_device(config.runtime.device):
         # Ray places its model workers itself; a device list would be ignored or crowd one GPU
-        raise UsageError(
-            f"{flag_for(config.runtime.device)}: several devices are for the local engine",
+        raise spec_error(
+            config.runtime.device, "several devices are for the local engine", error=UsageError,
             hint="with --engine ray, give --gpus-per-worker 1 (one GPU per model worker) and --workers N",
         )
     from videobert_cli.engines.ray_engine import run_ray as run

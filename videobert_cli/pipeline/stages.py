@@ -16,10 +16,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from videobert_cli.config import PipelineConfig, default_decode_threads, resolve_device, resolve_precision
+from videobert_cli.config import PipelineConfig
+from videobert_cli.devices import default_decode_threads, resolve_device, resolve_precision
 from videobert_cli.errors import ConfigError, FeatureFileError, InputError
 from videobert_cli.features import FusedFeatures, FusedSegments, TextFeatures, VideoFeatures
-from videobert_cli.pipeline.decoding import CropChunk, decode_crops  # noqa: F401  (re-exported)
+from videobert_cli.pipeline.decoding import CropChunk, check_frame_decoder, decode_crops  # noqa: F401  (re-exported)
 from videobert_cli.pipeline.prefetch import Prefetched, prefetch
 from videobert_cli.pipeline.timing import StageTimer
 from videobert_cli.text.encoder import TextEncoder
@@ -50,10 +51,10 @@ def resolve_sampling(sampling, kind: str, model_name: str):
     """The sampling a model of ``kind`` uses: clip defaults for clip models; refuse mismatches."""
     if kind == "clip":
         return sampling.for_clips()
-    if sampling.is_clip:
+    if sampling.asks_for_clips:
         raise ConfigError(
-            f"--clip-len/--clip-fps/--clip-stride need a clip model, but {model_name!r} encodes single frames",
-            hint="choose a clip model (s3d, r3d_18, r2plus1d_18, mc3_18, mvit_v2_s) or use --fps/--num-frames",
+            f"clip_len/clip_fps/clip_stride/drop_tail need a clip model, but {model_name!r} encodes single frames",
+            hint="choose a clip model (s3d, r3d_18, r2plus1d_18, mc3_18, mvit_v2_s) or sample frames by fps/num_frames",
         )
     return sampling
 
@@ -68,6 +69,7 @@ class VideoStage:
     """Frame sampling and CNN features for whole videos."""
 
     def __init__(self, config: PipelineConfig, *, device: str | None = None):
+        check_frame_decoder(config.runtime.decoder)
         apply_threads(config)
         self.config = config
         self.device = resolve_device(device or config.runtime.device)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from videobert_cli.features import TextFeatures
-from videobert_cli.precision import autocast, check_precision
+from videobert_cli.devices import autocast, check_precision
 from videobert_cli.text.models import LoadedTextModel
 from videobert_cli.text.transcripts import Transcript, split_sentences
 

@@ -294,7 +294,7 @@ def evaluate(
         ConfigError: the files come from other feature extractors than the weights, they
             disagree among themselves, or no pair is left to evaluate.
     """
-    from videobert_cli.config import resolve_device
+    from videobert_cli.devices import resolve_device
     from videobert_cli.fusion.checkpoint import load_fusion_weights
     from videobert_cli.fusion.model import build_fusion
     from videobert_cli.training.data import expand_feature_paths

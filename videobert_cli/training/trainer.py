@@ -195,21 +195,8 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """auto: fp32 on CPU; on CUDA bf16 where the GPU computes in it (Ampere and later), else
-    fp16 with a gradient scaler."""
-    from videobert_cli.precision import check_precision, cuda_has_native_bf16
-
-    if precision == "auto":
-        if device.startswith("cuda"):
-            return "bf16" if cuda_has_native_bf16(device) else "fp16"
-        return "fp32"
-    check_precision(precision, device)
-    return precision
-
-
 def _autocast(precision: str, device: str):
-    from videobert_cli.precision import autocast
+    from videobert_cli.devices import autocast
 
     return autocast(precision, device)
 
@@ -383,7 +370,7 @@ def train(
         OutputError: the checkpoint cannot be written.
     """
     from videobert_cli import __version__
-    from videobert_cli.config import resolve_device
+    from videobert_cli.devices import resolve_device, resolve_training_precision
     from videobert_cli.fusion.checkpoint import load_fusion_weights, save_fusion_weights
     from videobert_cli.fusion.model import FusionConfig, build_fusion
     from videobert_cli.training.heads import (
@@ -419,7 +406,7 @@ def train(
         )
 
     device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
+    precision = resolve_training_precision(config.precision, device)
 
     start_epoch = 0
     global_step = 0

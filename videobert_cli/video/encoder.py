@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from videobert_cli.memory import release_freed_memory
-from videobert_cli.precision import autocast, check_precision
+from videobert_cli.devices import autocast, check_precision
 from videobert_cli.video.models import LoadedVideoModel
 from videobert_cli.video.preprocess import normalize
 
