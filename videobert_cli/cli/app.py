@@ -8,7 +8,7 @@ import typer
 
 from videobert_cli import __version__
 from videobert_cli.cli import extract_text, extract_video, fuse, index_cmd, inspect_cmd, models, run, train, vocab
-from videobert_cli.cli.common import STATE
+from videobert_cli.cli.common import DEFAULTS, STATE
 
 app = typer.Typer(
     name="videobert",
@@ -29,8 +29,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N (auto picks CUDA when present).")] = "auto",
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Frames or text windows per model call.")] = 32,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N (auto picks CUDA when present).")] = DEFAULTS.runtime.device,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Frames or text windows per model call.")] = DEFAULTS.runtime.batch_size,
     threads: Annotated[
         Optional[int], typer.Option("--threads", min=1, help="torch intra-op threads for the models (default: torch's).")
     ] = None,
@@ -39,7 +39,7 @@ def main_options(
         typer.Option("--decoder", help="auto | pyav | decord: the same frames either way. PyAV decodes in the "
                      "calling thread with no read-ahead (flat memory, less CPU); auto uses it wherever it gives "
                      "decord's pixels, decord elsewhere."),
-    ] = "auto",
+    ] = DEFAULTS.runtime.decoder,
     decode_threads: Annotated[
         Optional[int],
         typer.Option("--decode-threads", min=1, help="Decoding threads per video (same frames). More than 1 "

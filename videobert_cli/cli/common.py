@@ -52,13 +52,17 @@ def in_flags(error: VideoBertError) -> str:
     return _FIELD_PATTERN.sub(lambda match: FIELD_FLAGS[match.group(1)], message)
 
 
+#: the configuration's defaults, which the flags show and fall back to (defined once, in config)
+DEFAULTS = PipelineConfig()
+
+
 @dataclass
 class GlobalState:
-    device: str = "auto"
-    batch_size: int = 32
-    threads: int | None = None
-    decoder: str = "auto"
-    decode_threads: int | None = None  # None: 1 on CPU, more for a GPU model
+    device: str = DEFAULTS.runtime.device
+    batch_size: int = DEFAULTS.runtime.batch_size
+    threads: int | None = DEFAULTS.runtime.num_threads
+    decoder: str = DEFAULTS.runtime.decoder
+    decode_threads: int | None = DEFAULTS.runtime.decode_threads  # None: 1 on CPU, more for a GPU model
     quiet: bool = False
     debug: bool = False
 
@@ -111,21 +115,21 @@ def build_config(
     *,
     fps: Optional[float] = None,
     num_frames: Optional[int] = None,
-    video_model: str = "efficientnet-lite0",
-    video_weights: str = "default",
-    text_model: str = "all-minilm-l6-v2",
-    max_length: Optional[int] = None,
+    video_model: str = DEFAULTS.video_model.name,
+    video_weights: str = DEFAULTS.video_model.weights,
+    text_model: str = DEFAULTS.text_model.name,
+    max_length: Optional[int] = DEFAULTS.text_model.max_length,
     fusion_weights: Optional[Path] = None,
-    fusion_seed: int = 0,
-    d_model: int = 256,
-    layers: int = 2,
-    heads: int = 4,
+    fusion_seed: int = DEFAULTS.fusion.seed,
+    d_model: int = DEFAULTS.fusion.d_model,
+    layers: int = DEFAULTS.fusion.num_layers,
+    heads: int = DEFAULTS.fusion.num_heads,
     device: Optional[str] = None,
     devices: Optional[str] = None,
     batch_size: Optional[int] = None,
-    precision: str = "auto",
-    dtype: str = "float32",
-    compression: Optional[str] = None,
+    precision: str = DEFAULTS.runtime.precision,
+    dtype: str = DEFAULTS.output.dtype,
+    compression: Optional[str] = DEFAULTS.output.compression,
     clip_len: Optional[int] = None,
     clip_fps: Optional[float] = None,
     clip_stride: Optional[int] = None,

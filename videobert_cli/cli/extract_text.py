@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from videobert_cli.cli import options as opt
-from videobert_cli.cli.common import build_config, handle_errors, report_file_results
+from videobert_cli.cli.common import DEFAULTS, build_config, handle_errors, report_file_results
 from videobert_cli.errors import UsageError
 
 HELP = """Encode transcripts with the text model and write token and cue features (group text/).
@@ -38,8 +38,8 @@ def extract_text_command(
     max_length: opt.MaxLength = None,
     device: opt.Device = None,
     batch_size: opt.BatchSize = None,
-    precision: opt.Precision = "auto",
-    dtype: opt.Dtype = "float32",
+    precision: opt.Precision = DEFAULTS.runtime.precision,
+    dtype: opt.Dtype = DEFAULTS.output.dtype,
     compression: opt.Compression = None,
 ) -> None:
     from videobert_cli.api import extract_text_files

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from videobert_cli.cli import options as opt
-from videobert_cli.cli.common import build_config, handle_errors, report_file_results
+from videobert_cli.cli.common import DEFAULTS, build_config, handle_errors, report_file_results
 
 HELP = """Decode videos, sample frames and write their CNN features to HDF5 (group video/).
 
@@ -42,12 +42,12 @@ def extract_video_command(
     clip_fps: opt.ClipFps = None,
     clip_stride: opt.ClipStride = None,
     drop_tail: opt.DropTail = False,
-    video_model: opt.VideoModel = "efficientnet-lite0",
+    video_model: opt.VideoModel = DEFAULTS.video_model.name,
     video_weights: opt.VideoWeights = "default",
     device: opt.Device = None,
     batch_size: opt.BatchSize = None,
-    precision: opt.Precision = "auto",
-    dtype: opt.Dtype = "float32",
+    precision: opt.Precision = DEFAULTS.runtime.precision,
+    dtype: opt.Dtype = DEFAULTS.output.dtype,
     compression: opt.Compression = None,
 ) -> None:
     from videobert_cli.api import extract_video_files

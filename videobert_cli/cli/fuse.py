@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from videobert_cli.cli import options as opt
-from videobert_cli.cli.common import build_config, handle_errors, report_file_results
+from videobert_cli.cli.common import DEFAULTS, build_config, handle_errors, report_file_results
 
 HELP = """Fuse video and text features from HDF5 files into one sequence (group fused/).
 
@@ -37,13 +37,13 @@ def fuse_command(
     ],
     output: opt.Output,
     fusion_weights: opt.FusionWeights = None,
-    fusion_seed: opt.FusionSeed = 0,
-    d_model: opt.DModel = 256,
+    fusion_seed: opt.FusionSeed = DEFAULTS.fusion.seed,
+    d_model: opt.DModel = DEFAULTS.fusion.d_model,
     layers: opt.Layers = 2,
     heads: opt.Heads = 4,
-    align: opt.Align = "none",
+    align: opt.Align = DEFAULTS.fusion.align,
     device: opt.Device = None,
-    dtype: opt.Dtype = "float32",
+    dtype: opt.Dtype = DEFAULTS.output.dtype,
     compression: opt.Compression = None,
 ) -> None:
     from videobert_cli.api import fuse_files

@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from videobert_cli.config import DEFAULT_CLIP_FPS, DEFAULT_CLIP_LEN, DEFAULT_FPS, RuntimeConfig
+
 Device = Annotated[
     Optional[str],
     typer.Option(
@@ -16,7 +18,7 @@ Device = Annotated[
     ),
 ]
 BatchSize = Annotated[
-    Optional[int], typer.Option("--batch-size", min=1, help="Frames (or text windows) per model call. [default: 32]")
+    Optional[int], typer.Option("--batch-size", min=1, help=f"Frames (or text windows) per model call. [default: {RuntimeConfig.batch_size}]")
 ]
 Precision = Annotated[
     str,
@@ -27,7 +29,7 @@ Precision = Annotated[
 ]
 Output = Annotated[Path, typer.Option("--output", "-o", help="A .h5 file (one input) or a directory (one .h5 per input).")]
 
-Fps = Annotated[Optional[float], typer.Option("--fps", help="Frames sampled per second of video. [default: 1.0]")]
+Fps = Annotated[Optional[float], typer.Option("--fps", help=f"Frames sampled per second of video. [default: {DEFAULT_FPS}]")]
 NumFrames = Annotated[
     Optional[int], typer.Option("--num-frames", min=1, help="Sample exactly N frames spread uniformly (instead of --fps).")
 ]
@@ -55,10 +57,10 @@ Heads = Annotated[int, typer.Option("--heads", help="Attention heads (untrained 
 Dtype = Annotated[str, typer.Option("--dtype", help="Stored feature dtype: float32 | float16.")]
 Compression = Annotated[Optional[str], typer.Option("--compression", help="HDF5 compression: lzf | gzip (default: none).")]
 ClipLen = Annotated[
-    Optional[int], typer.Option("--clip-len", min=1, help="Clip models: frames per clip. [default: 16; VideoBERT: 30]")
+    Optional[int], typer.Option("--clip-len", min=1, help=f"Clip models: frames per clip. [default: {DEFAULT_CLIP_LEN}; VideoBERT: 30]")
 ]
 ClipFps = Annotated[
-    Optional[float], typer.Option("--clip-fps", help="Clip models: frames per second inside clips. [default: 15; VideoBERT: 20]")
+    Optional[float], typer.Option("--clip-fps", help=f"Clip models: frames per second inside clips. [default: {DEFAULT_CLIP_FPS:g}; VideoBERT: 20]")
 ]
 ClipStride = Annotated[
     Optional[int], typer.Option("--clip-stride", min=1, help="Clip models: frames between clip starts. [default: clip length]")

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from videobert_cli.cli import options as opt
-from videobert_cli.cli.common import STATE, build_config, handle_errors, in_flags, stderr
+from videobert_cli.cli.common import DEFAULTS, STATE, build_config, handle_errors, in_flags, stderr
 from videobert_cli.errors import UsageError, VideoBertError
 
 HELP = """Run decode -> video model -> text model -> fusion -> HDF5 for every video.
@@ -72,21 +72,21 @@ def run_command(
     clip_fps: opt.ClipFps = None,
     clip_stride: opt.ClipStride = None,
     drop_tail: opt.DropTail = False,
-    video_model: opt.VideoModel = "efficientnet-lite0",
+    video_model: opt.VideoModel = DEFAULTS.video_model.name,
     video_weights: opt.VideoWeights = "default",
     text_model: opt.TextModel = "all-minilm-l6-v2",
     max_length: opt.MaxLength = None,
     fusion_weights: opt.FusionWeights = None,
-    fusion_seed: opt.FusionSeed = 0,
-    d_model: opt.DModel = 256,
+    fusion_seed: opt.FusionSeed = DEFAULTS.fusion.seed,
+    d_model: opt.DModel = DEFAULTS.fusion.d_model,
     layers: opt.Layers = 2,
     heads: opt.Heads = 4,
-    align: opt.Align = "none",
+    align: opt.Align = DEFAULTS.fusion.align,
     device: opt.Device = None,
     devices: opt.Devices = None,
     batch_size: opt.BatchSize = None,
-    precision: opt.Precision = "auto",
-    dtype: opt.Dtype = "float32",
+    precision: opt.Precision = DEFAULTS.runtime.precision,
+    dtype: opt.Dtype = DEFAULTS.output.dtype,
     compression: opt.Compression = None,
     force: Annotated[bool, typer.Option("--force", help="Redo every input, even if up to date.")] = False,
     verify_hash: Annotated[
