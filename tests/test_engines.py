@@ -26,7 +26,7 @@ from videobert_cli import load
 from videobert_cli.api import run
 from videobert_cli.cli.app import app
 from videobert_cli.errors import EXIT_SOME_FAILED, EXIT_USAGE, UsageError
-from videobert_cli.index import read_index
+from videobert_cli.store.index import read_index
 from videobert_cli.pipeline.runner import MANIFEST_NAME, RunOptions
 from videobert_cli.store.hdf5 import is_complete
 

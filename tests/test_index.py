@@ -17,7 +17,7 @@ from synth import make_video, write_srt
 from videobert_cli import load
 from videobert_cli.api import run
 from videobert_cli.errors import EXIT_USAGE, OutputError
-from videobert_cli.index import INDEX_NAME, read_index, write_index
+from videobert_cli.store.index import INDEX_NAME, read_index, write_index
 from videobert_cli.pipeline.runner import RunOptions
 
 
@@ -113,6 +113,23 @@ def test_incomplete_and_foreign_files(out_dir, tmp_path):
         assert set(index["videos"]) == {"talk", "sub__quiet"}, "only complete files are linked"
         assert index.attrs["count"] == 5 and index.attrs["complete"] == 2
     assert not [p.name for p in out.iterdir() if ".building-" in p.name], "the index's temp file remains"
+
+
+def test_temp_files_of_killed_index_writes_are_removed(out_dir, tmp_path):
+    """A killed `videobert index` leaves .index.h5.building-<pid>-<hex>: the next write removes
+    it when its pid is dead; a live writer's (younger than a day) and feature temps stay."""
+    import os
+
+    out = tmp_path / "leftovers"
+    shutil.copytree(out_dir, out)
+    dead = out / ".index.h5.building-99999999-0123abcd"
+    live = out / f".index.h5.building-{os.getpid()}-89abcdef"
+    feature_temp = out / ".talk.h5.tmp-99999999-0123abcd"
+    for path in (dead, live, feature_temp):
+        path.write_bytes(b"")
+    write_index(out)
+    assert not dead.exists() and live.exists() and feature_temp.exists()
+    assert len(read_index(out)) == 2
 
 
 def test_a_video_named_index_is_never_overwritten(out_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of the HDF5 feature store (videobert_cli.store.hdf5)."""
+"""Tests of the HDF5 feature store (videobert_cli.store: hdf5, writer, reader, schema, atomic)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from videobert_cli.features import (
     TextFeatures,
     VideoFeatures,
 )
-from videobert_cli.store import hdf5
+from videobert_cli.store import atomic, writer
+from videobert_cli.store.atomic import match_temp_name
 from videobert_cli.store.hdf5 import (
     FORMAT_NAME,
     SCHEMA_VERSION,
@@ -409,7 +410,7 @@ def test_failure_mid_write_leaves_previous_file_untouched(tmp_path: Path, rng, m
     write_all(dest, rng, extra_attrs={"generation": 1})
     before = dest.read_bytes()
     seen_temps: list[list[str]] = []
-    real_write_group = hdf5._write_group
+    real_write_group = writer._write_group
 
     def failing_write_group(parent, name, arrays, attrs, compression):
         real_write_group(parent, name, arrays, attrs, compression)
@@ -417,13 +418,13 @@ def test_failure_mid_write_leaves_previous_file_untouched(tmp_path: Path, rng, m
             seen_temps.append([n for n in _listdir(tmp_path) if n != "clip.h5"])
             raise RuntimeError("boom")
 
-    monkeypatch.setattr(hdf5, "_write_group", failing_write_group)
+    monkeypatch.setattr(writer, "_write_group", failing_write_group)
     with pytest.raises(RuntimeError, match="boom"):
         write_all(dest, rng, extra_attrs={"generation": 2})
 
     # a temp file really existed during the write, matching the stale-temp pattern ...
     assert len(seen_temps) == 1 and len(seen_temps[0]) == 1
-    assert hdf5._TEMP_RE.match(seen_temps[0][0])
+    assert match_temp_name(seen_temps[0][0])
     assert seen_temps[0][0].startswith(".clip.h5.tmp-")
     # ... and is gone now; the old file is byte-for-byte what it was
     assert _listdir(tmp_path) == ["clip.h5"]
@@ -435,11 +436,11 @@ def test_failure_without_previous_file_leaves_nothing(tmp_path: Path, rng, monke
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hdf5, "_write_group", boom)
+    monkeypatch.setattr(writer, "_write_group", boom)
     with pytest.raises(KeyboardInterrupt):
         write_all(tmp_path / "new.h5", rng)
     assert _listdir(tmp_path) == []
-    assert hdf5._ACTIVE_TEMPS == set()
+    assert atomic._ACTIVE_TEMPS == set()
 
 
 def test_array_that_raises_during_conversion(tmp_path: Path, rng):
@@ -472,7 +473,7 @@ def test_oserror_becomes_output_error(tmp_path: Path, rng, monkeypatch, code, ne
     def fail(*a, **k):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(hdf5, "_write_group", fail)
+    monkeypatch.setattr(writer, "_write_group", fail)
     with pytest.raises(OutputError) as ei:
         write_all(dest, rng)
     err = ei.value
@@ -488,7 +489,7 @@ def test_failed_replace_becomes_output_error(tmp_path: Path, rng, monkeypatch):
     def fail_replace(src, dst):
         raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
 
-    monkeypatch.setattr(hdf5.os, "replace", fail_replace)
+    monkeypatch.setattr(atomic.os, "replace", fail_replace)
     with pytest.raises(OutputError, match="move feature file into place"):
         write_all(tmp_path / "z.h5", rng)
     assert _listdir(tmp_path) == []
@@ -497,7 +498,7 @@ def test_failed_replace_becomes_output_error(tmp_path: Path, rng, monkeypatch):
 def test_incomplete_temp_never_replaces(tmp_path: Path, rng, monkeypatch):
     dest = tmp_path / "clip.h5"
     write_all(dest, rng, extra_attrs={"generation": 1})
-    monkeypatch.setattr(hdf5, "is_complete", lambda p: False)
+    monkeypatch.setattr(writer, "is_complete", lambda p: False)
     with pytest.raises(OutputError):
         write_all(dest, rng, extra_attrs={"generation": 2})
     monkeypatch.undo()
@@ -730,13 +731,13 @@ def test_stale_temp_missing_directory(tmp_path: Path):
 
 def test_temp_being_written_is_never_stale(tmp_path: Path, rng, monkeypatch):
     found: list[list[Path]] = []
-    real_write_group = hdf5._write_group
+    real_write_group = writer._write_group
 
     def spying_write_group(*args, **kwargs):
         found.append(stale_temp_files(tmp_path, older_than_s=0))
         return real_write_group(*args, **kwargs)
 
-    monkeypatch.setattr(hdf5, "_write_group", spying_write_group)
+    monkeypatch.setattr(writer, "_write_group", spying_write_group)
     write_all(tmp_path / "clip.h5", rng)
     assert found == [[], [], []]
     assert is_complete(tmp_path / "clip.h5")
@@ -745,12 +746,12 @@ def test_temp_being_written_is_never_stale(tmp_path: Path, rng, monkeypatch):
 def test_temp_name_pattern_and_long_names(tmp_path: Path):
     t = temp_name_for(tmp_path / "clip.h5")
     assert t.parent == tmp_path
-    m = hdf5._TEMP_RE.match(t.name)
+    m = match_temp_name(t.name)
     assert m and m["name"] == "clip.h5" and int(m["pid"]) == os.getpid()
     long_name = "ü" * 120 + ".h5"  # 243 bytes: fits, but not with the temp decoration
     t = temp_name_for(tmp_path / long_name)
     assert len(os.fsencode(t.name)) <= 255
-    assert hdf5._TEMP_RE.match(t.name)
+    assert match_temp_name(t.name)
     write_feature_file(
         tmp_path / long_name,
         video=make_video(np.random.default_rng(0)),
@@ -759,6 +760,63 @@ def test_temp_name_pattern_and_long_names(tmp_path: Path):
         config_hash="h",
     )
     assert is_complete(tmp_path / long_name)
+
+
+def test_temp_names_of_another_tag_are_apart(tmp_path: Path):
+    """A tag names a separate family of temp files: cleaning one never touches the other."""
+    building = atomic.temp_name_for(tmp_path / "index.h5", DEAD_PID, tag="building")
+    assert building.name.startswith(".index.h5.building-") and match_temp_name(building.name) is None
+    assert match_temp_name(building.name, "building")["pid"] == str(DEAD_PID)
+    ordinary = temp_name_for(tmp_path / "clip.h5", DEAD_PID)
+    for p in (building, ordinary):
+        p.write_bytes(b"partial")
+    assert stale_temp_files(tmp_path) == [ordinary]
+    assert clean_stale_temp_files(tmp_path, tag="building") == 1
+    assert _listdir(tmp_path) == [ordinary.name]
+
+
+# --------------------------------------------------------------------------------------------
+# atomic writes of other files (vocabularies, the index, checkpoints, reports)
+# --------------------------------------------------------------------------------------------
+def test_atomic_replace_keeps_the_old_file_when_fill_or_verify_fails(tmp_path: Path):
+    final = tmp_path / "thing.bin"
+    final.write_bytes(b"old")
+    seen: list[list[Path]] = []
+
+    def fill(tmp: Path) -> None:
+        tmp.write_bytes(b"new")
+        seen.append(stale_temp_files(tmp_path))  # the temp being written is never stale
+
+    def refuse(tmp: Path) -> None:
+        assert tmp.read_bytes() == b"new"
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    with pytest.raises(OutputError, match="cannot write thing: ") as ei:
+        atomic.atomic_replace(final, fill, "cannot write thing", verify=refuse)
+    assert ei.value.path == str(final) and ei.value.hint
+    assert seen == [[]]
+    assert _listdir(tmp_path) == ["thing.bin"] and final.read_bytes() == b"old"
+    atomic.atomic_replace(final, fill, "cannot write thing")
+    assert _listdir(tmp_path) == ["thing.bin"] and final.read_bytes() == b"new"
+    assert atomic._ACTIVE_TEMPS == set()
+
+
+def test_atomic_write_bytes_mode_and_errors(tmp_path: Path):
+    path = tmp_path / "report.json"
+    atomic.atomic_write(path, b"{}\n")
+    assert path.read_bytes() == b"{}\n" and _listdir(tmp_path) == ["report.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    atomic.atomic_write(path, b"[]\n")  # replaces
+    assert path.read_bytes() == b"[]\n"
+    missing = tmp_path / "no" / "such" / "dir" / "w.safetensors"
+    with pytest.raises(OutputError) as ei:
+        atomic.atomic_write(missing, b"x", what="fusion weights")
+    assert ei.value.message == f"cannot write fusion weights: {os.strerror(errno.ENOENT)}"
+    assert ei.value.hint == "check that the directory exists, is writable and has free space"
+    with pytest.raises(OutputError, match="cannot write w.safetensors: "):
+        atomic.atomic_write(missing, b"x")  # what: the file's name
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from videobert_cli.vocab import (
     save_vocab,
     usage_stats,
 )
-from videobert_cli.vocab import vocab as vocab_mod
+from videobert_cli.vocab import files as vocab_files
 from videobert_cli.vocab.kmeans import NodeKMeans, Reservoir
 
 SHA = "ab" * 32
@@ -433,13 +433,13 @@ def test_assign_is_atomic(random_data, tmp_path, monkeypatch):
     x, _, vocab, _ = random_data
     path = write_features(tmp_path / "clip.h5", x[:100])
     before = file_sha256(path)
-    real_write_words = vocab_mod.write_words
+    real_write_words = vocab_files.write_words
 
     def write_then_fail(group, ids, paths, v):
         real_write_words(group, ids, paths, v)
         raise RuntimeError("disk exploded")
 
-    monkeypatch.setattr(vocab_mod, "write_words", write_then_fail)
+    monkeypatch.setattr(vocab_files, "write_words", write_then_fail)
     with pytest.raises(RuntimeError, match="disk exploded"):
         assign_file(path, vocab)
     assert file_sha256(path) == before

@@ -11,7 +11,7 @@ The library does everything the ``videobert`` command does::
     features = load("features/clip.h5")               # FeatureFile with .video/.text/.fused
 """
 
-__version__ = "0.1.0"
+from videobert_cli.version import __version__
 
 from videobert_cli.api import (  # noqa: E402
     extract_text,

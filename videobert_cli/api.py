@@ -404,7 +404,7 @@ def run(
 
 def _refresh_index(out_dir: str | Path, options: RunOptions | None, index: bool | None, observer) -> None:
     """Write or refresh ``out_dir/index.h5`` after a run; a failure is a message, not an error."""
-    from videobert_cli.index import INDEX_NAME, write_index
+    from videobert_cli.store.index import INDEX_NAME, write_index
 
     if index is False or (options is not None and options.dry_run):
         return

@@ -33,7 +33,7 @@ def index_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print the index table as JSON on stdout.")] = False,
 ) -> None:
     from videobert_cli.errors import UsageError
-    from videobert_cli.index import STATUS_COMPLETE, read_index, write_index
+    from videobert_cli.store.index import STATUS_COMPLETE, read_index, write_index
 
     if "/" in name or name in ("", ".", ".."):
         raise UsageError(f"--name {name!r}: give a file name, not a path")

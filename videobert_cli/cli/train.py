@@ -245,7 +245,7 @@ def eval_command(
         typer.echo(text)
         return
     if json_out is not None:
-        from videobert_cli.training.heads import atomic_write
+        from videobert_cli.store.atomic import atomic_write
 
         atomic_write(json_out, (text + "\n").encode())
         say(f"[green]wrote[/] {json_out}")

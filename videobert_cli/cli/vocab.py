@@ -97,7 +97,7 @@ def build_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print the usage statistics as JSON on stdout.")] = False,
 ) -> None:
     from videobert_cli.errors import UsageError
-    from videobert_cli.vocab.vocab import GROUP_DATASETS, build_vocabulary, feature_files, save_vocab
+    from videobert_cli.vocab import GROUP_DATASETS, build_vocabulary, feature_files, save_vocab
 
     if group not in GROUP_DATASETS:
         raise UsageError(f"unknown --group {group!r}", hint=f"use one of {', '.join(GROUP_DATASETS)}")
@@ -128,7 +128,7 @@ def assign_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON result per file on stdout.")] = False,
 ) -> None:
     from videobert_cli.errors import ConfigError, FeatureFileError, UsageError, VideoBertError
-    from videobert_cli.vocab.vocab import assign_file, check_compatible, feature_files, file_identity, load_vocab
+    from videobert_cli.vocab import assign_file, check_compatible, feature_files, file_identity, load_vocab
 
     try:
         vocab = load_vocab(vocab_path)

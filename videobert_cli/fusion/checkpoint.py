@@ -22,7 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
 
-from videobert_cli.atomic import atomic_write_bytes
+from videobert_cli.store.atomic import atomic_write
 from videobert_cli.errors import ConfigError
 from videobert_cli.fusion.model import FusionConfig, FusionTransformer
 
@@ -43,7 +43,8 @@ def save_fusion_weights(
     ``metadata`` must be JSON-serialisable; ``video_dim``/``text_dim`` are filled in from
     ``config`` when absent and must agree with it when present. The file is written to a
     temporary file in the same directory, fsynced, then moved over ``path`` with
-    ``os.replace``, so readers never see a half-written checkpoint.
+    ``os.replace`` (:func:`videobert_cli.store.atomic.atomic_write`), so readers never see a
+    half-written checkpoint.
     """
     path = Path(path)
     if model.config != config:
@@ -83,7 +84,7 @@ def save_fusion_weights(
     }
     blob = safetensors_save(tensors, metadata=header)
 
-    atomic_write_bytes(path, blob, what="fusion weights")
+    atomic_write(path, blob, what="fusion weights")
 
 
 def _describe(model_name: str | None, dim: int | None, *, recorded: bool) -> str:

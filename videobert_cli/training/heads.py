@@ -11,7 +11,8 @@ For ``-o fusion.safetensors`` a run writes
   grad-scaler state, epoch, step, RNG states, loss history. Only tensors, numbers, strings,
   lists, dicts and None, so it loads with ``torch.load(weights_only=True)``.
 
-Every file is written atomically (temporary file in the same directory, fsync, rename) and
+Every file is written atomically (temporary file in the same directory, fsync, rename: see
+:func:`videobert_cli.store.atomic.atomic_write`) and
 carries the epoch it belongs to; a resume refuses a set of files from different epochs.
 """
 
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from videobert_cli.atomic import atomic_write_bytes
+from videobert_cli.store.atomic import atomic_write
 from videobert_cli.errors import ConfigError
 
 HEADS_FORMAT = "videobert-cli/fusion-heads"
@@ -80,7 +81,7 @@ class TrainingHeads(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------
-# file names and atomic writes
+# file names
 # --------------------------------------------------------------------------------------------
 def heads_path(weights: str | Path) -> Path:
     """``fusion.safetensors`` -> ``fusion.heads.safetensors`` (same directory)."""
@@ -93,11 +94,6 @@ def state_path(weights: str | Path) -> Path:
     """``fusion.safetensors`` -> ``fusion.safetensors.state.pt``."""
     weights = Path(weights)
     return weights.with_name(weights.name + ".state.pt")
-
-
-def atomic_write(path: Path, blob: bytes) -> None:
-    """Write ``blob`` to ``path`` atomically (see :func:`videobert_cli.atomic.atomic_write_bytes`)."""
-    atomic_write_bytes(path, blob, what=Path(path).name)
 
 
 def save_heads(path: str | Path, heads: TrainingHeads, metadata: dict[str, Any]) -> None:

@@ -9,22 +9,18 @@
 See ``docs/vocab.md`` for the algorithm and the file layout.
 """
 
+from videobert_cli.vocab.files import assign_file, load_vocab, save_vocab, word_attrs, write_words
 from videobert_cli.vocab.kmeans import kmeans_plusplus, minibatch_kmeans
 from videobert_cli.vocab.vocab import (
     FORMAT_NAME,
     GROUP_DATASETS,
     Vocabulary,
-    assign_file,
     assign_words,
     build_vocabulary,
     check_compatible,
     feature_files,
     file_identity,
-    load_vocab,
-    save_vocab,
     usage_stats,
-    word_attrs,
-    write_words,
 )
 
 __all__ = [

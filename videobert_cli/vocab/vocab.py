@@ -7,30 +7,32 @@ each point is routed through the levels already trained to find its node, whose 
 k-means (:mod:`videobert_cli.vocab.kmeans`) it then updates. A word is a leaf; its id is the
 path ``(c_1, ..., c_L)`` read as a base-``clusters`` number, ``sum_i c_i * clusters**(L-1-i)``.
 
-``assign_words`` maps feature rows to word ids and paths (pure, vectorised);
-``assign_file`` adds ``word_ids``/``word_paths`` to a feature file, atomically. The vocabulary
-file layout is documented in ``docs/vocab.md``.
+``assign_words`` maps feature rows to word ids and paths (pure, vectorised). The vocabulary
+file (``save_vocab``/``load_vocab``) and ``assign_file``, which adds ``word_ids``/``word_paths``
+to a feature file, are in :mod:`videobert_cli.vocab.files`; the file layout is documented in
+``docs/vocab.md``.
 """
 
 from __future__ import annotations
 
-import errno
 import math
-import os
-import shutil
-import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from videobert_cli.errors import ConfigError, FeatureFileError, InputError, OutputError
-from videobert_cli.hashing import file_sha256
-from videobert_cli.store.hdf5 import _output_error, atomic_replace, is_complete, load
+from videobert_cli.errors import ConfigError, FeatureFileError, InputError
+from videobert_cli.store.schema import (
+    FORMAT_NAME as FEATURES_FORMAT,
+    VOCAB_FORMAT,
+    VOCAB_FORMAT_VERSION,
+    decode_attrs,
+    file_format,
+    open_file,
+)
 from videobert_cli.vocab.kmeans import NodeKMeans, nearest_in_nodes
 
 __all__ = [
@@ -38,24 +40,20 @@ __all__ = [
     "FORMAT_VERSION",
     "GROUP_DATASETS",
     "IDENTITY_KEYS",
+    "STORED_IDENTITY",
     "Vocabulary",
     "build_vocabulary",
-    "save_vocab",
-    "load_vocab",
     "assign_words",
-    "assign_file",
     "check_compatible",
     "feature_files",
     "file_identity",
-    "word_attrs",
-    "write_words",
+    "open_h5",
     "usage_stats",
 ]
 
-FORMAT_NAME = "videobert-vocab"
-FORMAT_VERSION = "1.0"
-SUPPORTED_MAJOR = 1
-FEATURES_FORMAT = "videobert-features"
+#: the vocabulary file's ``format`` and ``format_version`` (see :mod:`videobert_cli.store.schema`)
+FORMAT_NAME = VOCAB_FORMAT
+FORMAT_VERSION = VOCAB_FORMAT_VERSION
 
 #: feature dataset each group's vocabulary is built from (and whose rows get words)
 GROUP_DATASETS = {"video": "features", "text": "token_features", "fused": "sequence"}
@@ -74,15 +72,6 @@ MAX_CENTROID_BYTES = 8 << 30
 #: memory allowed for the per-node reservoir samples of one level (k-means++ and re-seeding)
 SAMPLE_BUDGET_BYTES = 256 << 20
 MAX_SAMPLE_ROWS = 1024
-
-_LIBVER = ("v108", "v110")
-
-
-# --------------------------------------------------------------------------------------------
-# attributes (same JSON convention as the feature store: see docs/hdf5-schema.md)
-# --------------------------------------------------------------------------------------------
-# The helpers are the store's own, so vocabulary and feature files read the same way.
-from videobert_cli.store.hdf5 import _plain, _read_attrs, _safe_str, _write_attrs  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,13 +261,14 @@ class _Source:
     identity: dict[str, Any]
 
 
-def _open_h5(path: Path) -> h5py.File:
+def open_h5(path: Path) -> h5py.File:
+    """Open ``path`` read-only; FeatureFileError when missing, not a file, or not HDF5."""
     if not path.exists():
         raise FeatureFileError("feature file not found", path=path, hint="check the path")
     if not path.is_file():
         raise FeatureFileError("not a regular file", path=path, hint="pass .h5 feature files")
     try:
-        return h5py.File(path, "r", locking="best-effort")
+        return open_file(path, "r")
     except OSError as exc:
         raise FeatureFileError(
             f"not a readable HDF5 file ({exc})",
@@ -288,8 +278,8 @@ def _open_h5(path: Path) -> h5py.File:
 
 
 def _open_source(path: Path, group: str, dataset: str) -> _Source:
-    with _open_h5(path) as f:
-        root = _read_attrs(f)
+    with open_h5(path) as f:
+        root = decode_attrs(f)
         if root.get("format") != FEATURES_FORMAT:
             raise FeatureFileError(
                 f"not a videobert feature file (format attribute is {root.get('format')!r})",
@@ -307,7 +297,7 @@ def _open_source(path: Path, group: str, dataset: str) -> _Source:
                 path=path,
                 hint=f"the file has no {group} features; extract them first",
             )
-        attrs = _read_attrs(f[group])
+        attrs = decode_attrs(f[group])
         return _Source(path, int(ds.shape[0]), int(ds.shape[1]), _identity(attrs, int(ds.shape[1])))
 
 
@@ -344,7 +334,7 @@ def _batches(
         if rng is not None:
             starts = rng.permutation(starts)
         try:
-            with _open_h5(src.path) as f:
+            with open_h5(src.path) as f:
                 ds = f[f"{group}/{dataset}"]
                 if ds.shape != (src.rows, src.dim):
                     raise FeatureFileError(
@@ -385,8 +375,8 @@ def feature_files(inputs: str | Path | Iterable[str | Path], group: str | None =
             candidates = []
             for child in sorted(p.glob("*.h5")):
                 try:
-                    with h5py.File(child, "r", locking="best-effort") as f:
-                        if _plain(f.attrs.get("format")) == FEATURES_FORMAT and (group is None or group in f):
+                    with open_file(child, "r") as f:
+                        if file_format(f) == FEATURES_FORMAT and (group is None or group in f):
                             candidates.append(child)
                 except OSError:
                     candidates.append(child)  # let the reader report it
@@ -607,208 +597,3 @@ def build_vocabulary(
         sources=[(str(s.path.resolve()), s.rows) for s in sources],
         stats=stats,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# vocabulary file
-# --------------------------------------------------------------------------------------------
-def save_vocab(vocab: Vocabulary, path: str | Path) -> Path:
-    """Write ``vocab`` to ``path`` atomically; sets ``vocab.path`` and ``vocab.sha256``.
-
-    Raises:
-        OutputError: unwritable destination, a directory, or an existing feature file there.
-    """
-    final = Path(path)
-    if final.is_dir():
-        raise OutputError("destination is a directory", path=final, hint="give a file name, e.g. vocab.h5")
-    if final.is_file():
-        try:
-            with h5py.File(final, "r", locking="best-effort") as f:
-                existing = _plain(f.attrs.get("format"))
-        except OSError:
-            existing = None
-        if existing == FEATURES_FORMAT:
-            raise OutputError(
-                "refusing to overwrite a feature file with a vocabulary",
-                path=final,
-                hint="choose another --output, e.g. vocab.h5",
-            )
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _output_error(exc, final.parent, "cannot create output directory") from exc
-
-    from videobert_cli import __version__
-
-    root: dict[str, Any] = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "tool_version": __version__,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "complete": False,
-        "levels": int(vocab.levels),
-        "clusters": int(vocab.clusters),
-        "vocab_size": int(vocab.size),
-        "group": vocab.group,
-        "dataset": vocab.dataset,
-    }
-    root.update({k: vocab.identity.get(k) for k in STORED_IDENTITY})
-    root["feature_dim"] = int(vocab.feature_dim)
-    params = dict(vocab.params)
-    level_info = params.pop("level_info", None)
-    root.update(params)
-    stats = dict(vocab.stats)
-    root.update(stats)
-    if level_info is not None:
-        root["level_info"] = level_info
-
-    def fill(tmp: Path) -> None:
-        with h5py.File(tmp, "x", libver=_LIBVER, track_order=True, locking="best-effort") as f:
-            _write_attrs(f, root)
-            for i, (c, n) in enumerate(zip(vocab.centroids, vocab.counts)):
-                g = f.create_group(f"level_{i}", track_order=True)
-                ds = g.create_dataset("centroids", data=c.astype(np.float32))
-                _write_attrs(ds, {"description": f"children of each level-{i} node: (clusters**{i}, clusters, D)"})
-                ds = g.create_dataset("counts", data=n.astype(np.int64))
-                _write_attrs(ds, {"description": "training rows in each child; a child exists iff > 0"})
-            g = f.create_group("sources", track_order=True)
-            names = [_safe_str(p) for p, _ in vocab.sources]
-            ds = g.create_dataset("path", shape=(len(names),), dtype=h5py.string_dtype("utf-8"))
-            if names:
-                ds[...] = np.array(names, dtype=object)
-            g.create_dataset("rows", data=np.array([r for _, r in vocab.sources], dtype=np.int64))
-            g = f.create_group("usage", track_order=True)
-            ds = g.create_dataset("word_counts", data=vocab.word_counts())
-            _write_attrs(ds, {"description": "training rows per word id (level_{L-1}/counts, flattened)"})
-            f.attrs["complete"] = True
-            f.flush()
-
-    atomic_replace(final, fill, "cannot write vocabulary")
-    vocab.path = str(final)
-    vocab.sha256 = file_sha256(final)
-    return final
-
-
-def load_vocab(path: str | Path) -> Vocabulary:
-    """Read a vocabulary written by :func:`save_vocab`.
-
-    Raises:
-        FeatureFileError: missing, not HDF5, not a (complete, supported) vocabulary, or an
-            inconsistent tree.
-    """
-    p = Path(path)
-    hint = "build one with: videobert vocab build FEATURES... -o vocab.h5"
-    with _open_h5(p) as f:
-        attrs = _read_attrs(f)
-        if attrs.get("format") != FORMAT_NAME:
-            raise FeatureFileError(
-                f"not a videobert vocabulary (format attribute is {attrs.get('format')!r})", path=p, hint=hint
-            )
-        try:
-            major = int(str(attrs.get("format_version")).split(".", 1)[0])
-        except ValueError:
-            major = None
-        if major != SUPPORTED_MAJOR:
-            raise FeatureFileError(
-                f"unsupported vocabulary version {attrs.get('format_version')!r}", path=p, hint=hint
-            )
-        if attrs.get("complete") is not True:
-            raise FeatureFileError("vocabulary file is incomplete", path=p, hint=hint)
-        try:
-            levels, clusters = int(attrs["levels"]), int(attrs["clusters"])
-            centroids = [f[f"level_{i}/centroids"][()] for i in range(levels)]
-            counts = [f[f"level_{i}/counts"][()] for i in range(levels)]
-            names = [str(s) for s in f["sources/path"].asstr()[()]] if len(f["sources/path"]) else []
-            rows = f["sources/rows"][()].tolist()
-        except (KeyError, OSError, ValueError) as exc:
-            raise FeatureFileError(f"damaged vocabulary file ({exc})", path=p, hint=hint) from exc
-    params = {k: attrs[k] for k in ("seed", "batch_size", "max_iter", "tol", "epochs", "converged", "level_info") if k in attrs}
-    stat_keys = ("rows", "words_total", "words_used", "words_used_fraction", "largest_share", "largest_word",
-                 "perplexity", "degenerate", "warnings", "mean_sq_distance", "centroids_per_level")
-    stats = {k: attrs[k] for k in stat_keys if k in attrs}
-    identity = {k: attrs.get(k) for k in STORED_IDENTITY}
-    try:
-        vocab = Vocabulary(
-            levels=levels, clusters=clusters, centroids=centroids, counts=counts, identity=identity,
-            group=str(attrs.get("group", "video")), dataset=str(attrs.get("dataset", "features")),
-            params=params, sources=list(zip(names, rows)), stats=stats, path=str(p), sha256=file_sha256(p),
-        )
-    except ValueError as exc:
-        raise FeatureFileError(f"inconsistent vocabulary ({exc})", path=p, hint=hint) from exc
-    for i in range(levels - 1):
-        # every existing child must have children of its own, or a row could reach a dead end
-        if not np.array_equal(counts[i].reshape(-1) > 0, (counts[i + 1] > 0).any(axis=1)):
-            raise FeatureFileError(f"inconsistent vocabulary tree at level {i}", path=p, hint=hint)
-    if vocab.group not in GROUP_DATASETS or identity.get("feature_dim") != vocab.feature_dim:
-        raise FeatureFileError("inconsistent vocabulary attributes", path=p, hint=hint)
-    return vocab
-
-
-# --------------------------------------------------------------------------------------------
-# assigning words to feature files
-# --------------------------------------------------------------------------------------------
-def word_attrs(vocab: Vocabulary) -> dict[str, Any]:
-    """Attributes naming the vocabulary, put on ``word_ids`` and ``word_paths``."""
-    return {
-        "vocab_path": str(Path(vocab.path).resolve()) if vocab.path else None,
-        "vocab_sha256": vocab.sha256,
-        "vocab_levels": int(vocab.levels),
-        "vocab_clusters": int(vocab.clusters),
-        "vocab_size": int(vocab.size),
-    }
-
-
-def write_words(group: h5py.Group, ids: np.ndarray, paths: np.ndarray, vocab: Vocabulary) -> None:
-    """Create (or replace) ``word_ids`` and ``word_paths`` in an open, writable HDF5 group."""
-    for name in ("word_ids", "word_paths"):
-        if name in group:
-            del group[name]
-    ds = group.create_dataset("word_ids", data=np.asarray(ids, dtype=np.int64))
-    _write_attrs(ds, {"description": "visual word id of each row (hierarchical k-means leaf)", **word_attrs(vocab)})
-    ds = group.create_dataset("word_paths", data=np.asarray(paths, dtype=np.int16).reshape(-1, vocab.levels))
-    _write_attrs(ds, {"description": "cluster index at each vocabulary level (the word's path)", **word_attrs(vocab)})
-    # the group names the vocabulary too, as `videobert run --vocab` writes it
-    _write_attrs(group, {**_read_attrs(group), **word_attrs(vocab)})
-
-
-def assign_file(path: str | Path, vocab: Vocabulary) -> dict[str, Any]:
-    """Add ``<group>/word_ids`` and ``<group>/word_paths`` to a feature file, atomically.
-
-    The file is copied to a temporary name in its directory, the datasets are written into
-    the copy, which is fsynced and renamed over the original: on any failure the original is
-    untouched. Existing word datasets are replaced.
-
-    Returns:
-        ``{"path", "rows", "distinct_words"}``.
-
-    Raises:
-        FeatureFileError: not a complete feature file, or the group is missing.
-        ConfigError: features of another model or dimension than the vocabulary's.
-        InputError: NaN/inf features.
-        OutputError: the file cannot be rewritten.
-    """
-    p = Path(path)
-    ff = load(p, groups=[vocab.group])
-    grp = getattr(ff, vocab.group)
-    feats = {"video": "features", "text": "token_features", "fused": "sequence"}[vocab.group]
-    x = np.asarray(getattr(grp, feats))
-    width = x.shape[1] if x.ndim == 2 else 0
-    check_compatible(grp.attrs, width, vocab, path=p)
-    ids, paths = assign_words(x, vocab)
-
-    mode = stat.S_IMODE(p.stat().st_mode)
-
-    def fill(tmp: Path) -> None:
-        shutil.copy2(p, tmp)
-        if not mode & stat.S_IWUSR:
-            os.chmod(tmp, mode | stat.S_IWUSR)
-        with h5py.File(tmp, "r+", locking="best-effort") as f:
-            write_words(f[vocab.group], ids, paths, vocab)
-            f.flush()
-        if not mode & stat.S_IWUSR:
-            os.chmod(tmp, mode)
-        if not is_complete(tmp):
-            raise OSError(errno.EIO, "rewritten file does not read back as complete")
-
-    atomic_replace(p, fill, "cannot rewrite feature file")
-    return {"path": str(p), "rows": int(ids.size), "distinct_words": int(np.unique(ids).size)}

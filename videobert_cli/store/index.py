@@ -12,29 +12,37 @@
 Ids are the file's path under OUT_DIR without ``.h5``, ``/`` written as ``__`` (``a/b.h5`` ->
 ``a__b``); a clash gets ``~2``, ``~3``... Links are relative, so the directory can be moved or
 mounted elsewhere as a whole. The index is written atomically (temp file + rename) and never
-lists itself. ``videobert index OUT_DIR`` writes it; ``videobert run`` refreshes it.
+lists itself; its temporary name is ``.<name>.building-<pid>-<8 hex>``, not the ``.tmp-`` of
+feature files, because ``videobert index`` may write it while a run (which removes every
+``.tmp-`` file of its output directory when it starts) is about to begin.
+``videobert index OUT_DIR`` writes it; ``videobert run`` refreshes it.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
-import secrets
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
+import h5py
 import numpy as np
 
-from videobert_cli import __version__
 from videobert_cli.errors import FeatureFileError, OutputError, UsageError
-from videobert_cli.store.hdf5 import SUPPORTED_MAJOR, atomic_replace
+from videobert_cli.store.atomic import atomic_replace, clean_stale_temp_files
+from videobert_cli.store.schema import (
+    FORMAT_NAME,
+    INDEX_FORMAT,
+    INDEX_SCHEMA_VERSION,
+    SUPPORTED_MAJOR,
+    attr_text,
+    created_at,
+    file_format,
+    major_version,
+    open_file,
+)
+from videobert_cli.version import __version__
 
 INDEX_NAME = "index.h5"
-INDEX_FORMAT = "videobert-index"
-INDEX_SCHEMA_VERSION = "1.0"
-FEATURE_FORMAT = "videobert-features"
 
 #: table columns: name -> kind ("str", "float", "int")
 COLUMNS = {
@@ -50,29 +58,14 @@ COLUMNS = {
 STATUS_COMPLETE = "complete"
 STATUS_INCOMPLETE = "incomplete"
 
-_BUILDING_RE = re.compile(r"^\.(?P<name>.+)\.building-(?P<pid>\d+)-(?P<token>[0-9a-f]{8})$")
+#: the temporary name's tag, ``.<name>.building-<pid>-<8 hex>``
+BUILDING_TAG = "building"
+#: a temporary index of a live pid is removed once it is this old
 _STALE_BUILDING_S = 24 * 3600
-
-
-def _text(value) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.ndarray) and value.shape == ():
-        return _text(value.item())
-    return "" if value is None else str(value)
-
-
-def _schema_major(version) -> int | None:
-    try:
-        return int(_text(version).split(".", 1)[0])
-    except ValueError:
-        return None
 
 
 def _describe_file(path: Path, root: Path) -> dict | None:
     """One table row for ``path``; None for an HDF5 file that is no videobert feature file."""
-    import h5py
-
     row = {
         "path": path.relative_to(root).as_posix(),
         "status": STATUS_INCOMPLETE,
@@ -83,17 +76,17 @@ def _describe_file(path: Path, root: Path) -> dict | None:
         "config_hash": "",
     }
     try:
-        with h5py.File(path, "r", locking="best-effort") as f:
-            fmt = _text(f.attrs.get("format"))
-            if fmt and fmt != FEATURE_FORMAT:
+        with open_file(path, "r") as f:
+            fmt = file_format(f)
+            if fmt and fmt != FORMAT_NAME:
                 return None  # another index, or somebody else's HDF5 file
             if not fmt and not any(group in f for group in ("video", "text", "fused")):
                 return None  # readable, but nothing of a feature file: somebody else's
-            row["source_path"] = _text(f.attrs.get("source_path"))
-            row["config_hash"] = _text(f.attrs.get("config_hash"))
+            row["source_path"] = attr_text(f.attrs.get("source_path"))
+            row["config_hash"] = attr_text(f.attrs.get("config_hash"))
             # a schema this version cannot read is not offered as complete (load() refuses it)
-            complete = (fmt == FEATURE_FORMAT and bool(f.attrs.get("complete", False))
-                        and _schema_major(f.attrs.get("schema_version")) == SUPPORTED_MAJOR)
+            complete = (fmt == FORMAT_NAME and bool(f.attrs.get("complete", False))
+                        and major_version(f.attrs.get("schema_version")) == SUPPORTED_MAJOR)
             video = f.get("video")
             if isinstance(video, h5py.Group):
                 if "features" in video:
@@ -149,28 +142,12 @@ def scan(out_dir: str | Path, *, name: str = INDEX_NAME) -> list[dict]:
     return [{column: row[column] for column in COLUMNS} for row in rows]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
 def _clean_building(root: Path) -> None:
     """Remove temp files of index writes that were killed (dead pid, or older than a day)."""
-    now = time.time()
-    for entry in os.scandir(root):
-        match = _BUILDING_RE.match(entry.name)
-        if not match:
-            continue
-        try:
-            if not _pid_alive(int(match["pid"])) or now - entry.stat().st_mtime > _STALE_BUILDING_S:
-                os.unlink(entry.path)
-        except OSError:
-            pass
+    try:
+        clean_stale_temp_files(root, older_than_s=_STALE_BUILDING_S, tag=BUILDING_TAG)
+    except OutputError:
+        pass  # best effort: a leftover is only a hidden file, and the next write tries again
 
 
 def write_index(out_dir: str | Path, *, name: str = INDEX_NAME) -> Path:
@@ -181,8 +158,6 @@ def write_index(out_dir: str | Path, *, name: str = INDEX_NAME) -> Path:
         OutputError: the index cannot be written, or ``name`` is taken by a per-video file
             (a video called ``index``): pass another ``name``.
     """
-    import h5py
-
     root = Path(out_dir)
     if not root.is_dir():
         raise UsageError("not a directory", path=root, hint="give the output directory of `videobert run`")
@@ -192,8 +167,8 @@ def write_index(out_dir: str | Path, *, name: str = INDEX_NAME) -> Path:
     final = root / name
     if final.exists():
         try:
-            with h5py.File(final, "r", locking="best-effort") as f:
-                taken = _text(f.attrs.get("format")) == FEATURE_FORMAT
+            with open_file(final, "r") as f:
+                taken = file_format(f) == FORMAT_NAME
         except OSError:
             taken = False
         if taken:
@@ -201,15 +176,14 @@ def write_index(out_dir: str | Path, *, name: str = INDEX_NAME) -> Path:
                               path=final, hint="write the index under another name (videobert index --name)")
     rows = scan(root, name=name)
     _clean_building(root)
-    tmp = root / f".{name}.building-{os.getpid()}-{secrets.token_hex(4)}"
 
     def fill(path: Path) -> None:
-        with h5py.File(path, "x", locking="best-effort", track_order=True) as f:
+        with open_file(path, "x", track_order=True) as f:
             complete = sum(row["status"] == STATUS_COMPLETE for row in rows)
             f.attrs["format"] = INDEX_FORMAT
             f.attrs["schema_version"] = INDEX_SCHEMA_VERSION
             f.attrs["tool_version"] = __version__
-            f.attrs["created_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+            f.attrs["created_at"] = created_at()
             f.attrs["count"] = len(rows)
             f.attrs["complete"] = complete
             f.attrs["incomplete"] = len(rows) - complete
@@ -229,7 +203,7 @@ def write_index(out_dir: str | Path, *, name: str = INDEX_NAME) -> Path:
                     data = np.asarray(values, dtype=np.int64)
                 table.create_dataset(column, data=data)
 
-    atomic_replace(final, fill, "cannot write the index", tmp=tmp)
+    atomic_replace(final, fill, "cannot write the index", tag=BUILDING_TAG)
     return final
 
 
@@ -243,14 +217,12 @@ def read_index(path: str | Path) -> list[dict]:
 
     ``duration`` is None when unknown; ``video_rows``/``text_tokens`` are None when unknown.
     """
-    import h5py
-
     index = _index_path(path)
     if not index.is_file():
         raise FeatureFileError("index not found", path=index, hint="write it with `videobert index OUT_DIR`")
     try:
-        with h5py.File(index, "r", locking="best-effort") as f:
-            if _text(f.attrs.get("format")) != INDEX_FORMAT:
+        with open_file(index, "r") as f:
+            if file_format(f) != INDEX_FORMAT:
                 raise FeatureFileError("not a videobert index", path=index, hint="write it with `videobert index OUT_DIR`")
             table = f["table"]
             columns = {}
