@@ -21,7 +21,8 @@ from videobert_cli.pipeline.decoding import check_frame_decoder
 from videobert_cli.errors import FeatureFileError, InputError, UsageError, out_of_memory
 from videobert_cli.features import FusedFeatures, SourceInfo, TextFeatures, VideoFeatures
 from videobert_cli.pipeline.inputs import output_names, plan_inputs
-from videobert_cli.pipeline.runner import RunObserver, RunOptions, RunReport, source_info
+from videobert_cli.pipeline.plan import source_info
+from videobert_cli.pipeline.report import RunObserver, RunOptions, RunReport
 from videobert_cli.pipeline.signals import StopFlag
 
 _STAGES: dict[tuple[str, PipelineConfig], object] = {}

@@ -129,7 +129,7 @@ def run_command(
 ) -> None:
     from videobert_cli.api import run
     from videobert_cli.cli.progress import RichRunObserver, summary_table
-    from videobert_cli.pipeline.runner import RunOptions
+    from videobert_cli.pipeline.report import RunOptions
 
     try:
         if not inputs and not from_file:
