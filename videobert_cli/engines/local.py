@@ -1,17 +1,14 @@
 """The local engine on one device: this process encodes, a decode worker process decodes.
 
-The decode worker (:class:`~videobert_cli.pipeline.decode_worker.DecodeWorker`) reads one
-video ahead. Short videos share the model's batches (a video's last frames wait for the next
+The decode worker reads one video ahead (:class:`~videobert_cli.pipeline.overlap.DecodeFeed`,
+as for ``extract-video``). Short videos share the model's batches (a video's last frames wait for the next
 video's first ones), and each file is written in the background while the next videos are
-encoded (:class:`WriteBehind`); records keep the input order.
+encoded (:class:`~videobert_cli.pipeline.overlap.WriteBehind`); records keep the input order.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import deque
 from dataclasses import dataclass
-from typing import Callable
 
 from videobert_cli.engines import hooks
 from videobert_cli.pipeline.core import (
@@ -24,6 +21,7 @@ from videobert_cli.pipeline.core import (
     finish_video,
     load_transcript,
 )
+from videobert_cli.pipeline.overlap import DecodeFeed, WriteBehind
 from videobert_cli.pipeline.plan import PlannedVideo
 from videobert_cli.pipeline.report import STATUS_OK, Manifest, RunRecord, RunReport, record_failure, record_input
 
@@ -50,66 +48,20 @@ class EncodedVideo:
     transcript: object
 
 
-class WriteBehind:
-    """Feature files written in a background thread, one after the other, at most ``depth``
-    waiting.
-
-    Writing (HDF5, compression, ``--verify-hash``) then overlaps with the next videos' decoding
-    and encoding instead of adding to it. ``drain`` waits for the writes and calls their
-    ``done(error)`` callbacks in the caller's thread, in order, so records keep the input order.
-    """
-
-    def __init__(self, depth: int = 2) -> None:
-        self.depth = depth
-        self._pending: deque = deque()  # [thread, done, error]
-
-    def start(self, write: Callable[[], None], done: Callable[[BaseException | None], None]) -> None:
-        """Write in the background after the writes already started; wait if ``depth`` are pending."""
-        while len(self._pending) >= self.depth:
-            self._finish_oldest()
-        entry = [None, done, None]
-        previous = self._pending[-1][0] if self._pending else None
-
-        def run() -> None:
-            if previous is not None:
-                previous.join()  # files are written in input order
-            try:
-                write()
-            except BaseException as error:  # handed to done() in the caller's thread
-                entry[2] = error
-
-        entry[0] = threading.Thread(target=run, name="videobert-writer", daemon=True)
-        entry[0].start()
-        self._pending.append(entry)
-
-    def drain(self) -> None:
-        """Wait for every write started, calling each ``done`` in turn (which may raise)."""
-        while self._pending:
-            self._finish_oldest()
-
-    def _finish_oldest(self) -> None:
-        thread, done, _ = self._pending[0]
-        thread.join()
-        _, done, error = self._pending.popleft()
-        done(error)
-
-
 class LocalRun:
     """The work of one open run on this machine's single device."""
 
     def __init__(self, run: OpenRun, pipeline: Pipeline, manifest: Manifest):
-        from videobert_cli.pipeline.decode_worker import DecodeWorker, decoder_niceness, default_decode
         from videobert_cli.pipeline.stages import SharedBatches
 
         self.run = run
         self.manifest = manifest
         self.pipeline = pipeline
         video = self.pipeline.video
-        self.worker = DecodeWorker(timeout=run.spec.options.timeout, decode=hooks.current().decode or default_decode,
-                                   niceness=decoder_niceness(video.device))
+        options = run.spec.options
+        self.feed = DecodeFeed(video, [str(planned.item.path) for planned in run.todo], timeout=options.timeout,
+                               chunk_frames=options.chunk_frames, decode=hooks.current().decode)
         self.writer = WriteBehind()
-        self.todo = run.todo
-        self.submitted: dict[int, object] = {}
         # Cross-video batching: a video's last frames wait in `batches` for the next video's
         # first ones, so short videos fill the model's batches together. A video is finished
         # (text, fusion, file) once its frames are all encoded; records keep the input order.
@@ -122,18 +74,6 @@ class LocalRun:
 
     def record(self, record: RunRecord) -> None:
         record_input(self.manifest, self.report, self.run.request.observer, record)
-
-    # -- decoding, one video ahead ------------------------------------------------------------------
-    def submit(self, position: int) -> None:
-        if position < len(self.todo) and position not in self.submitted:
-            video = self.pipeline.video
-            self.submitted[position] = self.worker.submit(
-                str(self.todo[position].item.path), video.decode_config, video.model.preprocessing,
-                self.run.spec.options.chunk_frames)
-
-    def take(self, position: int):
-        self.submit(position)
-        return self.submitted.pop(position)
 
     # -- finishing videos -----------------------------------------------------------------------------
     def hand_over(self, encoded: EncodedVideo) -> None:
@@ -186,8 +126,7 @@ class LocalRun:
         try:
             decode_timings: dict = {}
             transcript = load_transcript(video.item, self.run.spec.options, work.record)
-            info, chunks = self.worker.stream(self.take(position), timings=decode_timings,
-                                              on_done=lambda: self.submit(position + 1))
+            info, chunks = self.feed.open(position, decode_timings)
             path = str(video.item.path)
             if self.batches is None:  # clip models: whole clips, one video at a time
                 pending = Encoded(self.pipeline.video.encode_chunks(info, chunks, work.timer, path=path))
@@ -199,10 +138,7 @@ class LocalRun:
             raise
         except Exception as error:  # one input's failure is recorded, the batch goes on
             record_failure(work.record, error)
-            if self.worker.has_pending():
-                # a half-consumed job would feed stale frames to the next video
-                self.worker.abandon()
-                self.submitted.clear()
+            self.feed.failed()
             work.close()
             self.finish(work.record)
             if fatal_error(error):
@@ -234,7 +170,7 @@ class LocalRun:
             except KeyboardInterrupt:
                 self.report.interrupted = True
             finally:
-                self.worker.close()
+                self.feed.close()
 
 
 def place_locally(run: OpenRun) -> None:
