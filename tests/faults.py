@@ -87,7 +87,7 @@ def recorded_niceness(video: Path) -> list[int]:
     return [int(line) for line in Path(str(video) + ".niceness").read_text().split()]
 
 
-# --- in a device worker of the local engine (`run --device cpu,cpu`, engine option _worker_hook) ---
+# --- in a device worker of the local engine (`run --device cpu,cpu`, hook device_worker) ---
 def die_in_worker(item) -> None:
     """Mid-video (its decoding has started): the worker process dies of SIGKILL, as by the OOM
     killer, for videos whose name contains ``die``."""

@@ -33,7 +33,8 @@ from videobert_cli.config import (
 from videobert_cli.errors import EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_SOME_FAILED, EXIT_USAGE
 from videobert_cli.pipeline.decode_worker import CPU_DECODER_NICENESS, DecodeWorker, decoder_niceness
 from videobert_cli.pipeline.inputs import plan_inputs
-from videobert_cli.pipeline.runner import MANIFEST_NAME, RunOptions, run_batch
+from videobert_cli.engines import hooks, run_batch
+from videobert_cli.pipeline.report import MANIFEST_NAME, RunOptions
 from videobert_cli.pipeline.stages import VideoStage
 from videobert_cli.store.hdf5 import is_complete
 
@@ -261,8 +262,8 @@ def test_hanging_decoder_is_stopped_and_the_batch_goes_on(tmp_path, tiny_bert):
     make_video(tmp_path / "in" / "z_good.mp4", num_frames=10, fps=10)
     items = plan_inputs([str(tmp_path / "in")])
     started = time.monotonic()
-    report = run_batch(items, tmp_path / "out", fast_config(tiny_bert), RunOptions(timeout=6),
-                       decode=faults.hang_on_marked_files)
+    with hooks.installed(decode=faults.hang_on_marked_files):
+        report = run_batch(items, tmp_path / "out", fast_config(tiny_bert), RunOptions(timeout=6))
     assert time.monotonic() - started < 60
     status = {Path(r.input).name: (r.status, r.reason) for r in report.records}
     assert status == {"a_good.mp4": ("ok", ""), "hang.mp4": ("failed", "timeout"), "z_good.mp4": ("ok", "")}
@@ -272,8 +273,8 @@ def test_hanging_decoder_is_stopped_and_the_batch_goes_on(tmp_path, tiny_bert):
 def test_crashing_decoder_costs_one_video(tmp_path, tiny_bert):
     for name in ("a.mp4", "crash.mp4", "z.mp4"):
         make_video(tmp_path / "in" / name, num_frames=10, fps=10)
-    report = run_batch(plan_inputs([str(tmp_path / "in")]), tmp_path / "out", fast_config(tiny_bert),
-                       decode=faults.crash_on_marked_files)
+    with hooks.installed(decode=faults.crash_on_marked_files):
+        report = run_batch(plan_inputs([str(tmp_path / "in")]), tmp_path / "out", fast_config(tiny_bert))
     status = {Path(r.input).name: (r.status, r.reason) for r in report.records}
     assert status == {"a.mp4": ("ok", ""), "crash.mp4": ("failed", "decoder-crash"), "z.mp4": ("ok", "")}
     assert "signal 11" in [r for r in report.records if r.status == "failed"][0].message
@@ -284,8 +285,8 @@ def test_decoder_of_a_cpu_model_runs_at_lower_priority_in_every_thread(tmp_path,
     for name in ("a.mp4", "b.mp4"):
         make_video(tmp_path / "in" / name, num_frames=40, fps=10)
     own = os.nice(0)
-    report = run_batch(plan_inputs([str(tmp_path / "in")]), tmp_path / "out", fast_config(tiny_bert),
-                       decode=faults.record_thread_niceness)
+    with hooks.installed(decode=faults.record_thread_niceness):
+        report = run_batch(plan_inputs([str(tmp_path / "in")]), tmp_path / "out", fast_config(tiny_bert))
     assert [r.status for r in report.records] == ["ok", "ok"]
     assert os.nice(0) == own  # the encoding process keeps its priority
     for name in ("a.mp4", "b.mp4"):

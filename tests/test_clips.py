@@ -170,7 +170,7 @@ def test_torchvision_video_models_are_clip_entries_with_their_feature_dims():
 
 def test_run_with_a_clip_model_matches_extract_video(tmp_path):
     from videobert_cli.pipeline.inputs import plan_inputs
-    from videobert_cli.pipeline.runner import run_batch
+    from videobert_cli.engines import run_batch
 
     video = make_video(tmp_path / "in" / "v.mp4", width=80, height=48, fps=25, num_frames=55)
     config = clip_config(clip_len=4, clip_fps=10.0)

@@ -4,7 +4,7 @@
 The CPU stands in for the GPUs: ``cpu,cpu`` runs the same worker processes, dispatch, restarts
 and records as a GPU list. GPU presence is faked with ``monkeypatch`` where a test is about
 device checks, so no test needs (or is changed by) a GPU. Faults are injected with the engine's
-``_worker_hook`` option and the hooks of ``tests/faults.py``.
+``device_worker`` hook (:mod:`videobert_cli.engines.hooks`) and the hooks of ``tests/faults.py``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from videobert_cli.errors import (
     OutputError,
     UsageError,
 )
-from videobert_cli.pipeline.runner import MANIFEST_NAME
+from videobert_cli.engines import hooks
+from videobert_cli.pipeline.report import MANIFEST_NAME
 from videobert_cli.pipeline.signals import StopFlag
 from videobert_cli.store.hdf5 import is_complete
 
@@ -236,10 +237,10 @@ def test_single_device_commands_say_to_use_run(tmp_path):
 def test_the_ray_engine_decides_its_workers_device(fast_config):
     """Ray leaves every GPU visible to a model worker that asked for none: the driver decides the
     device (and so what --precision auto means) from --gpus-per-worker."""
-    from videobert_cli.engines.ray_engine import RaySettings, _config_for_workers
+    from videobert_cli.engines.ray_engine import RaySettings, config_for_workers
 
     def device(spec: str, gpus: float) -> str:
-        return _config_for_workers(on_devices(fast_config, spec), RaySettings(gpus_per_worker=gpus)).runtime.device
+        return config_for_workers(on_devices(fast_config, spec), RaySettings(gpus_per_worker=gpus)).runtime.device
 
     assert device("auto", 0) == "cpu"
     assert device("auto", 0.5) == "cuda"  # Ray makes the worker's own GPU the only one it sees
@@ -251,12 +252,12 @@ def test_the_ray_engine_decides_its_workers_device(fast_config):
 
 
 def test_ray_decode_tasks_decode_with_the_cpus_they_hold(fast_config):
-    from videobert_cli.engines.ray_engine import RaySettings, _config_for_workers
+    from videobert_cli.engines.ray_engine import RaySettings, config_for_workers
 
     def threads(given, cpus_per_decode: float, gpus: float = 1) -> int:
         config = fast_config.with_(runtime=replace(fast_config.runtime, device="auto", decode_threads=given))
         settings = RaySettings(gpus_per_worker=gpus, cpus_per_decode=cpus_per_decode)
-        return _config_for_workers(config, settings).runtime.decode_threads
+        return config_for_workers(config, settings).runtime.decode_threads
 
     assert threads(None, 1) == 1  # not the node's 4 for a GPU model: Ray hands out the cores
     assert threads(None, 3) == 3
@@ -398,8 +399,9 @@ def test_a_worker_that_dies_fails_only_its_video_and_is_restarted(fast_config, t
         make_video(tmp_path / "in" / name, width=64, height=48, fps=10, num_frames=10)
     out = tmp_path / "out"
     observer = Messages()
-    report = videobert_cli.run([str(tmp_path / "in")], out, on_devices(fast_config, "cpu,cpu"), observer=observer,
-                               engine_options={"_worker_hook": faults.die_in_worker}, stdin=io.StringIO())
+    with hooks.installed(device_worker=faults.die_in_worker):
+        report = videobert_cli.run([str(tmp_path / "in")], out, on_devices(fast_config, "cpu,cpu"), observer=observer,
+                                   stdin=io.StringIO())
     assert statuses(report) == {"a_die.mp4": ("failed", "worker-lost"), "b_die.mp4": ("failed", "worker-lost"),
                                 "c_die.mp4": ("failed", "worker-lost"), "d.mp4": ("ok", ""), "e.mp4": ("ok", "")}
     assert report.exit_code == EXIT_SOME_FAILED
@@ -416,13 +418,14 @@ def test_a_worker_that_dies_fails_only_its_video_and_is_restarted(fast_config, t
 
 
 def test_each_device_workers_decoder_runs_at_lower_priority_for_a_cpu_model(fast_config, tmp_path):
-    from videobert_cli.engines import run_local
+    from videobert_cli.engines import run_engine
     from videobert_cli.pipeline.inputs import plan_inputs
 
     for name in ("a.mp4", "b.mp4", "c.mp4"):
         make_video(tmp_path / "in" / name, width=64, height=48, fps=10, num_frames=20)
-    report = run_local(plan_inputs([str(tmp_path / "in")]), tmp_path / "out", on_devices(fast_config, "cpu,cpu"),
-                       decode=faults.record_thread_niceness)
+    with hooks.installed(decode=faults.record_thread_niceness):
+        report = run_engine("local", plan_inputs([str(tmp_path / "in")]), tmp_path / "out",
+                            on_devices(fast_config, "cpu,cpu"))
     assert set(statuses(report).values()) == {("ok", "")}
     for name in ("a.mp4", "b.mp4", "c.mp4"):
         assert set(faults.recorded_niceness(tmp_path / "in" / name)) == {faults.lowered_niceness()}
@@ -434,8 +437,8 @@ def test_a_full_disk_stops_the_run_with_a_consistent_manifest(fast_config, tmp_p
         make_video(tmp_path / "in" / name, width=64, height=48, fps=10, num_frames=10)
     out = tmp_path / "out"
     with pytest.raises(OutputError, match="no space left"):
-        videobert_cli.run([str(tmp_path / "in")], out, on_devices(fast_config, "cpu,cpu"),
-                          engine_options={"_worker_hook": faults.disk_full_in_worker}, stdin=io.StringIO())
+        with hooks.installed(device_worker=faults.disk_full_in_worker):
+            videobert_cli.run([str(tmp_path / "in")], out, on_devices(fast_config, "cpu,cpu"), stdin=io.StringIO())
     lines = manifest(out)
     assert lines[-1]["type"] == "summary"
     records = {Path(l["input"]).name: l for l in lines if l["type"] == "input"}

@@ -3,7 +3,7 @@ lost and stuck workers.
 
 One Ray instance (2 CPUs, started in this process) serves the whole module. Fault hooks are
 module-level functions of this test module, shipped to the Ray workers by value; they are
-passed through the engine's internal ``_actor_hook``/``_decode_hook`` options, never flags.
+installed with :mod:`videobert_cli.engines.hooks` (``ray_actor``, ``ray_decode``), never flags.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from videobert_cli.api import run
 from videobert_cli.cli.app import app
 from videobert_cli.errors import EXIT_SOME_FAILED, EXIT_USAGE, UsageError
 from videobert_cli.store.index import read_index
-from videobert_cli.pipeline.runner import MANIFEST_NAME, RunOptions
+from videobert_cli.engines import hooks
+from videobert_cli.pipeline.report import MANIFEST_NAME, RunOptions
 from videobert_cli.store.hdf5 import is_complete
 
 #: Ray on a 2-CPU machine: one model worker (1 CPU) and one decode task (1 CPU) at a time
@@ -186,10 +187,10 @@ def test_lost_stuck_and_hanging_workers_are_retried_or_reported(ray_session, fas
         make_video(tmp_path / "in" / name, width=64, height=48, fps=10, num_frames=10)
     out = tmp_path / "out"
     started = time.monotonic()
-    report = run([str(tmp_path / "in")], out, fast_config, RunOptions(timeout=4), engine="ray",
-                 engine_options={**TWO_WORKERS, "retries": 1, "watchdog": 8, "heartbeat": 0.5,
-                                 "_actor_hook": actor_faults, "_decode_hook": decode_faults},
-                 stdin=io.StringIO())
+    with hooks.installed(ray_actor=actor_faults, ray_decode=decode_faults):
+        report = run([str(tmp_path / "in")], out, fast_config, RunOptions(timeout=4), engine="ray",
+                     engine_options={**TWO_WORKERS, "retries": 1, "watchdog": 8, "heartbeat": 0.5},
+                     stdin=io.StringIO())
     assert time.monotonic() - started < 150
     assert statuses(report) == {
         "crash_once.mp4": ("ok", ""),
@@ -268,8 +269,8 @@ def test_ray_engine_without_ray_is_a_one_line_usage_error(corpus, fast_config, f
 
 
 def test_connecting_to_a_missing_cluster_is_a_usage_error():
-    from videobert_cli.engines.ray_engine import RaySettings, _connect
-    from videobert_cli.pipeline.runner import _SilentObserver
+    from videobert_cli.engines.ray_engine import RaySettings, connect
+    from videobert_cli.pipeline.report import SilentObserver
 
     class NoCluster:
         calls: list = []
@@ -283,7 +284,7 @@ def test_connecting_to_a_missing_cluster_is_a_usage_error():
 
     fake = NoCluster()
     with pytest.raises(UsageError, match=r"cannot connect to Ray at auto: Could not find any running Ray instance"):
-        _connect(fake, RaySettings(address="auto"), _SilentObserver())
+        connect(fake, RaySettings(address="auto"), SilentObserver())
     assert fake.calls[0]["address"] == "auto" and "include_dashboard" not in fake.calls[0]
 
 

@@ -18,7 +18,7 @@ from videobert_cli import load
 from videobert_cli.api import run
 from videobert_cli.errors import EXIT_USAGE, OutputError
 from videobert_cli.store.index import INDEX_NAME, read_index, write_index
-from videobert_cli.pipeline.runner import RunOptions
+from videobert_cli.pipeline.report import RunOptions
 
 
 def cli_app():

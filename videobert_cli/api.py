@@ -21,7 +21,9 @@ from videobert_cli.pipeline.decoding import check_frame_decoder
 from videobert_cli.errors import FeatureFileError, InputError, UsageError, out_of_memory
 from videobert_cli.features import FusedFeatures, SourceInfo, TextFeatures, VideoFeatures
 from videobert_cli.pipeline.inputs import output_names, plan_inputs
-from videobert_cli.pipeline.runner import RunObserver, RunOptions, RunReport, source_info
+from videobert_cli.pipeline.overlap import DecodeFeed, WriteBehind
+from videobert_cli.pipeline.plan import source_info
+from videobert_cli.pipeline.report import RunObserver, RunOptions, RunReport
 from videobert_cli.pipeline.signals import StopFlag
 
 _STAGES: dict[tuple[str, PipelineConfig], object] = {}
@@ -149,26 +151,62 @@ class FileResults:
         return [r for r in self.results if r.error]
 
 
-def _run_file_jobs(jobs: Iterable[tuple[str, Callable[[], Path]]], on_done=None) -> FileResults:
-    """Run ``(label, work)`` jobs; an input's failure is recorded and the next one goes on."""
+def _input_failed(result: FileResult, error: BaseException) -> None:
+    """Record ``error`` as the failure of one input (an :class:`InputError`, or out of memory as a
+    ``resource`` failure); anything else is raised: it stops the command."""
+    if isinstance(error, InputError):
+        if error.path is None:  # e.g. a check on features that do not know their file
+            error.path = result.input
+        result.error, result.reason, result.exception = str(error), error.reason, error
+        return
+    # out of memory on one input (a long video, a big batch) leaves the next ones to try
+    memory_error = out_of_memory(error, result.input) if isinstance(error, (MemoryError, RuntimeError)) else None
+    if memory_error is None:
+        raise error
+    result.error, result.reason, result.exception = str(memory_error), memory_error.reason, error
+
+
+def _run_file_jobs(jobs: Iterable[tuple[str, Callable[[], tuple[Path, Callable[[], None]]]]], on_done=None,
+                   on_failure: Callable[[], None] | None = None) -> FileResults:
+    """Run ``(label, work)`` jobs in order, as ``run`` processes videos: ``work()`` computes an
+    input's features and returns ``(destination, write)``; the file is written in the background
+    while the next input is worked on. An input's failure is recorded (``on_failure`` is called
+    first) and the next one goes on; results keep the input order."""
     results = FileResults()
-    for label, work in jobs:
-        result = FileResult(label)
-        try:
-            result.output = str(work())
-        except InputError as error:
-            if error.path is None:  # e.g. a check on features that do not know their file
-                error.path = label
-            result.error, result.reason, result.exception = str(error), error.reason, error
-        except (MemoryError, RuntimeError) as error:
-            # out of memory on one input (a long video, a big batch) leaves the next ones to try
-            memory_error = out_of_memory(error, label)
-            if memory_error is None:
-                raise
-            result.error, result.reason, result.exception = str(memory_error), memory_error.reason, error
+    writer = WriteBehind()
+
+    def record(result: FileResult) -> None:
         results.results.append(result)
         if on_done is not None:
             on_done(result)
+
+    def written(result: FileResult, destination: Path, error: BaseException | None) -> None:
+        if error is None:
+            result.output = str(destination)
+        else:
+            _input_failed(result, error)
+        record(result)
+
+    try:
+        for label, work in jobs:
+            result = FileResult(label)
+            try:
+                destination, write = work()
+            except Exception as error:
+                if on_failure is not None:
+                    on_failure()
+                _input_failed(result, error)
+                writer.drain()
+                record(result)
+                continue
+            writer.start(write, lambda error, r=result, d=destination: written(r, d, error))
+    except BaseException:
+        try:
+            writer.drain()  # the files of earlier inputs are finished, not dropped
+        except Exception:
+            pass
+        raise
+    writer.drain()
     return results
 
 
@@ -207,8 +245,11 @@ def extract_video_files(
 ) -> FileResults:
     """Write ``video/`` features of each video to ``output`` (a .h5 file for one video, else a directory).
 
-    Each file's failure is one :class:`FileResult`; FFmpeg's own lines about it are not printed
-    (:func:`~videobert_cli.video.decode.quiet_decoder_logs`)."""
+    As in ``run``, the videos are decoded in a decode worker process, one ahead, while this
+    process encodes, and each file is written while the next video is encoded. Each file's
+    failure is one :class:`FileResult`; FFmpeg's own lines about it are not printed."""
+    from videobert_cli.engines import hooks
+    from videobert_cli.pipeline.timing import StageTimer
     from videobert_cli.video.decode import quiet_decoder_logs
 
     config = _config(config)
@@ -216,18 +257,26 @@ def extract_video_files(
     check_frame_decoder(config.runtime.decoder)
     quiet_decoder_logs()
     paths = [_path(v, "video") for v in _paths(videos, "videos")]
+    destinations = _outputs_for(paths, output, ".h5")
+    stage = _stage("video", config)
+    options = RunOptions()  # run's decoder timeout and chunk size
+    feed = DecodeFeed(stage, [str(path) for path in paths], timeout=options.timeout,
+                      chunk_frames=options.chunk_frames, decode=hooks.current().decode)
 
-    def work(path: Path, destination: Path) -> Path:
-        features = extract_video(path, config)
-        _write(destination, config=config, source=source_info(path), extra={"created_by": "videobert extract-video"},
-               video=features)
-        return destination
+    def work(position: int, path: Path, destination: Path):
+        info, chunks = feed.open(position)
+        features = stage.encode_chunks(info, chunks, StageTimer(), path=str(path))
+        return destination, lambda: _write(destination, config=config, source=source_info(path),
+                                           extra={"created_by": "videobert extract-video"}, video=features)
 
-    return _run_file_jobs(
-        ((str(path), lambda p=path, d=destination: work(p, d))
-         for path, destination in zip(paths, _outputs_for(paths, output, ".h5"))),
-        on_done,
-    )
+    try:
+        return _run_file_jobs(
+            ((str(path), lambda i=i, p=path, d=destination: work(i, p, d))
+             for i, (path, destination) in enumerate(zip(paths, destinations))),
+            on_done, on_failure=feed.failed,
+        )
+    finally:
+        feed.close()
 
 
 def extract_text_files(
@@ -246,11 +295,11 @@ def extract_text_files(
     names = [*paths, *(Path(f"text-{i}.txt") for i in range(len(literals)))]
     destinations = _outputs_for(names, output, ".h5")
 
-    def work(source, is_literal: bool, destination: Path) -> Path:
+    def work(source, is_literal: bool, destination: Path):
         features = extract_text(source, config, literal=is_literal)
-        _write(destination, config=config, source=None if is_literal else source_info(Path(source)),
-               extra={"created_by": "videobert extract-text"}, text=features)
-        return destination
+        return destination, lambda: _write(destination, config=config,
+                                           source=None if is_literal else source_info(Path(source)),
+                                           extra={"created_by": "videobert extract-text"}, text=features)
 
     jobs = []
     for index, destination in enumerate(destinations):
@@ -313,7 +362,7 @@ def fuse_files(
     groups = _group_feature_files(paths, pair_two=not any(path.is_dir() for path in given))
     destinations = _outputs_for([Path(stem + ".h5") for stem, _, _ in groups], output, ".h5")
 
-    def work(video_path: Path | None, text_path: Path | None, destination: Path) -> Path:
+    def work(video_path: Path | None, text_path: Path | None, destination: Path):
         video_file = load(video_path) if video_path is not None else None
         text_file = load(text_path) if text_path is not None else None
         video = video_file.video if video_file is not None else None
@@ -327,9 +376,9 @@ def fuse_files(
         if attrs.get("source_path"):
             source = SourceInfo(attrs["source_path"], int(attrs.get("source_size", 0)),
                                 float(attrs.get("source_mtime", 0.0)), attrs.get("source_sha256") or None)
-        _write(destination, config=config, source=source, extra={"created_by": "videobert fuse"},
-               video=video, text=text, fused=fused, segments=segments)
-        return destination
+        return destination, lambda: _write(destination, config=config, source=source,
+                                           extra={"created_by": "videobert fuse"}, video=video, text=text,
+                                           fused=fused, segments=segments)
 
     return _run_file_jobs(
         ((" + ".join(str(p) for p in (video_path, text_path) if p is not None),
@@ -372,7 +421,7 @@ def run(
     such as ``"cuda:0,cuda:1"`` (``"cpu,cpu"`` on a CPU) or ``"all"`` (every visible GPU), e.g.
     ``run(["videos/"], "features/", PipelineConfig(runtime=RuntimeConfig(device="all")))``.
     """
-    # --- engines and index (videobert_cli.engines, videobert_cli.index) ---
+    # --- engines and index (videobert_cli.engines, videobert_cli.store.index) ---
     from videobert_cli.engines import run_engine
 
     notes: list[str] = []

@@ -108,7 +108,7 @@ def run_command(
                      "(from `videobert vocab build`)."),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the final summary as JSON on stdout.")] = False,
-    # --- engines and index (videobert_cli.engines, videobert_cli.index) ---
+    # --- engines and index (videobert_cli.engines, videobert_cli.store.index) ---
     engine: Annotated[
         str, typer.Option("--engine", help="local (this machine) | ray (a Ray cluster; see docs/cluster.md).")
     ] = "local",
@@ -129,7 +129,7 @@ def run_command(
 ) -> None:
     from videobert_cli.api import run
     from videobert_cli.cli.progress import RichRunObserver, summary_table
-    from videobert_cli.pipeline.runner import RunOptions
+    from videobert_cli.pipeline.report import RunOptions
 
     try:
         if not inputs and not from_file:

@@ -5,19 +5,19 @@ engine. Ray is not needed.
 
 Who does what
     * The **parent** (the ``videobert run`` process) keeps every guarantee of
-      :func:`~videobert_cli.pipeline.runner.run_batch`: the output-directory lock, the
-      skip/resume decisions (:func:`~videobert_cli.pipeline.runner.decide`), ``manifest.jsonl``
+      a run (:func:`~videobert_cli.pipeline.core.open_run`): the output-directory lock, the
+      skip/resume decisions (:func:`~videobert_cli.pipeline.plan.decide`), ``manifest.jsonl``
       (written by the parent only, record by record, as results come back), observer callbacks,
       exit codes and Ctrl-C/SIGTERM. It loads no model.
     * **One worker process per device**, started from the decode worker's fork server (never a
       plain fork of a process that has imported torch). Each builds the pipeline once on its
       device, owns its own decode worker process, and processes one video at a time with
-      :func:`~videobert_cli.pipeline.runner.process_video` - the function every engine uses - so
+      :func:`~videobert_cli.pipeline.core.process_video` - the function every engine uses - so
       each video's file, warnings and timings are those of a single-device run.
-    * **Dynamic dispatch**: a free worker takes the next pending video. A busy worker also has
-      the following video reserved, and its decoding starts as soon as the current video is
-      decoded (run_batch's read-ahead); a worker that falls idle while nothing is pending takes
-      over another worker's reserved video, so one long video never holds up the rest.
+    * **Dynamic dispatch** by :mod:`videobert_cli.engines.scheduler`, shared with the Ray
+      engine: a free worker takes the next pending video, a busy one has the following video
+      reserved (its decoding starts as soon as the current video is decoded, the local engine's
+      read-ahead), an idle one takes over another's reserved video.
 
 Failures
     * A video that fails (decoder error, hang, bad transcript, out of memory) is recorded by its
@@ -27,7 +27,7 @@ Failures
       back to the queue, the worker is restarted and the run continues. A worker that dies or
       fails while loading its models is not restarted; when no worker is left, the remaining
       videos are reported ``worker-lost``. If no worker can load its models at all, the run
-      fails before anything is written, as run_batch does.
+      fails before anything is written, as on one device.
     * An :class:`~videobert_cli.errors.OutputError` (disk full, read-only output) starts no
       further video; the videos in progress finish, then the error is raised (exit code 2).
     * The first SIGINT/SIGTERM starts no further video and lets the ones in progress finish
@@ -44,84 +44,45 @@ import re
 import signal
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, replace
 from multiprocessing import connection as mp_connection
 from pathlib import Path
 from typing import Callable
 
-from videobert_cli.config import PipelineConfig
 from videobert_cli.devices import resolve_devices, worker_threads
-from videobert_cli.errors import OutputError, UsageError, VideoBertError
-from videobert_cli.pipeline.inputs import VideoInput
-from videobert_cli.pipeline.lock import OutputLock
-from videobert_cli.pipeline.runner import (
-    STATUS_FAILED,
-    STATUS_OK,
-    STATUS_SKIPPED,
-    RunObserver,
-    RunOptions,
-    RunRecord,
-    RunReport,
-    _clean_stale_temps,
-    _ensure_output_dir,
-    _failure,
-    _input_fingerprint,
-    _load_run_vocab,
-    _Manifest,
-    _now,
-    _safe_output_path,
-    _SilentObserver,
-    decide,
-    record_and_dispatch,
-    record_input,
+from videobert_cli.engines import hooks
+from videobert_cli.engines.local import run_single
+from videobert_cli.engines.scheduler import REASON_WORKER_LOST, Scheduler, Slot, Task
+from videobert_cli.errors import UsageError, VideoBertError
+from videobert_cli.pipeline.core import (
+    OpenRun,
+    RunRequest,
+    RunSpec,
+    VideoWork,
+    execute,
+    fatal_error,
+    load_pipeline,
+    process_video,
 )
-from videobert_cli.pipeline.signals import StopFlag
+from videobert_cli.pipeline.report import RunRecord, RunReport
 
-#: the reason code of a video whose worker process died (the Ray engine's code)
-REASON_WORKER_LOST = "worker-lost"
 #: deaths of an idle worker (no video held) before its device is given up
-_MAX_IDLE_DEATHS = 3
+MAX_IDLE_DEATHS = 3
 #: seconds a worker may take to finish after "stop" (its decode worker needs up to 2 s)
-_STOP_GRACE = 10.0
-
-
-# --- messages --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Task:
-    """One video to process, as the parent hands it to a worker."""
-
-    id: int
-    item: VideoInput
-    output: Path
-    why: str
-
-    def record(self) -> RunRecord:
-        item = self.item
-        return RunRecord(
-            input=str(item.path),
-            output=str(self.output),
-            status=STATUS_SKIPPED,
-            decision=self.why,
-            transcript=str(item.transcript) if item.transcript else None,
-            fingerprint=_input_fingerprint(item.path),
-        )
+STOP_GRACE = 10.0
 
 
 @dataclass(frozen=True)
-class _WorkerSettings:
+class WorkerSettings:
     """What a worker process needs to build its pipeline (pickled once, at its start)."""
 
     index: int
     device: str
-    config: PipelineConfig  # runtime.device and runtime.num_threads already set for this worker
-    options: RunOptions
-    config_hash: str
-    decode: Callable | None = None  # test hook: replaces the decode worker's decode function
-    hook: Callable | None = None  # test hook: called with the VideoInput once its decoding started
+    spec: RunSpec  # its config's runtime.device and runtime.num_threads already set for this worker
+    hooks: hooks.Hooks = hooks.NONE
 
 
-def _portable(error: BaseException) -> BaseException:
+def portable(error: BaseException) -> BaseException:
     """``error`` if it survives pickling, else a RuntimeError with its text (for the pipe)."""
     try:
         pickle.loads(pickle.dumps(error))
@@ -131,8 +92,8 @@ def _portable(error: BaseException) -> BaseException:
 
 
 # --- the worker process ----------------------------------------------------------------------
-class _ReadAhead:
-    """The decode job started ahead for a worker's next video (run_batch's read-ahead).
+class ReadAhead:
+    """The decode job started ahead for a worker's next video (the local engine's read-ahead).
 
     ``on_done_for`` gives the callback the decode worker runs (in the decode thread) when the
     current video is fully decoded; it submits the next video's job. Each :meth:`take` or
@@ -187,65 +148,38 @@ class _ReadAhead:
                 self.worker.abandon()
 
 
-def _load_pipeline(settings: _WorkerSettings):
+def worker_pipeline(settings: WorkerSettings):
     """The worker's pipeline with every model loaded (a missing model fails here)."""
-    from videobert_cli.pipeline.runner import Pipeline
-
     if settings.device.startswith("cuda:"):
         import torch
 
         # without it, CUDA puts a context for every worker on GPU 0 as well
         torch.cuda.set_device(int(settings.device.split(":", 1)[1]))
-    vocab = _load_run_vocab(settings.options.vocab)
-    pipeline = Pipeline(settings.config, vocab)
-    pipeline.fusion
-    if vocab is not None:
-        from videobert_cli.vocab import check_compatible
-
-        check_compatible(pipeline.video.identity(), pipeline.video.feature_dim, vocab)
-    return pipeline
+    return load_pipeline(settings.spec)
 
 
-def _process(settings: _WorkerSettings, pipeline, read_ahead: _ReadAhead, task: _Task, hint: str | None):
-    """One video, exactly as run_batch processes it; returns ``(record, fatal OutputError or None)``."""
-    from videobert_cli.pipeline.runner import VideoJob, process_video
-    from videobert_cli.pipeline.timing import StageTimer
-
-    worker = read_ahead.worker
-    record = task.record()
-    started = time.perf_counter()
-    timer = StageTimer()
-    decode_timings: dict = {}
-    fatal = None
+def process_task(settings: WorkerSettings, pipeline, read_ahead: ReadAhead, task: Task, hint: str | None):
+    """One video, exactly as on one device; returns ``(record, fatal OutputError or None)``."""
     path = str(task.item.path)
     job = read_ahead.take(path)
 
-    def open_stream():
+    def open_stream(timings: dict):
         nonlocal job
         if job is None:
             job = read_ahead.submit(path)
-        stream = worker.stream(job, timings=decode_timings, on_done=read_ahead.on_done_for(hint))
-        if settings.hook is not None:
-            settings.hook(task.item)
+        stream = read_ahead.worker.stream(job, timings=timings, on_done=read_ahead.on_done_for(hint))
+        if settings.hooks.device_worker is not None:
+            settings.hooks.device_worker(task.item)
         return stream
 
-    try:
-        process_video(VideoJob(task.item, task.output, pipeline, settings.config, settings.options, record, timer,
-                               settings.config_hash), open_stream)
-        for stage, seconds in decode_timings.items():
-            timer.add(stage, seconds)
-        record.status = STATUS_OK
-    except Exception as error:  # one input's failure is recorded, the batch goes on
-        _failure(record, error)
+    work = VideoWork.start(task.video)
+    error = process_video(settings.spec, pipeline, work, open_stream)
+    if error is not None:
         read_ahead.cancel()
-        if isinstance(error, OutputError):
-            fatal = error  # out of space or read-only: the parent stops the run
-    record.seconds = round(time.perf_counter() - started, 4)
-    record.timings = timer.as_dict()
-    return record, fatal
+    return work.record, fatal_error(error)  # out of space or read-only: the parent stops the run
 
 
-def _worker_main(settings: _WorkerSettings, tasks, results, owner_pid: int) -> None:
+def worker_main(settings: WorkerSettings, tasks, results, owner_pid: int) -> None:
     """A device worker: load the pipeline, then process the videos the parent sends."""
     # Ctrl-C reaches the whole process group and systemd sends SIGTERM to every process of a
     # service: the parent decides how to stop (finish the current videos first), not the workers
@@ -255,20 +189,20 @@ def _worker_main(settings: _WorkerSettings, tasks, results, owner_pid: int) -> N
 
     _exit_with_owner(owner_pid)  # a `kill -9` of the run must not leave workers behind
     try:
-        decoder = DecodeWorker(timeout=settings.options.timeout, decode=settings.decode or default_decode)
+        decoder = DecodeWorker(timeout=settings.spec.options.timeout, decode=settings.hooks.decode or default_decode)
         from multiprocessing import forkserver
 
         # this worker's decode process comes from a fork server of its own, which imports torch
         # and decord: start it now, to do that while the models load, not on the first video
         forkserver.ensure_running()
-        pipeline = _load_pipeline(settings)
+        pipeline = worker_pipeline(settings)
         decoder.niceness = decoder_niceness(pipeline.video.device)  # before its process starts
     except BaseException as error:
-        results.send(("load-error", _portable(error)))
+        results.send(("load-error", portable(error)))
         return
     results.send(("ready", {"pid": os.getpid(), "device": str(pipeline.video.device)}))
     video = pipeline.video
-    read_ahead = _ReadAhead(decoder, video.decode_config, video.model.preprocessing, settings.options.chunk_frames)
+    read_ahead = ReadAhead(decoder, video.decode_config, video.model.preprocessing, settings.spec.options.chunk_frames)
     try:
         while True:
             try:
@@ -278,8 +212,8 @@ def _worker_main(settings: _WorkerSettings, tasks, results, owner_pid: int) -> N
             if message[0] != "run":
                 return
             _, task, hint = message
-            record, fatal = _process(settings, pipeline, read_ahead, task, hint)
-            results.send(("done", task.id, record, _portable(fatal) if fatal is not None else None))
+            record, fatal = process_task(settings, pipeline, read_ahead, task, hint)
+            results.send(("done", task.id, record, portable(fatal) if fatal is not None else None))
     finally:
         if decoder.has_pending():
             decoder.abandon()  # read ahead for a video the parent took back: no need to wait for it
@@ -287,63 +221,56 @@ def _worker_main(settings: _WorkerSettings, tasks, results, owner_pid: int) -> N
 
 
 # --- the parent --------------------------------------------------------------------------------
-class _Slot:
+class DeviceSlot(Slot):
     """The parent's view of one device's worker."""
 
     def __init__(self, index: int, device: str, threads: int | None):
-        self.index = index
+        super().__init__(index)
         self.device = device
         self.threads = threads
         self.process = None
         self.tasks = None  # parent -> worker
         self.results = None  # worker -> parent
         self.ready = False
-        self.ever_ready = False
-        self.dead = False
-        self.task: _Task | None = None
-        self.reserved: _Task | None = None
+        self.task: Task | None = None
         self.started = 0.0
         self.idle_deaths = 0
+
+    @property
+    def busy(self) -> bool:
+        return self.task is not None
 
     @property
     def name(self) -> str:
         return f"worker {self.index} ({self.device})"
 
 
-class _Pool:
-    """The workers, the queue of videos and the bookkeeping of results."""
+class DevicePool(Scheduler):
+    """One worker process per device, fed by the shared scheduler."""
 
-    def __init__(self, devices: tuple[str, ...], config: PipelineConfig, options: RunOptions, config_hash: str,
-                 observer: RunObserver, stop: StopFlag, decode: Callable | None, hook: Callable | None):
+    noun = "device worker"
+
+    def __init__(self, devices: tuple[str, ...], spec: RunSpec, observer, stop):
         from videobert_cli.pipeline.decode_worker import worker_cpu_count
 
-        self.config = config
-        self.options = options
-        self.config_hash = config_hash
-        self.observer = observer
-        self.stop = stop
-        self.decode = decode
-        self.hook = hook
-        threads = worker_threads(devices, config.runtime.num_threads, worker_cpu_count())
-        self.slots = [_Slot(index, device, count) for index, (device, count) in enumerate(zip(devices, threads))]
-        self.pending: deque[_Task] = deque()
-        self.manifest: _Manifest | None = None
-        self.report: RunReport | None = None
-        self.fatal: VideoBertError | None = None
-        self.stopping = False
-        self._last_death = ""
+        super().__init__(observer, stop)
+        self.spec = spec
+        self.hooks = hooks.current()
+        threads = worker_threads(devices, spec.config.runtime.num_threads, worker_cpu_count())
+        self.slots = [DeviceSlot(index, device, count) for index, (device, count) in enumerate(zip(devices, threads))]
 
     # -- processes ------------------------------------------------------------------------------
     def start_all(self) -> None:
         for slot in self.slots:
-            self._start(slot)
+            self.start(slot)
 
-    def _start(self, slot: _Slot) -> None:
+    def start(self, slot: DeviceSlot) -> None:
         from videobert_cli.pipeline.decode_worker import _main_module_hidden, _worker_context
 
-        runtime = replace(self.config.runtime, device=slot.device, num_threads=slot.threads)
-        settings = _WorkerSettings(slot.index, slot.device, self.config.with_(runtime=runtime), self.options,
-                                   self.config_hash, self.decode, self.hook)
+        config = self.spec.config
+        runtime = replace(config.runtime, device=slot.device, num_threads=slot.threads)
+        settings = WorkerSettings(slot.index, slot.device, replace(self.spec, config=config.with_(runtime=runtime)),
+                                  self.hooks)
         # the decode worker's fork server: torch is imported there once, single-threaded, and
         # each worker is a cheap fork of that clean state (a plain fork of this process, which
         # may have started torch's threads, is unsafe)
@@ -351,7 +278,7 @@ class _Pool:
         task_reader, task_writer = context.Pipe(duplex=False)
         result_reader, result_writer = context.Pipe(duplex=False)
         # not a daemon: a daemonic process may not start the decode worker it needs
-        process = context.Process(target=_worker_main, args=(settings, task_reader, result_writer, os.getpid()),
+        process = context.Process(target=worker_main, args=(settings, task_reader, result_writer, os.getpid()),
                                   name=f"videobert-device-{slot.index}", daemon=False)
         with _main_module_hidden():
             process.start()
@@ -360,7 +287,7 @@ class _Pool:
         slot.process, slot.tasks, slot.results = process, task_writer, result_reader
         slot.ready = False
 
-    def _discard(self, slot: _Slot) -> None:
+    def discard(self, slot: DeviceSlot) -> None:
         """Forget a slot's (dead or stopped) process and its pipes."""
         if slot.process is not None:
             if slot.process.is_alive():
@@ -385,95 +312,39 @@ class _Pool:
                 slot.tasks.send(("stop",))
             except OSError:
                 slot.process.kill()
-        deadline = time.monotonic() + _STOP_GRACE
+        deadline = time.monotonic() + STOP_GRACE
         for slot in self.slots:
             if slot.process is not None:
                 slot.process.join(timeout=max(0.0, deadline - time.monotonic()))
-            self._discard(slot)
+            self.discard(slot)
 
     # -- start-up -------------------------------------------------------------------------------
     def wait_first_ready(self) -> None:
         """Block until one worker has loaded its models; a model error ends the run here."""
         while not any(slot.ready for slot in self.slots):
             if all(slot.dead for slot in self.slots):
-                raise UsageError(f"no device worker could start ({self._last_death or 'died'})",
+                raise UsageError(f"no device worker could start ({self.last_death or 'died'})",
                                  hint="run again with one device (--device cpu or cuda:0) to see why")
-            self._wait_once()
+            self.wait_once()
 
-    # -- records --------------------------------------------------------------------------------
-    def _finish(self, record: RunRecord) -> None:
-        record_input(self.manifest, self.report, self.observer, record)
+    # -- the scheduler's questions --------------------------------------------------------------
+    def available(self, slot: DeviceSlot) -> bool:
+        if slot.process is None:
+            if self.left():
+                self.start(slot)  # a worker that died: its replacement loads its models
+            return False
+        return slot.ready
 
-    def _fail(self, task: _Task, reason: str, message: str, seconds: float = 0.0) -> None:
-        record = task.record()
-        record.status = STATUS_FAILED
-        record.reason = reason
-        record.message = message
-        record.seconds = round(seconds, 4)
-        self._finish(record)
-
-    def _fail_remaining(self, why: str) -> None:
-        for slot in self.slots:
-            if slot.reserved is not None:
-                self.pending.appendleft(slot.reserved)
-                slot.reserved = None
-        while self.pending:
-            task = self.pending.popleft()
-            self._fail(task, REASON_WORKER_LOST, f"{task.item.path}: {why}")
-
-    # -- dispatch -------------------------------------------------------------------------------
-    def _halted(self) -> bool:
-        if self.stop.is_set():
-            self.stopping = True
-        return self.stopping or self.fatal is not None
-
-    def _dispatch(self, slot: _Slot, task: _Task) -> None:
-        hint = self.pending.popleft() if self.pending else None
-        slot.reserved = hint
+    def dispatch(self, slot: DeviceSlot, task: Task, hint: Task | None) -> None:
         slot.task = task
         slot.started = time.monotonic()
-        self.observer.on_input_start(task.item)
         try:
             slot.tasks.send(("run", task, str(hint.item.path) if hint is not None else None))
         except OSError:
             pass  # the worker is gone: its sentinel reports it, and the video is failed there
 
-    def _steal(self) -> _Task | None:
-        """A video reserved by a busy worker, for an idle one (the tail of a run)."""
-        for other in self.slots:
-            if other.reserved is not None and other.task is not None:
-                task, other.reserved = other.reserved, None
-                return task
-        return None
-
-    def _assign(self) -> None:
-        for slot in self.slots:
-            if slot.dead or slot.task is not None:
-                continue
-            if slot.process is None:
-                if self.pending or any(other.reserved is not None for other in self.slots):
-                    self._start(slot)  # a worker that died: its replacement loads its models
-                continue
-            if not slot.ready:
-                continue
-            task = self.pending.popleft() if self.pending else self._steal()
-            if task is None:
-                return
-            self._dispatch(slot, task)
-
-    def _continue(self, slot: _Slot) -> None:
-        """After a video: the worker goes on with the video it had reserved (its decoding has
-        started), unless the run is stopping."""
-        task, slot.reserved = slot.reserved, None
-        if task is None:
-            return
-        if self._halted():
-            self.pending.appendleft(task)
-        else:
-            self._dispatch(slot, task)
-
     # -- events ---------------------------------------------------------------------------------
-    def _wait_once(self, timeout: float = 0.2) -> None:
+    def wait_once(self, timeout: float = 0.2) -> None:
         waiting = {}
         for slot in self.slots:
             if slot.process is not None:
@@ -487,14 +358,14 @@ class _Pool:
         for handle in ready:
             kind, slot = waiting[handle]
             if kind == "message" and slot.results is handle:
-                self._receive(slot)
+                self.receive(slot)
         for handle in ready:
             kind, slot = waiting[handle]
             if kind == "exit" and slot.process is not None and slot.process.sentinel == handle:
-                self._receive(slot)
-                self._died(slot)
+                self.receive(slot)
+                self.died(slot)
 
-    def _receive(self, slot: _Slot) -> None:
+    def receive(self, slot: DeviceSlot) -> None:
         while slot.results is not None:
             try:
                 if not slot.results.poll():
@@ -506,83 +377,59 @@ class _Pool:
             if kind == "ready":
                 slot.ready = slot.ever_ready = True
             elif kind == "load-error":
-                self._load_failed(slot, message[1])
+                self.load_failed(slot, message[1])
                 return
             elif kind == "done":
-                self._done(slot, *message[1:])
+                self.finished(slot, *message[1:])
 
-    def _load_failed(self, slot: _Slot, error: BaseException) -> None:
+    def load_failed(self, slot: DeviceSlot, error: BaseException) -> None:
         if not any(other.ever_ready for other in self.slots):
-            raise error  # before any video, as run_batch: a missing model fails the run
-        self._last_death = f"{error.__class__.__name__}: {error}"
+            raise error  # before any video, as on one device: a missing model fails the run
+        self.last_death = f"{error.__class__.__name__}: {error}"
         self.observer.on_message(f"{slot.name} could not load its models: {error}; going on without it")
-        self._discard(slot)
+        self.discard(slot)
         slot.dead = True
-        self._requeue(slot)
+        self.return_reserved(slot)
 
-    def _requeue(self, slot: _Slot) -> None:
-        if slot.reserved is not None:
-            self.pending.appendleft(slot.reserved)
-            slot.reserved = None
-
-    def _done(self, slot: _Slot, task_id: int, record: RunRecord, fatal: VideoBertError | None) -> None:
+    def finished(self, slot: DeviceSlot, task_id: int, record: RunRecord, fatal: VideoBertError | None) -> None:
         if slot.task is None or slot.task.id != task_id:
             return  # cannot happen: a worker processes only what it was sent
-        slot.task = None
+        task, slot.task = slot.task, None
         slot.idle_deaths = 0
-        self._finish(record)
-        if fatal is not None and self.fatal is None:
-            self.fatal = fatal
-        self._continue(slot)
+        self.done(task, record, fatal)  # the scheduler hands it its reserved video next
 
-    def _died(self, slot: _Slot) -> None:
+    def died(self, slot: DeviceSlot) -> None:
         process = slot.process
         code = process.exitcode if process is not None else None
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         pid = process.pid if process is not None else None
         was_ready = slot.ready
-        self._discard(slot)
-        self._requeue(slot)
+        self.discard(slot)
+        self.return_reserved(slot)
         task, slot.task = slot.task, None
         if task is not None:
-            _remove_temp_files(task.output, pid)
-            self._fail(task, REASON_WORKER_LOST,
+            remove_temp_files(task.output, pid)
+            self.fail(task, REASON_WORKER_LOST,
                        f"{task.item.path}: the worker process on {slot.device} died ({how}) while processing it",
                        seconds=time.monotonic() - slot.started)
         if not was_ready:
             slot.dead = True
-            self._last_death = f"{slot.name} died while loading its models ({how})"
-            self.observer.on_message(f"{self._last_death}; going on without it")
+            self.last_death = f"{slot.name} died while loading its models ({how})"
+            self.observer.on_message(f"{self.last_death}; going on without it")
             return
         if task is None:
             slot.idle_deaths += 1
-            if slot.idle_deaths > _MAX_IDLE_DEATHS:
+            if slot.idle_deaths > MAX_IDLE_DEATHS:
                 slot.dead = True
-                self._last_death = f"{slot.name} died {slot.idle_deaths} times without a video ({how})"
-                self.observer.on_message(f"{self._last_death}; going on without it")
+                self.last_death = f"{slot.name} died {slot.idle_deaths} times without a video ({how})"
+                self.observer.on_message(f"{self.last_death}; going on without it")
                 return
-        self._last_death = f"{slot.name} died ({how})"
-        self.observer.on_message(f"{self._last_death}; starting a new one")
-        # restarted by _assign when there is work for it
-
-    # -- the loop -------------------------------------------------------------------------------
-    def run(self, tasks: list[_Task]) -> bool:
-        """Process ``tasks``; returns whether videos were left (a signal or a fatal error)."""
-        self.pending.extend(tasks)
-        while True:
-            if not self._halted():
-                self._assign()
-            if not any(slot.task is not None for slot in self.slots):
-                left = bool(self.pending) or any(slot.reserved is not None for slot in self.slots)
-                if self._halted() or not left:
-                    return left
-                if all(slot.dead for slot in self.slots):
-                    self._fail_remaining(f"no device worker left ({self._last_death or 'all died'})")
-                    return False
-            self._wait_once()
+        self.last_death = f"{slot.name} died ({how})"
+        self.observer.on_message(f"{self.last_death}; starting a new one")
+        # restarted by assign() when there is work for it
 
 
-def _remove_temp_files(output: Path, pid: int | None) -> None:
+def remove_temp_files(output: Path, pid: int | None) -> None:
     """The temporary file a dead worker left for ``output`` (the next run would remove it too)."""
     if pid is None:
         return
@@ -598,74 +445,29 @@ def _remove_temp_files(output: Path, pid: int | None) -> None:
         pass
 
 
-def run_devices(
-    items: list[VideoInput],
-    out_dir: str | Path,
-    config: PipelineConfig | None = None,
-    options: RunOptions | None = None,
-    *,
-    observer: RunObserver | None = None,
-    stop: StopFlag | None = None,
-    decode: Callable | None = None,
-    worker_hook: Callable | None = None,
-) -> RunReport:
-    """:func:`~videobert_cli.pipeline.runner.run_batch` with one worker process per device of
-    ``config.runtime.device`` (a list such as ``cuda:0,cuda:1``, or ``all``); same guarantees
-    and report. A spec that resolves to one device is run by run_batch itself.
-
-    ``decode`` and ``worker_hook`` are test hooks (module-level callables): the decode worker's
-    decode function, and a function called in the worker with each VideoInput once its decoding
-    has started.
+def run_devices(request: RunRequest) -> RunReport:
+    """A run with one worker process per device of ``config.runtime.device`` (a list such as
+    ``cuda:0,cuda:1``, or ``all``); same guarantees and report as on one device. A spec that
+    resolves to one device is run on one device.
     """
-    config = config or PipelineConfig()
-    options = options or RunOptions()
-    observer = observer or _SilentObserver()
-    stop = stop or StopFlag()
+    config = request.config
     devices = resolve_devices(config.runtime.device)
-    if len(devices) == 1 or options.dry_run:  # a dry run loads no model: decisions only
-        from videobert_cli.pipeline.runner import run_batch
+    if len(devices) == 1 or request.options.dry_run:  # a dry run loads no model: decisions only
+        return run_single(request.with_config(config.with_(runtime=replace(config.runtime, device=devices[0]))))
 
-        single = config.with_(runtime=replace(config.runtime, device=devices[0]))
-        return run_batch(items, out_dir, single, options, observer=observer, stop=stop, decode=decode)
-    out_dir = Path(out_dir)
-    report = RunReport(output_dir=str(out_dir), started_at=_now())
-    started = time.perf_counter()
-    # as run_batch does (keep in step): a --vocab file is part of the configuration
-    vocab = _load_run_vocab(options.vocab)
-    config_hash = config.fingerprint(identities={"vocab_sha256": vocab.sha256} if vocab is not None else None)
-    del vocab  # each worker loads its own copy
-
-    _ensure_output_dir(out_dir)
-    with OutputLock(out_dir, wait=options.wait_lock):
-        removed = _clean_stale_temps(out_dir)
-        if removed:
-            observer.on_message(f"removed {removed} temporary file(s) left by an interrupted run")
-        plan: list[tuple[_Task, bool]] = []
-        for number, item in enumerate(items):
-            output = _safe_output_path(out_dir, item.output_name)
-            needed, why = decide(item, output, config_hash, options)
-            plan.append((_Task(number, item, output, why), needed))
-        tasks = [task for task, needed in plan if needed]
+    def place(run: OpenRun) -> None:
+        todo = run.todo
         # no more workers than videos; a run with nothing to do loads no model
-        used = devices[: min(len(devices), len(tasks))]
-        pool = _Pool(used, config, options, config_hash, observer, stop, decode, worker_hook)
+        used = devices[: min(len(devices), len(todo))]
+        pool = DevicePool(used, run.spec, request.observer, request.stop)
         try:
-            if tasks:
-                observer.on_message(f"starting {len(used)} worker(s) on {', '.join(used)}; loading models")
+            if todo:
+                request.observer.on_message(f"starting {len(used)} worker(s) on {', '.join(used)}; loading models")
                 pool.start_all()
                 pool.wait_first_ready()
-
-            def attach(manifest) -> None:
-                pool.manifest, pool.report = manifest, report
-
-            record_and_dispatch(
-                out_dir, plan, report, observer, stop, started,
-                {"config_hash": config_hash, "engine": "local", "devices": list(used)}, attach,
-                lambda tasks: pool.run(tasks) and pool.fatal is None,
-                on_second_signal=lambda: pool.close(force=True),  # the second signal: stop now
-            )
+            pool.serve(run, {"engine": "local", "devices": list(used)},
+                       on_second_signal=lambda: pool.close(force=True))  # the second signal: stop now
         finally:
             pool.close()
-    if pool.fatal is not None:
-        raise pool.fatal  # out of space or read-only: as run_batch, a usage error (exit 2)
-    return report
+
+    return execute(request, place)

@@ -2,11 +2,13 @@
 
 Who does what
     * The **driver** (the ``videobert run`` process) keeps every guarantee of a run: the
-      output-directory lock, the skip/resume decisions (:func:`~videobert_cli.pipeline.runner.decide`),
+      output-directory lock, the skip/resume decisions (:func:`~videobert_cli.pipeline.plan.decide`),
       ``manifest.jsonl`` (written here, record by record, as results come back), progress callbacks,
-      Ctrl-C/SIGTERM, the exit code, per-video timeouts and retries of lost workers.
+      Ctrl-C/SIGTERM, the exit code, per-video timeouts and retries of lost workers. It
+      schedules videos with :mod:`videobert_cli.engines.scheduler`, as the local engine's
+      device workers are.
     * **Model actors** (``--workers N``, ``num_gpus=--gpus-per-worker``) load the pipeline once and
-      process one video per call with :func:`~videobert_cli.pipeline.runner.process_video` - the
+      process one video per call with :func:`~videobert_cli.pipeline.core.process_video` - the
       very function the local engine uses - writing the video's HDF5 file atomically themselves.
       Outputs of both engines are therefore identical, and either engine resumes the other's runs.
     * **Decode tasks**: for each video the actor starts a Ray streaming-generator task
@@ -37,59 +39,32 @@ import os
 import socket
 import threading
 import time
-from collections import deque
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
-from typing import Callable
 
 from videobert_cli.config import PipelineConfig
-from videobert_cli.errors import (
-    DecodeTimeoutError,
-    InputError,
-    OutputError,
-    ResourceError,
-    UsageError,
-    VideoBertError,
-    VideoDecodeError,
+from videobert_cli.engines import hooks
+from videobert_cli.engines.ray_decode import DecodeStream, Progress, ProgressTimer, WorkerLostError, decode_task
+from videobert_cli.engines.scheduler import REASON_WORKER_LOST, Scheduler, Slot, Task
+from videobert_cli.errors import UsageError, VideoBertError
+from videobert_cli.pipeline.core import (
+    OpenRun,
+    Pipeline,
+    RunRequest,
+    RunSpec,
+    VideoWork,
+    execute,
+    fatal_error,
+    process_video,
 )
 from videobert_cli.pipeline.inputs import VideoInput
-from videobert_cli.pipeline.lock import OutputLock
-from videobert_cli.pipeline.runner import (
-    STATUS_FAILED,
-    STATUS_OK,
-    STATUS_SKIPPED,
-    Pipeline,
-    RunObserver,
-    RunOptions,
-    RunRecord,
-    RunReport,
-    VideoJob,
-    _clean_stale_temps,
-    _ensure_output_dir,
-    _failure,
-    _input_fingerprint,
-    _load_run_vocab,
-    _Manifest,
-    _now,
-    _safe_output_path,
-    _SilentObserver,
-    decide,
-    process_video,
-    record_and_dispatch,
-    record_input,
-)
-from videobert_cli.pipeline.signals import StopFlag
-from videobert_cli.pipeline.timing import StageTimer
+from videobert_cli.pipeline.plan import load_run_vocab
+from videobert_cli.pipeline.report import STATUS_FAILED, RunObserver, RunOptions, RunRecord, RunReport, record_failure
 
 INSTALL_HINT = "pip install 'videobert-cli[ray]'"
-REASON_WORKER_LOST = "worker-lost"
 
 
-class WorkerLostError(InputError):
-    """The process working on a video (model actor or decode task) was lost: node failure, OOM kill."""
-
-    reason = REASON_WORKER_LOST
+__all__ = ["INSTALL_HINT", "ModelWorker", "RayDriver", "RaySettings", "WorkerLostError", "config_for_workers",
+           "connect", "import_ray", "run_ray"]
 
 
 def import_ray():
@@ -120,19 +95,13 @@ class RaySettings:
     startup_timeout: float = 900.0  # seconds to wait for the first model actor
     schedule_timeout: float = 600.0  # seconds a decode task may wait for a free CPU
     init_options: dict = field(default_factory=dict)  # more ray.init() arguments (library only)
-    # test hooks, never command-line flags: called in the actor with the VideoInput before a
-    # video is processed, and in the decode task with the path before decoding
-    actor_hook: Callable | None = None
-    decode_hook: Callable | None = None
 
     @classmethod
     def from_options(cls, options: dict) -> "RaySettings":
-        names = {f.name for f in fields(cls)} - {"actor_hook", "decode_hook"}
+        names = {f.name for f in fields(cls)}
         values = {}
         for key, value in options.items():
-            if key in ("_actor_hook", "_decode_hook"):
-                values[key[1:]] = value
-            elif key in names:
+            if key in names:
                 values[key] = value
             else:
                 raise UsageError(f"unknown option of the ray engine: {key!r}", hint=f"known: {', '.join(sorted(names))}")
@@ -152,7 +121,7 @@ class RaySettings:
         return max(2.0 * options.timeout, options.timeout + 60.0)
 
 
-def _config_for_workers(config: PipelineConfig, settings: RaySettings) -> PipelineConfig:
+def config_for_workers(config: PipelineConfig, settings: RaySettings) -> PipelineConfig:
     """``config`` with the device every model actor uses (``cuda`` when Ray gives each actor
     GPUs, else ``cpu``) and, unless given, as many decoding threads per video as a decode task
     holds CPUs.
@@ -175,246 +144,6 @@ def _config_for_workers(config: PipelineConfig, settings: RaySettings) -> Pipeli
     return config.with_(runtime=replace(config.runtime, device=device, decode_threads=decode_threads))
 
 
-# --- decode task (runs in a Ray worker process) ------------------------------------------------
-class _StderrCapture:
-    """Route fd 2 (where FFmpeg and decord print) to a temp file for one task, then restore it."""
-
-    def __init__(self) -> None:
-        import sys
-        import tempfile
-
-        self._saved = None
-        self._file = None
-        try:
-            sys.stderr.flush()
-            self._file = tempfile.TemporaryFile(mode="w+b")
-            self._saved = os.dup(2)
-            os.dup2(self._file.fileno(), 2)
-        except OSError:
-            self.close()
-
-    def read(self) -> str:
-        if self._file is None:
-            return ""
-        self._file.seek(0)
-        return self._file.read()[-4000:].decode("utf-8", "replace")
-
-    def close(self) -> None:
-        if self._saved is not None:
-            os.dup2(self._saved, 2)
-            os.close(self._saved)
-            self._saved = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-def _decode_task(path: str, config: PipelineConfig, preprocessing, chunk_frames: int, cwd: str | None, hook):
-    """Yield ``("started", pid)``, ``("info", VideoInfo)``, ``("chunk", indices, times, crops)``...,
-    ``("timings", dict)``; or ``("error", InputError)`` - the messages of the local decode worker."""
-    if cwd and os.path.isdir(cwd):
-        os.chdir(cwd)  # relative input paths mean what they meant to the driver
-    import torch
-
-    torch.set_num_threads(1)  # resize/crop is light; leave the cores to the encoders
-    from videobert_cli.pipeline.decoding import decode_crops
-
-    yield ("started", os.getpid())
-    log = _StderrCapture()
-    try:
-        if hook is not None:
-            hook(path)
-        timer = StageTimer()
-        info, chunks = decode_crops(path, config, preprocessing, chunk_frames=chunk_frames, timer=timer)
-        yield ("info", info)
-        for chunk in chunks:
-            yield ("chunk", chunk.frame_indices, chunk.timestamps, chunk.crops.numpy())
-        yield ("timings", timer.as_dict())
-    except InputError as error:
-        if getattr(error, "raw", None) is not None:
-            from videobert_cli.video.decode import decode_failure
-
-            error = decode_failure(path, error.raw, log.read())
-        yield ("error", error)
-    except MemoryError:
-        yield ("error", ResourceError("out of memory while decoding", path=path, reason="out-of-memory"))
-    except Exception as error:  # anything else is still only this video's failure
-        from videobert_cli.video.decode import raised_by_a_decoder
-
-        from_decoder = raised_by_a_decoder(error)
-        yield ("error", VideoDecodeError(
-            f"{error.__class__.__name__}: {error}"[:300], path=path,
-            hint=None if from_decoder else "this is a bug in videobert-cli; please report it",
-            reason="corrupt" if from_decoder else "internal"))
-    finally:
-        log.close()
-
-
-class _Stall(Exception):
-    pass
-
-
-class _Progress:
-    """When the pipeline last did something, as the driver's watchdog sees it."""
-
-    def __init__(self) -> None:
-        self.last = time.monotonic()
-        self.watched = False
-
-    def tick(self) -> None:
-        self.last = time.monotonic()
-
-    def watch(self, watched: bool) -> None:
-        self.watched = watched
-        self.last = time.monotonic()
-
-    def idle(self) -> float:
-        return time.monotonic() - self.last if self.watched else 0.0
-
-
-class _ProgressTimer(StageTimer):
-    """A StageTimer whose every stage boundary (each encoded batch, text, fuse, write) is progress."""
-
-    def __init__(self, progress: _Progress):
-        super().__init__()
-        self._progress = progress
-
-    @contextmanager
-    def stage(self, name: str):
-        self._progress.tick()
-        try:
-            with super().stage(name):
-                yield
-        finally:
-            self._progress.tick()
-
-    def add(self, name: str, seconds: float) -> None:
-        super().add(name, seconds)
-        self._progress.tick()
-
-
-class _DecodeStream:
-    """One video's decode task, read with the local engine's stall and total timeouts."""
-
-    def __init__(self, ray, remote, path: str, worker: "ModelWorker"):
-        video = worker.pipeline.video
-        self.ray = ray
-        self.path = path
-        self.worker = worker
-        self.timeout = worker.options.timeout
-        self.gen = remote.remote(path, video.decode_config, video.model.preprocessing, worker.options.chunk_frames,
-                                 worker.cwd, worker.settings.decode_hook)
-        self.finished = False
-        self.on_done: Callable[[], None] | None = None
-
-    def _next(self, limit: float):
-        """The next message (None at the end of the stream); :class:`_Stall` after ``limit`` s."""
-        ray = self.ray
-        ready, _ = ray.wait([self.gen], timeout=max(limit, 0.0))
-        if not ready:
-            raise _Stall
-        try:
-            ref = next(self.gen)
-        except StopIteration:
-            self.finished = True
-            return None
-        try:
-            return ray.get(ref)
-        except ray.exceptions.WorkerCrashedError:
-            self.finished = True
-            raise VideoDecodeError("decoder crashed; the file is probably corrupt", path=self.path,
-                                   reason="decoder-crash") from None
-        except ray.exceptions.RayTaskError as error:  # a bug in the task body outside its handlers
-            self.finished = True
-            cause = getattr(error, "cause", None) or error
-            raise VideoDecodeError(f"decode task failed: {cause.__class__.__name__}: {cause}"[:300], path=self.path,
-                                   reason="internal") from None
-        except ray.exceptions.RayError as error:  # node died, object lost, ...
-            self.finished = True
-            raise WorkerLostError(f"decode task lost ({error.__class__.__name__})", path=self.path) from None
-
-    def _timeout(self, what: str) -> DecodeTimeoutError:
-        self.close(force=True)
-        return DecodeTimeoutError(
-            f"decoder made no progress for {self.timeout:g} s ({what}); stopped",
-            path=self.path,
-            hint="the file may be damaged; raise --timeout if it is just very slow",
-        )
-
-    def _receive(self, deadline: float, what: str):
-        try:
-            return self._next(min(self.timeout, deadline - time.monotonic()))
-        except _Stall:
-            raise self._timeout(what) from None
-
-    def open(self, timings: dict):
-        """``(VideoInfo, iterator of CropChunk)`` as ``process_video`` expects from ``open_stream``."""
-        import numpy as np
-
-        from videobert_cli.pipeline.decoding import CropChunk
-
-        progress = self.worker.progress
-        # waiting for a free CPU (and the worker's imports) is not the decoder's fault
-        progress.watch(False)
-        deadline = time.monotonic() + self.worker.settings.schedule_timeout
-        while True:
-            try:
-                message = self._next(deadline - time.monotonic())
-            except _Stall:
-                self.close(force=True)
-                raise DecodeTimeoutError(
-                    f"no CPU became free for its decode task in {self.worker.settings.schedule_timeout:g} s",
-                    path=self.path,
-                    hint="leave CPUs free for decode tasks besides the model workers (docs/cluster.md)",
-                ) from None
-            if message is None:
-                raise WorkerLostError("decode task ended without output", path=self.path)
-            if message[0] == "started":
-                break
-        progress.watch(True)
-        message = self._receive(time.monotonic() + self.timeout, "opening the video")
-        if message is None:
-            raise WorkerLostError("decode task ended without output", path=self.path)
-        if message[0] == "error":
-            self.finished = True
-            raise message[1]
-        info = message[1]
-        deadline = time.monotonic() + self.timeout + 20.0 * max(info.duration, 0.0)
-
-        def chunks():
-            import torch
-
-            while True:
-                message = self._receive(deadline, "decoding frames")
-                if message is None:
-                    if self.on_done is not None:
-                        self.on_done()
-                    return
-                kind = message[0]
-                if kind == "chunk":
-                    progress.tick()
-                    _, indices, stamps, crops = message
-                    if not crops.flags.writeable:  # zero-copy from the object store
-                        crops = np.array(crops)
-                    yield CropChunk(np.asarray(indices), np.asarray(stamps), torch.from_numpy(crops))
-                elif kind == "timings":
-                    timings.update(message[1])
-                elif kind == "error":
-                    self.finished = True
-                    raise message[1]
-
-        return info, chunks()
-
-    def close(self, *, force: bool = False) -> None:
-        """Stop the task unless it ran to the end (``force`` kills a hung decoder's process)."""
-        if not self.finished:
-            self.finished = True
-            try:
-                self.ray.cancel(self.gen, force=force)
-            except Exception:
-                pass
-
-
 # --- model actor -------------------------------------------------------------------------------
 class ModelWorker:
     """A model actor: loads the pipeline once, then processes one video per :meth:`process` call.
@@ -423,20 +152,19 @@ class ModelWorker:
     is being processed.
     """
 
-    def __init__(self, config: PipelineConfig, options: RunOptions, config_hash: str, settings: RaySettings,
-                 cwd: str | None):
+    def __init__(self, spec: RunSpec, settings: RaySettings, cwd: str | None, test_hooks: hooks.Hooks = hooks.NONE):
         self.cwd_ok = bool(cwd) and os.path.isdir(cwd)
         if self.cwd_ok:
             os.chdir(cwd)  # relative input and output paths mean what they meant to the driver
         self.cwd = cwd
-        self.config = config  # its device is the one the driver chose (_config_for_workers)
-        self.options = options
-        self.config_hash = config_hash
+        self.spec = spec  # its config's device is the one the driver chose (config_for_workers)
+        self.options = spec.options
         self.settings = settings
-        self.pipeline = Pipeline(config)
-        self.progress = _Progress()
+        self.hooks = test_hooks
+        self.pipeline = Pipeline(spec.config)
+        self.progress = Progress()
         self._call: int | None = None
-        self._prefetched: _DecodeStream | None = None
+        self._prefetched: DecodeStream | None = None
         self._dropped: set[str] = set()  # hints the driver gave to another worker meanwhile
         self._lock = threading.Lock()
         self._remote = None
@@ -444,12 +172,8 @@ class ModelWorker:
     def ready(self) -> dict:
         """Load every model (a missing model fails here, before any video); describe this worker."""
         if self.options.vocab and self.pipeline.vocab is None:
-            self.pipeline.vocab = _load_run_vocab(self.options.vocab)
-        self.pipeline.fusion
-        if self.pipeline.vocab is not None:
-            from videobert_cli.vocab import check_compatible
-
-            check_compatible(self.pipeline.video.identity(), self.pipeline.video.feature_dim, self.pipeline.vocab)
+            self.pipeline.vocab = load_run_vocab(self.options.vocab)
+        self.pipeline.load()
         return {"pid": os.getpid(), "node": socket.gethostname(), "device": str(self.pipeline.video.device),
                 "cwd_ok": self.cwd_ok}
 
@@ -476,15 +200,15 @@ class ModelWorker:
                 num_cpus=self.settings.cpus_per_decode,
                 max_retries=0,  # a crashing decoder is the file's failure; lost nodes are retried by the driver
                 _generator_backpressure_num_objects=self.settings.decode_buffer,
-            )(_decode_task)
+            )(decode_task)
         return self._remote
 
-    def _start(self, path: str) -> _DecodeStream:
+    def _start(self, path: str) -> DecodeStream:
         import ray
 
-        return _DecodeStream(ray, self._decode_remote(), path, self)
+        return DecodeStream(ray, self._decode_remote(), path, self)
 
-    def _stream_for(self, item: VideoInput, hint: VideoInput | None) -> _DecodeStream:
+    def _stream_for(self, item: VideoInput, hint: VideoInput | None) -> DecodeStream:
         path = str(item.path)
         with self._lock:
             stream, self._prefetched = self._prefetched, None
@@ -501,37 +225,26 @@ class ModelWorker:
             stream.on_done = prefetch
         return stream
 
-    def process(self, call_id: int, item: VideoInput, output: Path, record: RunRecord,
-                hint: VideoInput | None = None) -> tuple[RunRecord, VideoBertError | None]:
+    def process(self, call_id: int, task: Task, hint: VideoInput | None = None) -> tuple[RunRecord, VideoBertError | None]:
         """Process one video exactly as the local engine does; returns its record (and a fatal
         :class:`OutputError`, which stops the run, if writing failed)."""
         self._call = call_id
+        item = task.item
         with self._lock:
             self._dropped.clear()
         self.progress.watch(True)
-        started = time.perf_counter()
-        timer = _ProgressTimer(self.progress)
-        decode_timings: dict = {}
-        stream: _DecodeStream | None = None
-        fatal = None
+        work = VideoWork.start(task.video, ProgressTimer(self.progress))
+        stream: DecodeStream | None = None
         try:
-            if self.settings.actor_hook is not None:
-                self.settings.actor_hook(item)
+            if self.hooks.ray_actor is not None:
+                self.hooks.ray_actor(item)
 
-            def open_stream():
+            def open_stream(timings: dict):
                 nonlocal stream
                 stream = self._stream_for(item, hint)
-                return stream.open(decode_timings)
+                return stream.open(timings)
 
-            process_video(VideoJob(item, output, self.pipeline, self.config, self.options, record, timer,
-                                   self.config_hash), open_stream)
-            for stage, seconds in decode_timings.items():
-                timer.add(stage, seconds)
-            record.status = STATUS_OK
-        except Exception as error:  # one input's failure is recorded, the batch goes on
-            _failure(record, error)
-            if isinstance(error, OutputError):
-                fatal = error
+            error = process_video(self.spec, self.pipeline, work, open_stream)
         finally:
             if stream is not None:
                 stream.close()
@@ -539,84 +252,59 @@ class ModelWorker:
                 self.drop_prefetch(str(item.path))  # failed before decoding (e.g. its transcript)
             self._call = None
             self.progress.watch(False)
-        record.seconds = round(time.perf_counter() - started, 4)
-        record.timings = timer.as_dict()
-        return record, fatal
+        work.close()
+        return work.record, fatal_error(error)
 
 
 # --- driver ------------------------------------------------------------------------------------
 @dataclass
-class _Task:
-    item: VideoInput
-    output: Path
-    why: str
-    attempt: int = 0
-    lost: list[str] = field(default_factory=list)
-
-    def record(self) -> RunRecord:
-        item = self.item
-        return RunRecord(
-            input=str(item.path),
-            output=str(self.output),
-            status=STATUS_SKIPPED,
-            decision=self.why,
-            transcript=str(item.transcript) if item.transcript else None,
-            fingerprint=_input_fingerprint(item.path),
-        )
-
-
-@dataclass
 class _Call:
     id: int
-    task: _Task
+    task: Task
     ref: object
     submitted: float
     idle: float = 0.0
 
 
-class _Slot:
+class RaySlot(Slot):
     """The driver's view of one model actor."""
 
     def __init__(self, index: int, handle):
-        self.index = index
+        super().__init__(index)
         self.handle = handle
         self.ready_ref = None
         self.retry_ready_at: float | None = None
         self.alive = False
-        self.dead = False
-        self.ever_ready = False
         self.info: dict = {}
         self.call: _Call | None = None
-        self.reserved: _Task | None = None
         self.status_ref = None
         self.status_sent = 0.0
         self.last_status = 0.0
 
+    @property
+    def busy(self) -> bool:
+        return self.call is not None
 
-def _describe(error: BaseException) -> str:
+
+def describe(error: BaseException) -> str:
+    """The first line of ``error``, with its class (for messages)."""
     text = str(error).strip().splitlines()
     return f"{error.__class__.__name__}: {text[0][:160]}" if text else error.__class__.__name__
 
 
-class _Driver:
-    def __init__(self, ray, settings: RaySettings, config: PipelineConfig, options: RunOptions, config_hash: str,
-                 observer: RunObserver, stop: StopFlag):
+class RayDriver(Scheduler):
+    """The model actors, fed by the shared scheduler; watches them and retries lost videos."""
+
+    noun = "model worker"
+
+    def __init__(self, ray, settings: RaySettings, spec: RunSpec, observer: RunObserver, stop):
+        super().__init__(observer, stop, prefetch=settings.prefetch)
         self.ray = ray
         self.settings = settings
-        self.config = config
-        self.options = options
-        self.config_hash = config_hash
-        self.observer = observer
-        self.stop = stop
-        self.watchdog = settings.watchdog_for(options)
-        self.slots: list[_Slot] = []
-        self.pending: deque[_Task] = deque()
-        self.manifest: _Manifest | None = None
-        self.report: RunReport | None = None
-        self.fatal: VideoBertError | None = None
-        self.stopping = False
+        self.spec = spec
+        self.hooks = hooks.current()
+        self.watchdog = settings.watchdog_for(spec.options)
         self._next_call = 0
-        self._last_death = ""
         self._no_worker_since: float | None = None
 
     # -- workers --------------------------------------------------------------------------------
@@ -653,8 +341,8 @@ class _Driver:
         gpus = f", {s.gpus_per_worker:g} GPU each" if s.gpus_per_worker else ""
         self.observer.on_message(f"starting {count} Ray model worker(s){gpus}; loading models")
         for index in range(count):
-            handle = actor.remote(self.config, self.options, self.config_hash, s, os.getcwd())
-            slot = _Slot(index, handle)
+            handle = actor.remote(self.spec, s, os.getcwd(), self.hooks)
+            slot = RaySlot(index, handle)
             slot.ready_ref = handle.ready.remote()
             self.slots.append(slot)
 
@@ -663,16 +351,16 @@ class _Driver:
         deadline = time.monotonic() + self.settings.startup_timeout
         while not any(slot.alive for slot in self.slots):
             if all(slot.dead for slot in self.slots):
-                raise UsageError(f"no Ray model worker could start ({self._last_death or 'died'})",
+                raise UsageError(f"no Ray model worker could start ({self.last_death or 'died'})",
                                  hint="is videobert-cli installed in the same environment on every node?")
             if time.monotonic() > deadline:
                 raise UsageError(
                     f"no Ray model worker started within {self.settings.startup_timeout:g} s",
                     hint="the cluster may lack the CPUs/GPUs asked for (see `ray status`); lower --workers "
                     "or --gpus-per-worker")
-            self._wait_once()
+            self.wait_once()
 
-    def _ready_done(self, slot: _Slot) -> None:
+    def _ready_done(self, slot: RaySlot) -> None:
         ray = self.ray
         ref, slot.ready_ref = slot.ready_ref, None
         try:
@@ -683,14 +371,14 @@ class _Driver:
             if not any(other.ever_ready for other in self.slots):
                 raise cause from None  # before any video, as the local engine: the run fails
             slot.dead, slot.alive = True, False  # a restarted worker that cannot load (e.g. GPU memory)
-            self._last_death = _describe(cause)
-            self._return_reserved(slot)
-            self.observer.on_message(f"a model worker could not restart: {self._last_death}")
+            self.last_death = describe(cause)
+            self.return_reserved(slot)
+            self.observer.on_message(f"a model worker could not restart: {self.last_death}")
             return
         except ray.exceptions.ActorDiedError as error:
             slot.dead, slot.alive = True, False
-            self._last_death = _describe(error)
-            self._return_reserved(slot)
+            self.last_death = describe(error)
+            self.return_reserved(slot)
             return
         except ray.exceptions.RayError:  # restarting (or its answer was lost): ask again shortly
             slot.retry_ready_at = time.monotonic() + 1.0
@@ -701,80 +389,44 @@ class _Driver:
                 f"worker on {slot.info.get('node')} cannot see {os.getcwd()}: inputs and OUT_DIR must be on storage "
                 "every node mounts at the same path")
 
-    def _restart(self, slot: _Slot) -> None:
+    def _restart(self, slot: RaySlot) -> None:
         slot.alive = False
         slot.call = None
         slot.status_ref = None
-        self._return_reserved(slot)
+        self.return_reserved(slot)
         slot.ready_ref = None
         slot.retry_ready_at = time.monotonic() + 0.5
 
-    def _return_reserved(self, slot: _Slot) -> None:
-        if slot.reserved is not None:
-            self.pending.appendleft(slot.reserved)
-            slot.reserved = None
+    # -- the scheduler's questions --------------------------------------------------------------
+    def available(self, slot: RaySlot) -> bool:
+        return slot.alive
 
-    # -- records --------------------------------------------------------------------------------
-    def _finish(self, task: _Task, record: RunRecord) -> None:
-        if task.lost:
-            record.warnings.append(f"tried {task.attempt + 1} times: worker lost ({'; '.join(task.lost)})")
-        record_input(self.manifest, self.report, self.observer, record)
-
-    def _fail(self, task: _Task, reason: str, message: str, seconds: float = 0.0) -> None:
-        record = task.record()
-        record.status = STATUS_FAILED
-        record.reason = reason
-        record.message = message
-        record.seconds = round(seconds, 4)
-        self._finish(task, record)
-
-    def _lost(self, task: _Task, cause: str) -> None:
-        task.lost.append(cause)
-        task.attempt += 1
-        if task.attempt <= self.settings.retries:
-            self.observer.on_message(f"{task.item.path}: worker lost ({cause}); trying again")
-            self.pending.appendleft(task)
-        else:
-            self._fail(task, REASON_WORKER_LOST,
-                       f"{task.item.path}: the worker processing it was lost {task.attempt} time(s) ({cause})")
-
-    # -- the loop -------------------------------------------------------------------------------
-    def _submit(self, slot: _Slot, task: _Task, hint: VideoInput | None) -> None:
+    def dispatch(self, slot: RaySlot, task: Task, hint: Task | None) -> None:
         self._next_call += 1
-        ref = slot.handle.process.remote(self._next_call, task.item, task.output, task.record(), hint)
+        ref = slot.handle.process.remote(self._next_call, task, hint.item if hint is not None else None)
         now = time.monotonic()
         slot.call = _Call(self._next_call, task, ref, now)
         slot.status_ref = None
         slot.last_status = now
-        self.observer.on_input_start(task.item)
 
-    def _assign(self) -> None:
-        for slot in self.slots:
-            if not slot.alive or slot.call is not None:
-                continue
-            task, slot.reserved = slot.reserved, None
-            if task is None and self.pending:
-                task = self.pending.popleft()
-            if task is None:
-                task = self._steal()
-            if task is None:
-                continue
-            hint = None
-            if self.settings.prefetch and self.pending:
-                slot.reserved = self.pending.popleft()
-                hint = slot.reserved.item
-            self._submit(slot, task, hint)
+    def stolen(self, slot: RaySlot, task: Task) -> None:
+        slot.handle.drop_prefetch.remote(str(task.item.path))
 
-    def _steal(self) -> _Task | None:
-        """A video reserved by a busy worker, for an idle one (the tail of a run)."""
-        for other in self.slots:
-            if other.reserved is not None and other.call is not None:
-                task, other.reserved = other.reserved, None
-                other.handle.drop_prefetch.remote(str(task.item.path))
-                return task
+    def give_up(self) -> str | None:
+        if any(slot.alive for slot in self.slots):
+            self._no_worker_since = None
+            return None
+        now = time.monotonic()  # all restarting
+        self._no_worker_since = self._no_worker_since or now
+        if now - self._no_worker_since > self.settings.startup_timeout:
+            return f"no model worker came back within {self.settings.startup_timeout:g} s"
         return None
 
-    def _wait_once(self) -> None:
+    def after_wait(self) -> None:
+        self._check_watchdog()
+
+    # -- events ---------------------------------------------------------------------------------
+    def wait_once(self) -> None:
         """Wait briefly for any result, status or readiness, and handle what arrived."""
         ray = self.ray
         now = time.monotonic()
@@ -806,7 +458,7 @@ class _Driver:
             elif kind == "call" and slot.call is not None and slot.call.ref == ref:
                 self._call_done(slot)
 
-    def _status_done(self, slot: _Slot) -> None:
+    def _status_done(self, slot: RaySlot) -> None:
         ref, slot.status_ref = slot.status_ref, None
         slot.last_status = time.monotonic()
         try:
@@ -816,7 +468,7 @@ class _Driver:
         if slot.call is not None and status.get("call") == slot.call.id:
             slot.call.idle = float(status.get("idle", 0.0))
 
-    def _call_done(self, slot: _Slot) -> None:
+    def _call_done(self, slot: RaySlot) -> None:
         ray = self.ray
         call = slot.call
         slot.call = None
@@ -825,22 +477,20 @@ class _Driver:
             record, fatal = ray.get(call.ref)
         except ray.exceptions.RayActorError as error:
             self._restart(slot)
-            self._lost(call.task, _describe(error))
+            self.lost(call.task, describe(error), self.settings.retries)
             return
         except ray.exceptions.RayTaskError as error:  # a bug in process() itself
-            record = call.task.record()
-            _failure(record, getattr(error, "cause", None) or error)
+            record = call.task.video.record()
+            record_failure(record, getattr(error, "cause", None) or error)
             fatal = None
         except ray.exceptions.RayError as error:  # its result was lost with a node
             self._restart(slot)
-            self._lost(call.task, _describe(error))
+            self.lost(call.task, describe(error), self.settings.retries)
             return
         if record.reason == REASON_WORKER_LOST and record.status == STATUS_FAILED:
-            self._lost(call.task, record.message)
+            self.lost(call.task, record.message, self.settings.retries)
             return
-        self._finish(call.task, record)
-        if fatal is not None:
-            self.fatal = fatal
+        self.done(call.task, record, fatal)
 
     def _check_watchdog(self) -> None:
         now = time.monotonic()
@@ -851,49 +501,15 @@ class _Driver:
             unanswered = now - slot.status_sent if slot.status_ref is not None else 0.0
             if max(unanswered, call.idle) <= self.watchdog:
                 continue
-            self._fail(call.task, "timeout",
-                       f"{call.task.item.path}: the model worker made no progress for {self.watchdog:g} s; stopped "
-                       "it and started a new one - raise --timeout if the video is just very slow",
-                       seconds=now - call.submitted)
+            self.fail(call.task, "timeout",
+                      f"{call.task.item.path}: the model worker made no progress for {self.watchdog:g} s; stopped "
+                      "it and started a new one - raise --timeout if the video is just very slow",
+                      seconds=now - call.submitted)
             try:
                 self.ray.kill(slot.handle, no_restart=False)
             except Exception:
                 pass
             self._restart(slot)
-
-    def run(self, tasks: list[_Task]) -> bool:
-        """Process ``tasks``; returns whether the run stopped early (signal or fatal error)."""
-        self.pending.extend(tasks)
-        while True:
-            if self.stop.is_set():
-                self.stopping = True
-            if not self.stopping and self.fatal is None:
-                self._assign()
-            if not any(slot.call is not None for slot in self.slots):
-                left = bool(self.pending) or any(slot.reserved is not None for slot in self.slots)
-                if self.stopping or self.fatal is not None or not left:
-                    return left
-                if all(slot.dead for slot in self.slots):
-                    self._fail_remaining(f"no model worker left ({self._last_death or 'all died'})")
-                    return False
-                if not any(slot.alive for slot in self.slots):  # all restarting
-                    now = time.monotonic()
-                    self._no_worker_since = self._no_worker_since or now
-                    if now - self._no_worker_since > self.settings.startup_timeout:
-                        self._fail_remaining(
-                            f"no model worker came back within {self.settings.startup_timeout:g} s")
-                        return False
-                else:
-                    self._no_worker_since = None
-            self._wait_once()
-            self._check_watchdog()
-
-    def _fail_remaining(self, why: str) -> None:
-        for slot in self.slots:
-            self._return_reserved(slot)
-        while self.pending:
-            task = self.pending.popleft()
-            self._fail(task, REASON_WORKER_LOST, f"{task.item.path}: {why}")
 
     def close(self) -> None:
         for slot in self.slots:
@@ -904,7 +520,7 @@ class _Driver:
         self.slots.clear()
 
 
-def _connect(ray, settings: RaySettings, observer: RunObserver) -> bool:
+def connect(ray, settings: RaySettings, observer: RunObserver) -> bool:
     """Join (or start) a Ray instance; returns whether this run started it (and must stop it)."""
     if ray.is_initialized():
         if settings.address is not None:
@@ -923,70 +539,26 @@ def _connect(ray, settings: RaySettings, observer: RunObserver) -> bool:
     return True
 
 
-def run_ray(
-    items: list[VideoInput],
-    out_dir: str | Path,
-    config: PipelineConfig | None = None,
-    options: RunOptions | None = None,
-    *,
-    observer: RunObserver | None = None,
-    stop: StopFlag | None = None,
-    **engine_options,
-) -> RunReport:
-    """:func:`~videobert_cli.pipeline.runner.run_batch` on a Ray cluster; same guarantees and report."""
+def run_ray(request: RunRequest, **engine_options) -> RunReport:
+    """A run on a Ray cluster; same guarantees and report as the local engine."""
     settings = RaySettings.from_options(engine_options)
     ray = import_ray()
-    config = _config_for_workers(config or PipelineConfig(), settings)
-    options = options or RunOptions()
-    observer = observer or _SilentObserver()
-    stop = stop or StopFlag()
-    if options.dry_run:  # decisions only: no model, no cluster
-        from videobert_cli.pipeline.runner import run_batch
+    request = request.with_config(config_for_workers(request.config, settings))
 
-        return run_batch(items, out_dir, config, options, observer=observer, stop=stop)
-    out_dir = Path(out_dir)
-    report = RunReport(output_dir=str(out_dir), started_at=_now())
-    started = time.perf_counter()
-    # as run_batch does (keep in step): a --vocab file is part of the configuration
-    vocab = _load_run_vocab(options.vocab)
-    config_hash = config.fingerprint(identities={"vocab_sha256": vocab.sha256} if vocab is not None else None)
-    del vocab  # each model worker loads its own copy
-
-    _ensure_output_dir(out_dir)
-    with OutputLock(out_dir, wait=options.wait_lock):
-        removed = _clean_stale_temps(out_dir)
-        if removed:
-            observer.on_message(f"removed {removed} temporary file(s) left by an interrupted run")
-        plan: list[tuple[_Task, bool]] = []
-        for item in items:
-            output = _safe_output_path(out_dir, item.output_name)
-            needed, why = decide(item, output, config_hash, options)
-            plan.append((_Task(item, output, why), needed))
-        tasks = [task for task, needed in plan if needed]
-
-        driver = _Driver(ray, settings, config, options, config_hash, observer, stop)
+    def place(run: OpenRun) -> None:  # not called for a dry run: no model, no cluster
+        driver = RayDriver(ray, settings, run.spec, request.observer, request.stop)
         owns_ray = False
         try:
             workers = 0
-            if tasks:
-                owns_ray = _connect(ray, settings, observer)
-                workers = driver.worker_count(len(tasks))
+            if run.todo:
+                owns_ray = connect(ray, settings, request.observer)
+                workers = driver.worker_count(len(run.todo))
                 driver.start_workers(workers)
                 driver.wait_first_ready()
-
-            def attach(manifest) -> None:
-                driver.manifest, driver.report = manifest, report
-
-            record_and_dispatch(
-                out_dir, plan, report, observer, stop, started,
-                {"config_hash": config_hash, "engine": "ray", "workers": workers,
-                 "gpus_per_worker": settings.gpus_per_worker},
-                attach, lambda tasks: driver.run(tasks) and driver.fatal is None,
-            )
+            driver.serve(run, {"engine": "ray", "workers": workers, "gpus_per_worker": settings.gpus_per_worker})
         finally:
             driver.close()
             if owns_ray:
                 ray.shutdown()
-    if driver.fatal is not None:
-        raise driver.fatal  # out of space or read-only: as the local engine, a usage error
-    return report
+
+    return execute(request, place)
