@@ -208,8 +208,8 @@ def extract_video_files(
     """Write ``video/`` features of each video to ``output`` (a .h5 file for one video, else a directory).
 
     Each file's failure is one :class:`FileResult`; FFmpeg's own lines about it are not printed
-    (:func:`~videobert_cli.video.decode.quiet_decoder_logs`)."""
-    from videobert_cli.video.decode import quiet_decoder_logs
+    (:func:`~videobert_cli.decoders.decord.quiet_decoder_logs`)."""
+    from videobert_cli.decoders.decord import quiet_decoder_logs
 
     config = _config(config)
     require_single_device(config.runtime.device, "extract-video")
