@@ -10,7 +10,6 @@ frame times are held to the container's packet times.
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -24,27 +23,11 @@ from videobert_cli.decoders.decord import OPEN_GOP_WARNING
 from videobert_cli.decoders.sampling import plan_sampling
 from videobert_cli.errors import ConfigError, VideoDecodeError
 
-X264 = {"g": "20", "bf": "2", "preset": "ultrafast", "crf": "18"}
 OPEN_GOP = {"g": "20", "bf": "3", "preset": "ultrafast", "x264-params": "open-gop=1:bframes=3:b-pyramid=normal"}
 
 
-def _write(path: Path, *, frames: int = 60, fps: int = 30, width: int = 96, height: int = 64, codec: str = "libx264",
-           pix_fmt: str = "yuv420p", options: dict | None = None, rotation: int | None = None,
-           container_options: dict | None = None) -> Path:
-    with av.open(str(path), "w", options=container_options or {}) as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        stream.options = options if options is not None else X264
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
-        for index in range(frames):
-            frame = av.VideoFrame.from_ndarray(synth.frame_pixels(index, width, height), format="rgb24")
-            frame.pts, frame.time_base = index, Fraction(1, fps)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+def _write(path: Path, frames: int = 60, **kwargs) -> Path:
+    return synth.write_encoded(path, frames=frames, **kwargs)
 
 
 #: name -> how to write it; the conditions each decoder is held to

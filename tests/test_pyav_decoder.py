@@ -32,24 +32,9 @@ from videobert_cli.video.models import Preprocessing
 CROP = Preprocessing(resize_size=64, crop_size=56, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
-def _write(path: Path, *, frames: int = 90, fps: int = 30, width: int = 96, height: int = 64,
-           pix_fmt: str = "yuv420p", codec: str = "libx264", rotation: int | None = None,
-           options: dict | None = None) -> Path:
+def _write(path: Path, **kwargs) -> Path:
     """H.264 with B-frames and several GOPs (so sampling needs seeks and pts reordering)."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        stream.options = options if options is not None else {"g": "20", "bf": "2", "preset": "ultrafast", "crf": "18"}
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
-        for index in range(frames):
-            frame = av.VideoFrame.from_ndarray(synth.frame_pixels(index, width, height), format="rgb24")
-            frame.pts, frame.time_base = index, Fraction(1, fps)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return synth.write_encoded(path, **kwargs)
 
 
 def _decord_frames(path: Path, indices: np.ndarray) -> np.ndarray:

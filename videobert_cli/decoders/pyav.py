@@ -90,6 +90,7 @@ class _Packets:
     pix_fmt: str | None
     time_base: object
     start_time: int | None
+    rate: object  # the stream's average frame rate (a Fraction), or None
     pts: list = None
     ends: list = None
     keys: list = None
@@ -122,7 +123,8 @@ def _read_packets(path: str | Path, frame_size: tuple[int, int] | None) -> list[
         if all(s.codec_context.pix_fmt not in EQUAL_PIXEL_FORMATS for s in streams):  # no need to demux
             raise Unsuitable(_unchecked_pixel_format(streams[0].codec_context.pix_fmt))
         # read before close(), which clears them
-        packets = {s.index: _Packets(s.index, s.codec_context.pix_fmt, s.time_base, s.start_time, [], [], [])
+        packets = {s.index: _Packets(s.index, s.codec_context.pix_fmt, s.time_base, s.start_time, s.average_rate,
+                                         [], [], [])
                    for s in streams}
         for packet in container.demux(*streams):
             if packet.pts is None:
@@ -351,12 +353,12 @@ def probe(path: str | Path, *, threads: int = 1) -> tuple[PyAVPlan, VideoInfo]:
     starts = np.asarray([(p - start) * factor for p in plan.pts.tolist()], dtype=np.float32).astype(np.float64)
     ends = np.asarray([(e - start) * factor for e in np.asarray(packets.ends)[order].tolist()],
                       dtype=np.float32).astype(np.float64)
-    av = import_av()
-    with av.open(str(path)) as container:
-        stream = _open_stream(container, plan, threads)
-        rate = stream.average_rate
-        first = next(_pyav_frames(path, plan, np.array([0]), threads))[1]
-    native_fps = float(rate) if rate else 0.0
+    frames = _pyav_frames(path, plan, np.array([0]), threads)
+    try:
+        first = next(frames)[1]
+    finally:
+        frames.close()  # closes the container
+    native_fps = float(packets.rate) if packets.rate else 0.0
     ends = np.where(ends > starts, ends, starts + (1.0 / native_fps if native_fps > 0 else 0.0))
     info = VideoInfo(path=str(path), num_frames=len(plan.pts), native_fps=native_fps, duration=float(ends.max()),
                      width=int(first.shape[1]), height=int(first.shape[0]), frame_starts=starts, frame_ends=ends,
