@@ -34,7 +34,7 @@ def _rss_mb() -> float:
 
 
 def main(argv: list[str]) -> int:
-    from videobert_cli.video.decode import open_video
+    from videobert_cli.decoders.decord import open_reader as open_video
 
     if argv:
         video = Path(argv[0])

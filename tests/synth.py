@@ -19,6 +19,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Sequence
 
+import av
 import numpy as np
 
 #: codecs by container suffix when the caller does not choose one
@@ -203,3 +204,29 @@ def write_srt(path: str | Path, cues: Sequence[tuple[float, float, str]]) -> Pat
     blocks = [f"{i}\n{stamp(a)} --> {stamp(b)}\n{text}\n" for i, (a, b, text) in enumerate(cues, start=1)]
     path.write_text("\n".join(blocks), encoding="utf-8")
     return path
+
+
+#: x264 with B-frames and several GOPs (so sampling needs seeks and pts reordering)
+B_FRAMES_X264 = {"g": "20", "bf": "2", "preset": "ultrafast", "crf": "18"}
+
+
+def write_encoded(path: str | Path, *, frames: int = 90, fps: int = 30, width: int = 96, height: int = 64,
+                  pix_fmt: str = "yuv420p", codec: str = "libx264", rotation: int | None = None,
+                  options: dict | None = None, container_options: dict | None = None) -> Path:
+    """A video of :func:`frame_pixels` with the encoder's own options (default: H.264 with B-frames,
+    :data:`B_FRAMES_X264`), a display rotation, or container options (``{"live": "1"}``: Matroska/WebM
+    written as a live stream, with no duration)."""
+    with av.open(str(path), "w", options=container_options or {}) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream.options = options if options is not None else B_FRAMES_X264
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(frame_pixels(index, width, height), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return Path(path)

@@ -835,7 +835,7 @@ def test_unreadable_file_is_reported_as_unreadable(tmp_path):
     script = (
         "import sys\n"
         "from videobert_cli.errors import VideoDecodeError\n"
-        "from videobert_cli.video.decode import open_video\n"
+        "from videobert_cli.decoders.decord import open_reader as open_video\n"
         "try:\n"
         "    open_video(sys.argv[1])\n"
         "except VideoDecodeError as error:\n"

@@ -14,7 +14,7 @@ from synth import make_video
 from videobert_cli import PipelineConfig, SamplingConfig, VideoModelConfig, extract_video, load
 from videobert_cli.cli.app import app
 from videobert_cli.config import ConfigError
-from videobert_cli.video.decode import plan_clips
+from videobert_cli.decoders.sampling import plan_clips
 from videobert_cli.video.models import (
     LoadedVideoModel,
     Preprocessing,

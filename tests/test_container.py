@@ -10,7 +10,7 @@ import synth
 from videobert_cli import api
 from videobert_cli.errors import VideoDecodeError
 from videobert_cli.video.container import matroska_shortfall, mp4_defect
-from videobert_cli.video.decode import open_video
+from videobert_cli.decoders.decord import open_reader as open_video
 
 #: ffmpeg writes the Segment size as an 8-byte EBML size; this is its 'unknown size' value
 _UNKNOWN_SIZE_8 = bytes([0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])

@@ -276,13 +276,13 @@ def test_decoding_threads_default_to_one_on_the_cpu_and_more_for_a_gpu_model():
 
 
 def test_a_cpu_stage_decodes_with_one_thread_unless_told(fast_config, tmp_path, monkeypatch):
-    from videobert_cli.pipeline import decoding
+    from videobert_cli.decoders import decord
     from videobert_cli.pipeline.stages import VideoStage
 
     video = make_video(tmp_path / "a.mp4", width=64, height=48, fps=10, num_frames=5)
     opened = []
-    real_open = decoding.open_video
-    monkeypatch.setattr(decoding, "open_video", lambda path, num_threads: opened.append(num_threads)
+    real_open = decord.open_reader
+    monkeypatch.setattr(decord, "open_reader", lambda path, num_threads: opened.append(num_threads)
                         or real_open(path, num_threads=num_threads))
     for given in (None, 3):
         stage = VideoStage(fast_config.with_(runtime=replace(fast_config.runtime, decode_threads=given)))

@@ -2,7 +2,7 @@
 or hands the video to decord.
 
 The reference is decord itself (the decoder every other test is written against): the same
-sampled frames read through :func:`videobert_cli.video.decode.iter_frame_chunks`. Broken
+sampled frames read through :func:`videobert_cli.decoders.decord.iter_frame_chunks`. Broken
 inputs (truncated, not a video, ...) get the same outcome with either decoder:
 ``tests/test_batch.py::test_pyav_decoder_gives_every_input_the_same_outcome_and_features``.
 """
@@ -21,31 +21,20 @@ import pytest
 import synth
 from videobert_cli.config import PipelineConfig, RuntimeConfig, SamplingConfig
 from videobert_cli.errors import ConfigError
-from videobert_cli.pipeline.decoding import FRAME_DECODERS, decode_crops, frame_source
-from videobert_cli.video.decode import iter_frame_chunks, open_video, plan_sampling, probe_video
+from videobert_cli import decoders
+from videobert_cli.decoders.decord import iter_frame_chunks
+from videobert_cli.decoders.decord import open_reader as open_video
+from videobert_cli.decoders.decord import probe as probe_video
+from videobert_cli.decoders.sampling import plan_sampling
+from videobert_cli.pipeline.decoding import decode_crops
 from videobert_cli.video.models import Preprocessing
 
 CROP = Preprocessing(resize_size=64, crop_size=56, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
-def _write(path: Path, *, frames: int = 90, fps: int = 30, width: int = 96, height: int = 64,
-           pix_fmt: str = "yuv420p", codec: str = "libx264", rotation: int | None = None,
-           options: dict | None = None) -> Path:
+def _write(path: Path, **kwargs) -> Path:
     """H.264 with B-frames and several GOPs (so sampling needs seeks and pts reordering)."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        stream.options = options if options is not None else {"g": "20", "bf": "2", "preset": "ultrafast", "crf": "18"}
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
-        for index in range(frames):
-            frame = av.VideoFrame.from_ndarray(synth.frame_pixels(index, width, height), format="rgb24")
-            frame.pts, frame.time_base = index, Fraction(1, fps)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return synth.write_encoded(path, **kwargs)
 
 
 def _decord_frames(path: Path, indices: np.ndarray) -> np.ndarray:
@@ -55,15 +44,10 @@ def _decord_frames(path: Path, indices: np.ndarray) -> np.ndarray:
 
 def _frames(path: Path, sampling: SamplingConfig, decoder: str, threads: int = 1) -> tuple[np.ndarray, np.ndarray, str]:
     """Sampled full frames (no crop) through the named decoder, as decode_crops drives it."""
-    from videobert_cli.pipeline.decoding import FrameJob
-
-    reader = open_video(path, num_threads=threads)
-    info = probe_video(reader, path)
-    indices = plan_sampling(info, sampling)
-    source = frame_source(FrameJob(path, info, indices, 8, lambda frame: frame, threads), reader, decoder)
-    del reader
-    chunks = list(source.chunks)
-    return np.concatenate([i for i, _ in chunks]), np.concatenate([f for _, f in chunks]), source.decoder
+    video = decoders.open_video(path, decoder, threads=threads)
+    indices = plan_sampling(video.info, sampling)
+    chunks = list(video.chunks(indices, chunk_frames=8))
+    return np.concatenate([i for i, _ in chunks]), np.concatenate([f for _, f in chunks]), video.info.decoder
 
 
 SAMPLINGS = [SamplingConfig(fps=5.0), SamplingConfig(fps=None, num_frames=7), SamplingConfig(fps=30.0)]
@@ -188,7 +172,7 @@ def test_unsampled_frames_nothing_refers_to_are_skipped_and_the_sampled_ones_are
 ) -> None:
     from av.video.frame import PictureType
 
-    from videobert_cli.video import pyav_decode
+    from videobert_cli.decoders import pyav as pyav_decode
 
     path = _write(tmp_path / name, frames=90, codec=codec, options=options)
     decoded: list[tuple[int, str]] = []
@@ -223,7 +207,7 @@ def test_unsampled_frames_nothing_refers_to_are_skipped_and_the_sampled_ones_are
 def test_hevc_with_several_temporal_sub_layers_is_decoded_in_full(tmp_path: Path) -> None:
     """HEVC's "sub-layer non-reference" pictures may be references for higher sub-layers, so
     with more than one (hvcC's numTemporalLayers) nothing is skipped; the frames stay right."""
-    from videobert_cli.video import pyav_decode
+    from videobert_cli.decoders import pyav as pyav_decode
 
     options = {"g": "45", "preset": "ultrafast", "crf": "18",
                "x265-params": "bframes=3:b-adapt=0:b-pyramid=1:temporal-layers=3:log-level=error"}
@@ -233,9 +217,9 @@ def test_hevc_with_several_temporal_sub_layers_is_decoded_in_full(tmp_path: Path
     for path, layers in ((layered, 3), (single, 1)):
         with av.open(str(path)) as container:
             context = container.streams.video[0].codec_context
-            assert pyav_decode._hevc_temporal_layers(context.extradata) == layers
+            assert pyav_decode.hevc_temporal_layers(context.extradata) == layers
             assert pyav_decode._skippable(context) == (layers == 1)
-    assert pyav_decode._hevc_temporal_layers(b"\x00\x00\x00\x01" + bytes(40)) is None  # Annex B: unknown
+    assert pyav_decode.hevc_temporal_layers(b"\x00\x00\x00\x01" + bytes(40)) is None  # Annex B: unknown
     every_index, every_frame, _ = _frames(layered, SamplingConfig(fps=30.0), "decord")
     indices, frames, used = _frames(layered, SamplingConfig(fps=3.0), "pyav")
     assert used == "pyav"
@@ -244,13 +228,13 @@ def test_hevc_with_several_temporal_sub_layers_is_decoded_in_full(tmp_path: Path
 
 @pytest.mark.parametrize("decoder", ["pyav", "decord"])
 def test_decoding_threads_give_the_same_crops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decoder: str) -> None:
-    from videobert_cli.pipeline import decoding
-    from videobert_cli.video import pyav_decode
+    from videobert_cli.decoders import decord as decord_backend
+    from videobert_cli.decoders import pyav as pyav_decode
 
     path = _write(tmp_path / "threads.mp4", frames=90,
                   options={"g": "45", "preset": "ultrafast", "crf": "18", "x264-params": PYRAMID})
     used: list[int] = []  # the thread count each decoder was opened with
-    real_pyav_frames, real_open_video = pyav_decode._pyav_frames, decoding.open_video
+    real_pyav_frames, real_open_video = pyav_decode._pyav_frames, decord_backend.open_reader
 
     def pyav_frames(path, plan, unique, threads):
         used.append(threads)
@@ -261,7 +245,7 @@ def test_decoding_threads_give_the_same_crops(tmp_path: Path, monkeypatch: pytes
         return real_open_video(path, num_threads=num_threads, **kwargs)
 
     monkeypatch.setattr(pyav_decode, "_pyav_frames", pyav_frames)
-    monkeypatch.setattr(decoding, "open_video", open_video_of_decord)
+    monkeypatch.setattr(decord_backend, "open_reader", open_video_of_decord)
     crops = {}
     for threads in (1, 2):
         config = PipelineConfig(sampling=SamplingConfig(fps=3.0),
@@ -288,7 +272,7 @@ def test_unknown_decoder_is_a_config_error_before_any_work(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="unknown decoder 'ffmpeg'") as raised:
         check_frame_decoder("ffmpeg")
     assert "decord" in raised.value.hint and "pyav" in raised.value.hint
-    assert set(FRAME_DECODERS) >= {"auto", "decord", "pyav"}
+    assert set(decoders.names()) >= {"auto", "decord", "pyav"}
     config = PipelineConfig(runtime=RuntimeConfig(device="cpu", decoder="ffmpeg"))
     path = _write(tmp_path / "clip.mp4", frames=10)
     for start in (lambda: run([str(path)], tmp_path / "out", config), lambda: extract_video(path, config)):
@@ -307,15 +291,15 @@ def test_pyav_in_a_process_that_loaded_decord_first(tmp_path: Path) -> None:
     path = _write(tmp_path / "order.mp4", frames=60)
     script = (
         "import sys, numpy as np, decord, av\n"
-        "from videobert_cli.video.decode import open_video, probe_video, plan_sampling, iter_frame_chunks\n"
-        "from videobert_cli.pipeline.decoding import FrameJob, frame_source\n"
+        "from videobert_cli import decoders\n"
+        "from videobert_cli.decoders.decord import open_reader, iter_frame_chunks\n"
+        "from videobert_cli.decoders.sampling import plan_sampling\n"
         "from videobert_cli.config import SamplingConfig\n"
-        "p = sys.argv[1]; r = open_video(p, num_threads=1); info = probe_video(r, p)\n"
-        "idx = plan_sampling(info, SamplingConfig(fps=5.0))\n"
-        "src = frame_source(FrameJob(p, info, idx, 8, lambda f: f, 1), r, 'pyav'); del r\n"
-        "a = np.concatenate([f for _, f in src.chunks])\n"
-        "b = np.concatenate([f for _, f in iter_frame_chunks(open_video(p, num_threads=1), idx, chunk_frames=8)])\n"
-        "assert src.decoder == 'pyav', src.decoder\n"
+        "p = sys.argv[1]; video = decoders.open_video(p, 'pyav', threads=1)\n"
+        "idx = plan_sampling(video.info, SamplingConfig(fps=5.0))\n"
+        "a = np.concatenate([f for _, f in video.chunks(idx, chunk_frames=8)])\n"
+        "b = np.concatenate([f for _, f in iter_frame_chunks(open_reader(p, num_threads=1), idx, chunk_frames=8)])\n"
+        "assert video.info.decoder == 'pyav', video.info.decoder\n"
         "assert np.array_equal(a, b), 'frames differ'\n"
         "print('equal', len(a))\n"
     )
@@ -348,37 +332,49 @@ def test_pyav_without_pyav_installed_fails_before_any_work(monkeypatch: pytest.M
 
 
 def test_a_registered_decoder_is_used_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from videobert_cli.pipeline import decoding
+    from videobert_cli.decoders import base
+    from videobert_cli.pipeline.decoding import check_frame_decoder
 
-    monkeypatch.setattr(decoding, "FRAME_DECODERS", dict(decoding.FRAME_DECODERS))
-    monkeypatch.setattr(decoding, "_DECODER_CHECKS", dict(decoding._DECODER_CHECKS))
+    monkeypatch.setattr(base, "_DECODERS", dict(base._DECODERS))
     jobs = []
 
-    def recording(job, reader):
-        jobs.append(job.indices.tolist())
-        source = decoding.FRAME_DECODERS["decord"](job, reader)
-        source.decoder = "recording"
-        return source
+    class Recording(decoders.Decoder):
+        """decord's frames, with a record of the frames asked for: a decoder in one class."""
 
-    decoding.register_frame_decoder("recording", recording)
+        name = "recording"
+        available = True
+
+        def check(self):
+            if not self.available:
+                raise ConfigError("the recording decoder is switched off", hint="use decord")
+
+        def open(self, path, *, threads=1, like=None):
+            video = decoders.get("decord").open(path, threads=threads)
+            chunks = video.chunks
+
+            def recorded(indices, **kwargs):
+                jobs.append(indices.tolist())
+                return chunks(indices, **kwargs)
+
+            video.chunks = recorded
+            return video
+
+    recording = decoders.register(Recording())
     path = _write(tmp_path / "plug.mp4", frames=30)
     config = PipelineConfig(sampling=SamplingConfig(fps=5.0), runtime=RuntimeConfig(device="cpu", decoder="recording"))
     info, stream = decode_crops(path, config, CROP)
     assert stream.decoder == info.decoder == "recording"
     assert sum(len(chunk.frame_indices) for chunk in stream) == 5 and jobs == [[0, 6, 12, 18, 24]]
 
-    def unavailable():
-        raise ConfigError("the recording decoder is switched off", hint="use decord")
-
-    decoding.register_frame_decoder("recording", recording, check=unavailable)
+    recording.available = False
     with pytest.raises(ConfigError, match="switched off"):
-        decoding.check_frame_decoder("recording")
+        check_frame_decoder("recording")
 
 
 def test_errors_of_either_decoder_library_are_the_files_fault() -> None:
     import decord
 
-    from videobert_cli.video.decode import raised_by_a_decoder
+    from videobert_cli.decoders.base import raised_by_a_decoder
 
     assert raised_by_a_decoder(av.error.InvalidDataError(1094995529, "Invalid data found when processing input"))
     assert raised_by_a_decoder(decord.DECORDError("cannot find video stream"))
@@ -387,8 +383,8 @@ def test_errors_of_either_decoder_library_are_the_files_fault() -> None:
 
 def test_a_file_that_cannot_be_reopened_for_decoding_is_a_decode_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The demux pass opened it, then it changed: a one-line VideoDecodeError, not a crash."""
+    from videobert_cli.decoders import pyav as pyav_decode
     from videobert_cli.errors import VideoDecodeError
-    from videobert_cli.video import pyav_decode
 
     path = _write(tmp_path / "clip.mp4", frames=30)
     reader = open_video(path, num_threads=1)
@@ -495,7 +491,7 @@ def test_containers_where_pyav_seeking_is_unchecked_are_left_to_decord(tmp_path:
 
 
 def _pyav_plan_of(path: Path):
-    from videobert_cli.video import pyav_decode
+    from videobert_cli.decoders import pyav as pyav_decode
 
     reader = open_video(path, num_threads=1)
     info = probe_video(reader, path)
@@ -503,7 +499,7 @@ def _pyav_plan_of(path: Path):
 
 
 def test_decord_on_an_open_gop_stream_says_its_frames_may_be_shifted(tmp_path: Path) -> None:
-    from videobert_cli.pipeline.decoding import OPEN_GOP_WARNING
+    from videobert_cli.decoders.decord import OPEN_GOP_WARNING
 
     open_gop = _write(tmp_path / "open_gop.mp4", frames=60, options={
         "g": "20", "bf": "3", "preset": "ultrafast", "x264-params": "open-gop=1:bframes=3:b-pyramid=normal"})

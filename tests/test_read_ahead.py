@@ -8,7 +8,8 @@ import numpy as np
 
 import synth
 from videobert_cli.pipeline.prefetch import prefetch
-from videobert_cli.video.decode import ReaderHandle, iter_frame_chunks, open_video
+from videobert_cli.decoders.decord import ReaderHandle, iter_frame_chunks
+from videobert_cli.decoders.decord import open_reader as open_video
 
 
 def test_suspended_reader_reopens_and_yields_the_same_frames(tmp_path):

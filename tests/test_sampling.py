@@ -19,7 +19,10 @@ import pytest
 import synth
 from videobert_cli.config import SamplingConfig
 from videobert_cli.errors import VideoDecodeError
-from videobert_cli.video.decode import iter_frame_chunks, open_video, plan_sampling, probe_video
+from videobert_cli.decoders.decord import iter_frame_chunks
+from videobert_cli.decoders.decord import open_reader as open_video
+from videobert_cli.decoders.decord import probe as probe_video
+from videobert_cli.decoders.sampling import plan_sampling
 
 
 # --- independent expectations ----------------------------------------------------------------

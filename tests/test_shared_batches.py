@@ -10,16 +10,17 @@ import torch
 
 import synth
 from videobert_cli.config import PipelineConfig, RuntimeConfig, SamplingConfig, VideoModelConfig
-from videobert_cli.pipeline.decoding import decode_crops
+from videobert_cli.pipeline.decoding import CropStream, decode_crops
 from videobert_cli.pipeline.stages import SharedBatches, VideoStage
 from videobert_cli.pipeline.timing import StageTimer
 
 
-class _DecodedAhead:
+class _DecodedAhead(CropStream):
     """Chunks that are all decoded already: the stream is always ready (the model is the bottleneck)."""
 
     def __init__(self, chunks):
         self._chunks = list(chunks)
+        super().__init__(iter(self._chunks))
 
     def read_ahead(self):
         chunks = iter(self._chunks)

@@ -19,7 +19,7 @@ import torchvision
 import synth
 from videobert_cli import PipelineConfig, RuntimeConfig, SamplingConfig, VideoModelConfig, extract_video
 from videobert_cli.errors import ModelUnavailableError
-from videobert_cli.video.decode import open_video
+from videobert_cli.decoders.decord import open_reader as open_video
 from videobert_cli.video.models import Preprocessing, get_video_model_entry, load_video_model
 from videobert_cli.video.preprocess import normalize, resize_and_crop
 

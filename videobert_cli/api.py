@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, TextIO
 
-from videobert_cli import __version__
+from videobert_cli.version import __version__
 from videobert_cli.config import PipelineConfig
 from videobert_cli.devices import require_single_device
 from videobert_cli.pipeline.decoding import check_frame_decoder
@@ -250,7 +250,7 @@ def extract_video_files(
     failure is one :class:`FileResult`; FFmpeg's own lines about it are not printed."""
     from videobert_cli.engines import hooks
     from videobert_cli.pipeline.timing import StageTimer
-    from videobert_cli.video.decode import quiet_decoder_logs
+    from videobert_cli.decoders.decord import quiet_decoder_logs
 
     config = _config(config)
     require_single_device(config.runtime.device, "extract-video")

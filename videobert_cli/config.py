@@ -176,7 +176,7 @@ class RuntimeConfig:
 
     ``decoder``: ``auto`` (default), ``pyav`` or ``decord``; all give decord's pixels. PyAV
     decodes in the calling thread and converts only the sampled frames, so memory stays flat
-    (see :mod:`videobert_cli.video.pyav_decode`); ``auto`` uses it wherever it is shown to
+    (see :mod:`videobert_cli.decoders.pyav`); ``auto`` uses it wherever it is shown to
     give decord's pixels and decord elsewhere, ``pyav`` also but warns when it falls back.
 
     ``device``: ``auto``, ``cpu``, ``cuda``, ``cuda:N``; for ``run`` also several devices, one

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from videobert_cli import __version__
+from videobert_cli.version import __version__
 from videobert_cli.cli import extract_text, extract_video, fuse, index_cmd, inspect_cmd, models, run, train, vocab
 from videobert_cli.cli.common import DEFAULTS, STATE
 

@@ -185,9 +185,9 @@ def worker_main(settings: WorkerSettings, tasks, results, owner_pid: int) -> Non
     # service: the parent decides how to stop (finish the current videos first), not the workers
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from videobert_cli.pipeline.decode_worker import DecodeWorker, _exit_with_owner, decoder_niceness, default_decode
+    from videobert_cli.pipeline.decode_worker import DecodeWorker, exit_with_owner, decoder_niceness, default_decode
 
-    _exit_with_owner(owner_pid)  # a `kill -9` of the run must not leave workers behind
+    exit_with_owner(owner_pid)  # a `kill -9` of the run must not leave workers behind
     try:
         decoder = DecodeWorker(timeout=settings.spec.options.timeout, decode=settings.hooks.decode or default_decode)
         from multiprocessing import forkserver
@@ -265,7 +265,7 @@ class DevicePool(Scheduler):
             self.start(slot)
 
     def start(self, slot: DeviceSlot) -> None:
-        from videobert_cli.pipeline.decode_worker import _main_module_hidden, _worker_context
+        from videobert_cli.pipeline.decode_worker import main_module_hidden, worker_context
 
         config = self.spec.config
         runtime = replace(config.runtime, device=slot.device, num_threads=slot.threads)
@@ -274,13 +274,13 @@ class DevicePool(Scheduler):
         # the decode worker's fork server: torch is imported there once, single-threaded, and
         # each worker is a cheap fork of that clean state (a plain fork of this process, which
         # may have started torch's threads, is unsafe)
-        context = _worker_context()
+        context = worker_context()
         task_reader, task_writer = context.Pipe(duplex=False)
         result_reader, result_writer = context.Pipe(duplex=False)
         # not a daemon: a daemonic process may not start the decode worker it needs
         process = context.Process(target=worker_main, args=(settings, task_reader, result_writer, os.getpid()),
                                   name=f"videobert-device-{slot.index}", daemon=False)
-        with _main_module_hidden():
+        with main_module_hidden():
             process.start()
         task_reader.close()
         result_writer.close()

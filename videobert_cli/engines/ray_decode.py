@@ -79,14 +79,14 @@ def decode_task(path: str, config: PipelineConfig, preprocessing, chunk_frames: 
         yield ("timings", timer.as_dict())
     except InputError as error:
         if getattr(error, "raw", None) is not None:
-            from videobert_cli.video.decode import decode_failure
+            from videobert_cli.decoders.base import decode_failure
 
             error = decode_failure(path, error.raw, log.read())
         yield ("error", error)
     except MemoryError:
         yield ("error", ResourceError("out of memory while decoding", path=path, reason="out-of-memory"))
     except Exception as error:  # anything else is still only this video's failure
-        from videobert_cli.video.decode import raised_by_a_decoder
+        from videobert_cli.decoders.base import raised_by_a_decoder
 
         from_decoder = raised_by_a_decoder(error)
         yield ("error", VideoDecodeError(

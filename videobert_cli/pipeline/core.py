@@ -22,7 +22,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from videobert_cli import __version__
+from videobert_cli.version import __version__
 from videobert_cli.config import PipelineConfig
 from videobert_cli.errors import OutputError, TranscriptError
 from videobert_cli.pipeline.inputs import VideoInput

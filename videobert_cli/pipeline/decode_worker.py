@@ -23,6 +23,7 @@ import numpy as np
 
 from videobert_cli.config import PipelineConfig
 from videobert_cli.errors import DecodeTimeoutError, InputError, VideoDecodeError
+from videobert_cli.pipeline.decoding import CropChunk, CropStream, DecodeRequest
 from videobert_cli.video.models import Preprocessing
 
 #: decoded chunks allowed in flight between the worker and the parent (bounds memory)
@@ -48,21 +49,24 @@ def decoder_niceness(model_device) -> int:
 
 @dataclass(frozen=True)
 class DecodeJob:
+    """What the worker receives for one video: a number and what decoding needs, nothing more."""
+
     job_id: int
-    path: str
-    config: PipelineConfig
-    preprocessing: Preprocessing
-    chunk_frames: int
+    request: DecodeRequest
+
+    @property
+    def path(self) -> str:
+        return self.request.path
 
 
 def default_decode(job: DecodeJob, emit: Callable[[tuple], None]) -> None:
     """Decode one job in the worker, emitting ("info", ...), ("chunk", ...) messages."""
     from videobert_cli.memory import release_freed_memory
-    from videobert_cli.pipeline.decoding import decode_crops
+    from videobert_cli.pipeline.decoding import decode
     from videobert_cli.pipeline.timing import StageTimer
 
     timer = StageTimer()
-    info, chunks = decode_crops(job.path, job.config, job.preprocessing, chunk_frames=job.chunk_frames, timer=timer)
+    info, chunks = decode(job.request, timer)
     emit(("info", info))
     for chunk in chunks.read_ahead():
         emit(("chunk", chunk.frame_indices, chunk.timestamps, chunk.crops.numpy()))
@@ -104,7 +108,7 @@ def _process_alive(pid: int) -> bool:
             return False
 
 
-def _exit_with_owner(owner_pid: int) -> None:
+def exit_with_owner(owner_pid: int) -> None:
     """Watchdog: end this worker (and its fork server) once the run that owns it is gone.
 
     A ``kill -9`` of ``videobert run`` gives its children no chance to clean up, and the
@@ -143,7 +147,7 @@ def _worker_main(
         # thread inherits the one of the thread that starts it
         os.nice(niceness)
     if owner_pid is not None:
-        _exit_with_owner(owner_pid)
+        exit_with_owner(owner_pid)
     import torch
 
     torch.set_num_threads(1)  # resize/crop is light; leave the cores to the encoder
@@ -159,14 +163,14 @@ def _worker_main(
             results.put((job.job_id, "done"))
         except InputError as error:
             if log is not None and getattr(error, "raw", None) is not None:
-                from videobert_cli.video.decode import decode_failure
+                from videobert_cli.decoders.base import decode_failure
 
                 error = decode_failure(job.path, error.raw, _read_log(log))
             results.put((job.job_id, "error", error.__class__.__name__, error.message, error.hint, error.reason))
         except MemoryError:
             results.put((job.job_id, "error", "ResourceError", "out of memory while decoding", None, "out-of-memory"))
         except Exception as error:  # anything else is still only this video's failure
-            from videobert_cli.video.decode import raised_by_a_decoder
+            from videobert_cli.decoders.base import raised_by_a_decoder
 
             from_decoder = raised_by_a_decoder(error)
             results.put((job.job_id, "error", "VideoDecodeError", f"{error.__class__.__name__}: {error}"[:300],
@@ -184,7 +188,7 @@ def _error_from(name: str, message: str, hint: str | None, reason: str | None, p
 
 
 @contextlib.contextmanager
-def _main_module_hidden():
+def main_module_hidden():
     """Start children without re-running the user's main script.
 
     multiprocessing's spawn/forkserver children re-import ``__main__`` by default, which runs
@@ -211,12 +215,11 @@ def _main_module_hidden():
 _WORKER_PRELOAD = [
     "av", "av.subtitles.stream", "numpy.ma",
     "videobert_cli.pipeline.decode_worker", "videobert_cli.pipeline.decoding", "videobert_cli.pipeline.prefetch",
-    "videobert_cli.memory", "videobert_cli.video.container", "videobert_cli.video.pyav_decode",
-    "decord",
+    "videobert_cli.memory", "videobert_cli.video.container", "videobert_cli.decoders", "decord",
 ]
 
 
-def _worker_context():
+def worker_context():
     """A forkserver context that preloads the decode stack once per process.
 
     Forking the main process after torch or decord started threads is unsafe, and spawning a
@@ -227,7 +230,7 @@ def _worker_context():
     Everything a worker's first video imports is preloaded too, or each new worker pays for it
     again, at its lower priority: a fresh worker took 0.43 s instead of 0.08 s to open a
     1080p video, 0.3 s of it for ``numpy.ma``, which ``np.unique`` imports on first use.
-    The order keeps torch (imported by ``decoding``) before decord (see ``video/decode.py``);
+    The order keeps torch (imported by ``decoding``) before decord (see ``decoders/decord.py``);
     a module that is not installed is skipped by multiprocessing.
     """
     context = mp.get_context("forkserver")
@@ -250,7 +253,7 @@ class DecodeWorker:
         self.timeout = timeout
         self.niceness = niceness
         self._decode = decode
-        self._context = _worker_context()
+        self._context = worker_context()
         self._process = None
         self._jobs = None
         self._results = None
@@ -268,7 +271,7 @@ class DecodeWorker:
             daemon=True,
             name="videobert-decode",
         )
-        with _main_module_hidden():
+        with main_module_hidden():
             self._process.start()
 
     def _kill(self) -> None:
@@ -298,11 +301,12 @@ class DecodeWorker:
 
     # -- jobs ---------------------------------------------------------------------------------
     def submit(self, path: str, config: PipelineConfig, preprocessing: Preprocessing, chunk_frames: int = 16) -> DecodeJob:
-        """Queue a video; the worker starts on it as soon as it is free."""
+        """Queue a video (the worker gets its :class:`DecodeRequest`); it starts on it as soon as
+        it is free. ``config``: the decoder's (``VideoStage.decode_config``)."""
         if self._process is None or not self._process.is_alive():
             self._kill()
             self._start()
-        job = DecodeJob(self._next_id, str(path), config, preprocessing, chunk_frames)
+        job = DecodeJob(self._next_id, DecodeRequest.of(path, config, preprocessing, chunk_frames))
         self._next_id += 1
         self._jobs.put(job)
         self._queued.append(job)
@@ -337,8 +341,6 @@ class DecodeWorker:
         The iterator raises :class:`DecodeTimeoutError` if the worker makes no progress for
         ``timeout`` seconds or the video takes longer than ``timeout + 20 x its duration``.
         """
-        from videobert_cli.pipeline.decoding import CropChunk
-
         if not self._queued or self._queued[0].job_id != job.job_id:
             raise RuntimeError("jobs must be streamed in submission order")
         self._stall_deadline = time.monotonic() + self.timeout
@@ -386,7 +388,7 @@ class DecodeWorker:
                     self._queued.pop(0)
                     raise _error_from(*message[1:], path=job.path)
 
-        return info, chunks()
+        return info, CropStream(chunks())
 
     def has_pending(self) -> bool:
         """Whether a submitted job has not been fully received (its frames are still queued)."""

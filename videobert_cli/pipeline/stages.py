@@ -20,20 +20,15 @@ from videobert_cli.config import PipelineConfig
 from videobert_cli.devices import default_decode_threads, resolve_device, resolve_precision
 from videobert_cli.errors import ConfigError, FeatureFileError, InputError
 from videobert_cli.features import FusedFeatures, FusedSegments, TextFeatures, VideoFeatures
-from videobert_cli.pipeline.decoding import CropChunk, check_frame_decoder, decode_crops  # noqa: F401  (re-exported)
-from videobert_cli.pipeline.prefetch import Prefetched, prefetch
+from videobert_cli.decoders.base import VideoInfo
+from videobert_cli.decoders.sampling import plan_clips, plan_sampling
+from videobert_cli.pipeline.decoding import CropChunk, check_frame_decoder, decode_crops, read_ahead  # noqa: F401  (re-exported)
 from videobert_cli.pipeline.timing import StageTimer
 from videobert_cli.text.encoder import TextEncoder
 from videobert_cli.text.models import load_text_model
 from videobert_cli.text.transcripts import Transcript
-from videobert_cli.video.decode import VideoInfo
 from videobert_cli.video.encoder import FrameEncoder
 from videobert_cli.video.models import load_video_model
-
-
-def _read_ahead(chunks: Iterator[CropChunk]) -> Prefetched[CropChunk]:
-    """The chunks, decoded (or received from the decode worker) ahead in a thread."""
-    return chunks.read_ahead() if hasattr(chunks, "read_ahead") else prefetch(chunks, depth=2)
 
 
 def _timed_stream(stream: Iterator[CropChunk], timer: StageTimer) -> Iterator[CropChunk]:
@@ -131,15 +126,13 @@ class VideoStage:
         """
         if self.model.kind == "clip":
             raise ValueError("clip models encode whole clips; use encode_chunks")
-        from videobert_cli.video.decode import plan_sampling
-
         pending = PendingVideo(self, info, path, timer)
         batch_size = self.config.runtime.batch_size
-        # the decoder plans the same frames: after the last one the stream ends, and the frames
-        # wait for the next video's instead of being encoded as a partial batch
-        expected = len(plan_sampling(info, self.sampling))
+        # after the last planned frame the stream ends, and the frames wait for the next video's
+        # instead of being encoded as a partial batch
+        expected = len(self._planned(info))
         received = 0
-        stream = _read_ahead(chunks)
+        stream = read_ahead(chunks)
         try:
             for chunk in _timed_stream(stream, timer):
                 batches.add(pending, chunk)
@@ -160,12 +153,14 @@ class VideoStage:
         pending.stream_done = True
         return pending
 
+    def _planned(self, info: VideoInfo) -> np.ndarray:
+        """The frames the decoder planned (planned here only for an info from elsewhere)."""
+        return info.sampled if info.sampled is not None else plan_sampling(info, self.sampling)
+
     def _encode_clips(self, info: VideoInfo, chunks: Iterator[CropChunk], timer: StageTimer, *, path: str) -> VideoFeatures:
         """Group streamed frames into clips (bounded buffer) and encode batches of clips."""
-        from videobert_cli.video.decode import plan_sampling, plan_clips
-
         sampling = self.sampling
-        num_sampled = len(plan_sampling(info, sampling))
+        num_sampled = len(self._planned(info))
         origin = float(np.min(info.frame_starts))
         plan = plan_clips(num_sampled, sampling, origin=origin, duration=info.duration)
         clips_per_batch = max(1, self.config.runtime.batch_size // sampling.clip_len)
@@ -206,7 +201,7 @@ class VideoStage:
             drop = max(0, keep_from - first_kept)
             frames, frame_indices, first_kept = frames[drop:], frame_indices[drop:], first_kept + drop
 
-        for chunk in _timed_stream(_read_ahead(chunks), timer):
+        for chunk in _timed_stream(read_ahead(chunks), timer):
             frames.extend(chunk.crops.unbind(0))
             frame_indices.extend(int(i) for i in chunk.frame_indices)
             emit_ready(final=False)

@@ -369,7 +369,7 @@ def train(
         FeatureFileError: a file is not a complete feature file with video/ and text/.
         OutputError: the checkpoint cannot be written.
     """
-    from videobert_cli import __version__
+    from videobert_cli.version import __version__
     from videobert_cli.devices import resolve_device, resolve_training_precision
     from videobert_cli.fusion.checkpoint import load_fusion_weights, save_fusion_weights
     from videobert_cli.fusion.model import FusionConfig, build_fusion

@@ -1,4 +1,5 @@
-"""Frame decoding with PyAV, in the caller's thread, for the sampled frames only.
+"""PyAV (``--decoder pyav``, and ``auto`` wherever it applies): decord's frames, pixel for pixel,
+decoded in the caller's thread, for the sampled frames only.
 
 decord decodes in a thread of its own and keeps decoding ahead into a queue with no bound
 after each call (see ``docs/benchmarks.md``, "decord decodes ahead"); that costs CPU the
@@ -9,17 +10,17 @@ consumer waits and memory stays at the decoder's own reference frames.
 
 The frames must be the ones decord gives, pixel for pixel, when it decodes in order (on
 open-GOP streams decord's own skipping and seeking return shifted frames; see the README's
-known limitations): sampling plans and timestamps still come from decord's probe
-(:func:`videobert_cli.video.decode.probe_video`), and decord's frame ``i`` is the ``i``-th
-packet of the video stream in presentation order. A demux pass (no
-decoding) reads every packet's pts, so frames are matched by their exact integer pts.
-Equality with decord was checked for 8-bit 4:2:0, 4:2:2 and 4:4:4 (limited and full range,
-BT.601 and BT.709 tags), H.264, VP9 and MPEG-4 Part 2, and rotated MP4s
-(``tests/test_pyav_decoder.py``). Where it is not known to hold (other pixel formats, e.g.
-10-bit, where the two libswscale versions convert differently), where PyAV's packet index
+known limitations), so decord is this decoder's reference (``base.Decoder.reference``): the
+probe checks that PyAV's packets of the video stream, in presentation order, are decord's
+frames (:func:`pyav_plan`), and frames are matched by their exact integer pts. Its own probe
+(without a reference, :func:`probe`) computes the frame times as decord does. Equality with
+decord was checked for 8-bit 4:2:0, 4:2:2 and 4:4:4 (limited and full range, BT.601 and BT.709
+tags), H.264, VP9 and MPEG-4 Part 2, and rotated MP4s (``tests/test_pyav_decoder.py``). Where
+it is not known to hold (other pixel formats, e.g. 10-bit, where the two libswscale versions
+convert differently; containers whose seeking is unchecked), where PyAV's packet index
 disagrees with decord's, or where several video streams could be the one decord decodes (the
-two FFmpeg versions rank streams differently), :func:`pyav_plan` says why and the caller
-decodes with decord.
+two FFmpeg versions rank streams differently), :class:`~videobert_cli.decoders.base.Unsuitable`
+says why and decord decodes the video.
 """
 
 from __future__ import annotations
@@ -30,6 +31,22 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from videobert_cli.decoders.base import (
+    DEFAULT_CHUNK_FRAMES,
+    Chunks,
+    Decoder,
+    OpenVideo,
+    Unsuitable,
+    VideoInfo,
+    check_input_file,
+    chunk_decoded_frames,
+    decode_failure,
+    decoding_failed,
+    refuse_cut_matroska,
+    refuse_cut_mp4,
+    register,
+    video_ended_early,
+)
 from videobert_cli.errors import ConfigError, VideoDecodeError
 
 #: container formats (FFmpeg demuxer names) where PyAV's seeking was checked against decord;
@@ -65,6 +82,64 @@ class PyAVPlan:
     stream_index: int = 0  # the container's index of the video stream decord decodes
 
 
+@dataclass
+class _Packets:
+    """One video stream's packets, in decoding order (no decoding needed to read them)."""
+
+    index: int
+    pix_fmt: str | None
+    time_base: object
+    start_time: int | None
+    rate: object  # the stream's average frame rate (a Fraction), or None
+    pts: list = None
+    ends: list = None
+    keys: list = None
+
+    def plan(self) -> PyAVPlan:
+        sorted_pts, keyframes = _display_order(self.pts, self.keys)
+        return PyAVPlan(sorted_pts, keyframes, self.index)
+
+
+def _read_packets(path: str | Path, frame_size: tuple[int, int] | None) -> list[_Packets]:
+    """The candidate video streams' packets; :class:`Unsuitable` where PyAV cannot vouch for any."""
+    av = import_av()
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as exc:
+        raise Unsuitable(f"PyAV cannot open it ({exc})") from None
+    try:
+        if container.format.name not in CHECKED_CONTAINERS:
+            raise Unsuitable(f"container format {container.format.name} (PyAV's seeking is only checked in "
+                             "MP4/MOV, Matroska/WebM and AVI)")
+        streams = list(container.streams.video)
+        if not streams:
+            raise Unsuitable("PyAV finds no video stream")
+        if len(streams) > 1:
+            if frame_size is None:
+                raise Unsuitable("several video streams, and decord's frame size is not known")
+            streams = [s for s in streams if sorted((s.codec_context.width, s.codec_context.height)) == sorted(frame_size)]
+            if not streams:
+                raise Unsuitable("no video stream has decord's frame size")
+        if all(s.codec_context.pix_fmt not in EQUAL_PIXEL_FORMATS for s in streams):  # no need to demux
+            raise Unsuitable(_unchecked_pixel_format(streams[0].codec_context.pix_fmt))
+        # read before close(), which clears them
+        packets = {s.index: _Packets(s.index, s.codec_context.pix_fmt, s.time_base, s.start_time, s.average_rate,
+                                         [], [], [])
+                   for s in streams}
+        for packet in container.demux(*streams):
+            if packet.pts is None:
+                continue  # the flush packet, or a packet without a time
+            stream = packets[packet.stream.index]
+            stream.pts.append(packet.pts)
+            stream.ends.append(packet.pts + (packet.duration or 0))
+            stream.keys.append(packet.is_keyframe)
+    except av.error.FFmpegError as exc:
+        raise Unsuitable(f"PyAV cannot read its packets ({exc})") from None
+    finally:
+        container.close()
+    return list(packets.values())
+
+
 def pyav_plan(
     path: str | Path, num_frames: int, frame_starts: np.ndarray, frame_size: tuple[int, int] | None = None
 ) -> tuple[PyAVPlan | None, str]:
@@ -77,50 +152,37 @@ def pyav_plan(
     the stream must match decord's ``frame_size`` (width, height of its frames) and frame
     times, and be the only one that does.
     """
-    av = import_av()
     try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as exc:
-        return None, f"PyAV cannot open it ({exc})"
-    try:
-        if container.format.name not in CHECKED_CONTAINERS:
-            return None, f"container format {container.format.name} (PyAV's seeking is only checked in MP4/MOV, Matroska/WebM and AVI)"
-        streams = list(container.streams.video)
-        if not streams:
-            return None, "PyAV finds no video stream"
-        if len(streams) > 1:
-            if frame_size is None:
-                return None, "several video streams, and decord's frame size is not known"
-            streams = [s for s in streams if sorted((s.codec_context.width, s.codec_context.height)) == sorted(frame_size)]
-            if not streams:
-                return None, "no video stream has decord's frame size"
-        if all(s.codec_context.pix_fmt not in EQUAL_PIXEL_FORMATS for s in streams):  # no need to demux
-            return None, _unchecked_pixel_format(streams[0].codec_context.pix_fmt)
-        time_bases = {s.index: s.time_base for s in streams}  # read before close(), which clears them
-        pixel_formats = {s.index: s.codec_context.pix_fmt for s in streams}
-        packets: dict[int, tuple[list[int], list[bool]]] = {s.index: ([], []) for s in streams}
-        for packet in container.demux(*streams):
-            if packet.pts is None:
-                continue  # the flush packet, or a packet without a time
-            pts, keys = packets[packet.stream.index]
-            pts.append(packet.pts)
-            keys.append(packet.is_keyframe)
-    except av.error.FFmpegError as exc:
-        return None, f"PyAV cannot read its packets ({exc})"
-    finally:
-        container.close()
+        candidates = _read_packets(path, frame_size)
+    except Unsuitable as why:
+        return None, str(why)
     reasons, plans = [], []
-    for index, (pts, keys) in packets.items():
-        plan, why_not = _stream_plan(index, pts, keys, num_frames, frame_starts, time_bases[index], pixel_formats[index])
-        if plan is None:
+    for packets in candidates:
+        why_not = _mismatch(packets, num_frames, frame_starts)
+        if why_not:
             reasons.append(why_not)
         else:
-            plans.append(plan)
+            plans.append(packets.plan())
     if len(plans) > 1:
         return None, "several video streams match decord's frames; cannot tell which one decord decodes"
     if not plans:
         return None, reasons[0] if len(reasons) == 1 else "no video stream matches decord's frames"
     return plans[0], ""
+
+
+def _mismatch(packets: _Packets, num_frames: int, frame_starts: np.ndarray) -> str:
+    """Why this stream's packets are not decord's frames; "" where they are."""
+    if packets.pix_fmt not in EQUAL_PIXEL_FORMATS:
+        return _unchecked_pixel_format(packets.pix_fmt)
+    if len(packets.pts) != num_frames:
+        return f"PyAV counts {len(packets.pts)} frames, decord {num_frames}"
+    sorted_pts = np.sort(np.asarray(packets.pts, dtype=np.int64))
+    if len(np.unique(sorted_pts)) != len(sorted_pts):
+        return "several frames share a timestamp"
+    seconds = sorted_pts * float(packets.time_base)
+    if not np.allclose(seconds, frame_starts, rtol=0, atol=1e-3):
+        return "PyAV's frame times differ from decord's"
+    return ""
 
 
 def decode_order_differs(path: str | Path, decord_keyframes: np.ndarray) -> bool:
@@ -155,21 +217,6 @@ def _display_order(pts, keys) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(pts, dtype=np.int64)[order], keyframes
 
 
-def _stream_plan(index: int, pts: list[int], keys: list[bool], num_frames: int, frame_starts: np.ndarray,
-                 time_base, pix_fmt: str | None) -> tuple[PyAVPlan | None, str]:
-    if pix_fmt not in EQUAL_PIXEL_FORMATS:
-        return None, _unchecked_pixel_format(pix_fmt)
-    if len(pts) != num_frames:
-        return None, f"PyAV counts {len(pts)} frames, decord {num_frames}"
-    sorted_pts, keyframes = _display_order(pts, keys)
-    if len(np.unique(sorted_pts)) != len(sorted_pts):
-        return None, "several frames share a timestamp"
-    seconds = sorted_pts * float(time_base)
-    if not np.allclose(seconds, frame_starts, rtol=0, atol=1e-3):
-        return None, "PyAV's frame times differ from decord's"
-    return PyAVPlan(sorted_pts, keyframes, index), ""
-
-
 def _rgb(frame, threads: int) -> np.ndarray:
     """The frame as decord shows it: RGB, turned by the stream's display rotation.
 
@@ -189,15 +236,13 @@ def iter_frame_chunks_pyav(
     chunk_frames: int,
     transform: Callable[[np.ndarray], np.ndarray] | None = None,
     threads: int = 1,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(indices, frames)`` like :func:`videobert_cli.video.decode.iter_frame_chunks`.
+) -> Chunks:
+    """Yield ``(indices, frames)`` for ``indices`` (playback order) of the planned stream.
 
     Decodes forward in playback order and seeks only when the next wanted frame lies beyond
     a keyframe that the decoder has not reached (seeking then saves decoding everything up to
     that keyframe).
     """
-    from videobert_cli.video.decode import chunk_decoded_frames
-
     return chunk_decoded_frames(indices, lambda unique: _pyav_frames(path, plan, unique, threads),
                                 chunk_frames=chunk_frames, transform=transform)
 
@@ -211,10 +256,10 @@ def _skippable(context) -> bool:
     """
     if context.name not in SKIPPABLE_CODECS:
         return False
-    return context.name != "hevc" or _hevc_temporal_layers(context.extradata) == 1
+    return context.name != "hevc" or hevc_temporal_layers(context.extradata) == 1
 
 
-def _hevc_temporal_layers(extradata: bytes | None) -> int | None:
+def hevc_temporal_layers(extradata: bytes | None) -> int | None:
     """numTemporalLayers of an HEVC decoder configuration record; ``None`` where not known."""
     if not extradata or len(extradata) < 23 or extradata[0] != 1:
         return None  # no hvcC (e.g. Annex B parameter sets in the stream)
@@ -232,23 +277,26 @@ def _decoded(container, stream, wanted: set[int] | None) -> Iterator:
         yield from packet.decode()
 
 
+def _open_stream(container, plan: PyAVPlan, threads: int):
+    stream = next(s for s in container.streams.video if s.index == plan.stream_index)
+    stream.thread_count = threads
+    if threads > 1:
+        # frame threads as well as slice threads (PyAV's default is slices only, which gains
+        # nothing on the usual one slice per frame); FFmpeg hands each frame thread the
+        # caller's skip_frame with the packet it submits, so skipping stays per packet
+        stream.thread_type = "AUTO"
+    return stream
+
+
 def _pyav_frames(path: str | Path, plan: PyAVPlan, unique: np.ndarray, threads: int) -> Iterator[tuple[int, np.ndarray]]:
     """PyAV's RGB frames at ``unique`` (sorted, distinct indices), matched by pts."""
-    from videobert_cli.video.decode import decode_failure, decoding_failed, video_ended_early
-
     av = import_av()
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as exc:  # it opened for the plan; changed or vanished since
         raise decode_failure(path, str(exc)) from exc
     try:
-        stream = next(s for s in container.streams.video if s.index == plan.stream_index)
-        stream.thread_count = threads
-        if threads > 1:
-            # frame threads as well as slice threads (PyAV's default is slices only, which gains
-            # nothing on the usual one slice per frame); FFmpeg hands each frame thread the
-            # caller's skip_frame with the packet it submits, so skipping stays per packet
-            stream.thread_type = "AUTO"
+        stream = _open_stream(container, plan, threads)
         # frames that no other frame refers to and that are not sampled are not decoded
         wanted = set(plan.pts[unique].tolist()) if _skippable(stream.codec_context) else None
         frames_out: Iterator | None = None
@@ -280,3 +328,73 @@ def _pyav_frames(path: str | Path, plan: PyAVPlan, unique: np.ndarray, threads: 
             yield frame_index, _rgb(frame, threads)
     finally:
         container.close()
+
+
+def probe(path: str | Path, *, threads: int = 1) -> tuple[PyAVPlan, VideoInfo]:
+    """PyAV's own probe of a video with one video stream, the frame times computed as decord
+    computes them: float32 seconds since the stream's start time, from each packet's pts
+    (start) and pts + duration (end). One frame is decoded, for the size as shown."""
+    path = Path(path)
+    check_input_file(path)
+    refuse_cut_mp4(path)
+    refuse_cut_matroska(path)
+    candidates = _read_packets(path, None)
+    packets = candidates[0]
+    if packets.pix_fmt not in EQUAL_PIXEL_FORMATS:
+        raise Unsuitable(_unchecked_pixel_format(packets.pix_fmt))
+    if not packets.pts:
+        raise VideoDecodeError("video has no frames", path=path, reason="zero-frames")
+    plan = packets.plan()
+    if len(np.unique(plan.pts)) != len(plan.pts):
+        raise Unsuitable("several frames share a timestamp")
+    order = np.argsort(np.asarray(packets.pts, dtype=np.int64), kind="stable")
+    start = packets.start_time or 0
+    factor = float(packets.time_base)
+    starts = np.asarray([(p - start) * factor for p in plan.pts.tolist()], dtype=np.float32).astype(np.float64)
+    ends = np.asarray([(e - start) * factor for e in np.asarray(packets.ends)[order].tolist()],
+                      dtype=np.float32).astype(np.float64)
+    frames = _pyav_frames(path, plan, np.array([0]), threads)
+    try:
+        first = next(frames)[1]
+    finally:
+        frames.close()  # closes the container
+    native_fps = float(packets.rate) if packets.rate else 0.0
+    ends = np.where(ends > starts, ends, starts + (1.0 / native_fps if native_fps > 0 else 0.0))
+    info = VideoInfo(path=str(path), num_frames=len(plan.pts), native_fps=native_fps, duration=float(ends.max()),
+                     width=int(first.shape[1]), height=int(first.shape[0]), frame_starts=starts, frame_ends=ends,
+                     decoder="pyav")
+    return plan, info
+
+
+class PyAVVideo(OpenVideo):
+    """A video whose planned stream PyAV decodes; nothing runs between calls, so there is
+    nothing to suspend while the consumer waits."""
+
+    def __init__(self, path: str | Path, plan: PyAVPlan, info: VideoInfo, threads: int):
+        super().__init__(info)
+        self.path, self.plan, self.threads = path, plan, threads
+
+    def chunks(self, indices, *, chunk_frames=DEFAULT_CHUNK_FRAMES, transform=None) -> Chunks:
+        return iter_frame_chunks_pyav(self.path, self.plan, indices, chunk_frames=chunk_frames,
+                                      transform=transform, threads=self.threads)
+
+
+class PyAVDecoder(Decoder):
+    name = "pyav"
+    title = "PyAV"
+    reference = "decord"
+
+    def check(self) -> None:
+        import_av()
+
+    def open(self, path, *, threads=1, like=None) -> OpenVideo:
+        if like is None:
+            plan, info = probe(path, threads=threads)
+            return PyAVVideo(path, plan, info, threads)
+        plan, why_not = pyav_plan(path, like.num_frames, like.frame_starts, (like.width, like.height))
+        if plan is None:
+            raise Unsuitable(why_not)
+        return PyAVVideo(path, plan, like, threads)
+
+
+register(PyAVDecoder())
