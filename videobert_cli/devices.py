@@ -220,12 +220,27 @@ def cuda_has_native_bf16(device: str) -> bool:
     return torch.cuda.get_device_capability(torch.device(device)) >= (8, 0)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bf16 (AVX-512 BF16 or AMX; Arm BF16); see
+    :func:`videobert_cli.system.cpu_has_native_bf16`. Tests monkeypatch this name."""
+    from videobert_cli.system import cpu_has_native_bf16 as detect
+
+    return detect()
+
+
 def check_precision(precision: str, device: str) -> None:
-    """Refuse combinations that cannot run well (fp16 autocast on CPU is slower than fp32,
-    bf16 on a GPU older than Ampere is emulated)."""
+    """Refuse combinations that cannot run well: fp16 autocast on CPU is slower than fp32, and
+    bf16 on a CPU without bf16 units or a GPU older than Ampere is emulated (on an AVX2-only
+    EPYC 3.8x slower than fp32)."""
     if precision == "fp16" and not device.startswith("cuda"):
         raise ConfigError("precision fp16 needs a CUDA device", field="precision",
-                          hint="on CPU use --precision bf16 or fp32")
+                          hint="on CPU use --precision fp32" + (" or bf16" if cpu_has_native_bf16() else ""))
+    if precision == "bf16" and not device.startswith("cuda") and not cpu_has_native_bf16():
+        raise ConfigError(
+            "precision bf16 needs a CPU with bf16 units (AVX-512 BF16 or AMX); this CPU would emulate it, "
+            "several times slower than fp32", field="precision",
+            hint="use --precision fp32 (the default on CPU); `videobert doctor` lists this CPU's instruction sets",
+        )
     if precision == "bf16" and device.startswith("cuda") and not cuda_has_native_bf16(device):
         import torch
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from videobert_cli import __version__
-from videobert_cli.cli import extract_text, extract_video, fuse, index_cmd, inspect_cmd, models, run, train, vocab
+from videobert_cli.cli import doctor, extract_text, extract_video, fuse, index_cmd, inspect_cmd, models, run, train, vocab
 from videobert_cli.cli.common import STATE
 
 app = typer.Typer(
@@ -72,6 +72,7 @@ app.command("index", help=index_cmd.HELP)(index_cmd.index_command)
 app.command("train", help=train.TRAIN_HELP)(train.train_command)
 app.command("eval", help=train.EVAL_HELP)(train.eval_command)
 app.add_typer(vocab.app, name="vocab")
+app.command("doctor", help=doctor.HELP)(doctor.doctor_command)
 
 
 def main() -> None:
