@@ -535,6 +535,7 @@ def test_bf16_is_refused_on_gpus_that_only_emulate_it(monkeypatch):
     assert "--precision fp16" in caught.value.hint
     check_precision("bf16", "cuda:1")
     check_precision("fp16", "cuda:0")
+    monkeypatch.setattr("videobert_cli.devices.cpu_has_native_bf16", lambda: True)  # (tests/test_precision_cpu.py)
     check_precision("bf16", "cpu")
     assert training_precision("auto", "cuda:0") == "fp16"
     assert training_precision("auto", "cuda:1") == "bf16"

