@@ -42,7 +42,7 @@ _FIELD_PATTERN = re.compile(r"\b(" + "|".join(name for name in FIELD_FLAGS if "_
 def in_flags(error: VideoBertError) -> str:
     """``error`` as one line that names flags where the core named fields."""
     message = str(error).replace("\n", " ")
-    field = getattr(error, "field", None)
+    field = error.field
     if field in FIELD_FLAGS:
         prefix = f"{error.path}: " if error.path and message.startswith(f"{error.path}: ") else ""
         rest = message[len(prefix):]

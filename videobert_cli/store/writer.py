@@ -158,6 +158,15 @@ def _prepare_text(t: TextFeatures, dtype: str) -> dict[str, np.ndarray]:
     }
 
 
+def _modality_codes(values, name: str, n: int) -> np.ndarray:
+    """``values`` as n int8 modality codes, each one of :data:`MODALITY_NAMES`."""
+    modality = _int1d(values, name, n, np.int8)
+    unknown = set(np.unique(modality).tolist()) - set(MODALITY_NAMES)
+    if unknown:
+        raise ValueError(f"{name}: unknown codes {sorted(unknown)}")
+    return modality
+
+
 def _prepare_fused(f: FusedFeatures, dtype: str) -> dict[str, np.ndarray]:
     seq = _float2d(f.sequence, "fused.sequence", dtype)
     n = seq.shape[0]
@@ -166,10 +175,7 @@ def _prepare_fused(f: FusedFeatures, dtype: str) -> dict[str, np.ndarray]:
         raise ValueError(f"fused.cls: expected a 1-D array, got shape {cls.shape}")
     if n and cls.shape[0] != seq.shape[1]:
         raise ValueError(f"fused.cls: length {cls.shape[0]} != sequence width {seq.shape[1]}")
-    modality = _int1d(f.modality, "fused.modality", n, np.int8)
-    unknown = set(np.unique(modality).tolist()) - set(MODALITY_NAMES)
-    if unknown:
-        raise ValueError(f"fused.modality: unknown codes {sorted(unknown)}")
+    modality = _modality_codes(f.modality, "fused.modality", n)
     return {
         "sequence": seq,
         "modality": modality,
@@ -187,10 +193,7 @@ def _prepare_segments(f: FusedSegments, dtype: str) -> dict[str, np.ndarray]:
     offsets = _int1d(f.offsets, "segments.offsets", count + 1, np.int64)
     if count and (offsets[0] != 0 or offsets[-1] != n or np.any(np.diff(offsets) <= 0)):
         raise ValueError("segments.offsets must start at 0, increase, and end at the number of positions")
-    modality = _int1d(f.modality, "segments.modality", n, np.int8)
-    unknown = set(np.unique(modality).tolist()) - set(MODALITY_NAMES)
-    if unknown:
-        raise ValueError(f"segments.modality: unknown codes {sorted(unknown)}")
+    modality = _modality_codes(f.modality, "segments.modality", n)
     return {
         "sequence": seq,
         "modality": modality,
