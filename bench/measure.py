@@ -294,7 +294,7 @@ def _warm_up(config, spec: dict, work: Path) -> float:
     timed run pays once per batch run: building the video model, measured alone."""
     from videobert_cli import api
     from videobert_cli.config import SamplingConfig
-    from videobert_cli.pipeline.runner import RunOptions
+    from videobert_cli.pipeline.report import RunOptions
     from videobert_cli.video.models import load_video_model
 
     if spec.get("warmup_video"):
@@ -311,7 +311,7 @@ def _warm_up(config, spec: dict, work: Path) -> float:
 def measure_e2e(spec: dict) -> dict:
     """api.run on one video after a warm-up run; record timings + peak RSS by process role."""
     from videobert_cli import api
-    from videobert_cli.pipeline.runner import RunOptions
+    from videobert_cli.pipeline.report import RunOptions
 
     config = _video_config(spec)
     work = Path(tempfile.mkdtemp(prefix="videobert-bench-"))
@@ -361,7 +361,7 @@ def measure_shorts(spec: dict) -> dict:
     import shutil
 
     from videobert_cli import api
-    from videobert_cli.pipeline.runner import RunOptions
+    from videobert_cli.pipeline.report import RunOptions
     from videobert_cli.video.encoder import FrameEncoder
 
     config = _video_config(spec)

@@ -9,7 +9,7 @@ referenced by others are not decoded at all (:func:`_decoded`), so nothing runs 
 consumer waits and memory stays at the decoder's own reference frames.
 
 The frames must be the ones decord gives, pixel for pixel, when it decodes in order (on
-open-GOP streams decord's own skipping and seeking return shifted frames; see the README's
+open-GOP streams decord's own skipping and seeking return shifted frames; see docs/decoding.md,
 known limitations), so decord is this decoder's reference (``base.Decoder.reference``): the
 probe checks that PyAV's packets of the video stream, in presentation order, are decord's
 frames (:func:`pyav_plan`), and frames are matched by their exact integer pts. Its own probe

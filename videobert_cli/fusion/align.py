@@ -1,6 +1,6 @@
 """Pairing transcript cues with the video positions inside their time span (VideoBERT segments).
 
-Rules (also in the README):
+Rules (also in docs/commands.md, under fuse):
 
 - a video position (a sampled frame or a clip) spans ``[start, end)``: a clip its own
   start/end; a sampled frame from its time until the next sampled frame (the last one until

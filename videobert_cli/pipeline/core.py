@@ -1,6 +1,6 @@
 """One run, whatever the engine: :func:`open_run` opens it, :func:`process_video` processes a video.
 
-Guarantees (see README "Batch runs"): one bad input never stops the batch; every input gets a
+Guarantees (docs/runs.md): one bad input never stops the batch; every input gets a
 record in ``OUT_DIR/manifest.jsonl``; outputs appear atomically; a re-run skips inputs whose
 output is complete and was made from the same input with the same configuration; one run per
 output directory at a time; Ctrl-C/SIGTERM stop after the current video.
