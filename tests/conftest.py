@@ -73,6 +73,9 @@ def pytest_configure(config: pytest.Config) -> None:
     _SESSION_HOME = tempfile.mkdtemp(prefix="videobert-test-home-")
     os.environ.update(_cache_env(Path(_SESSION_HOME)))
     os.environ.update(OFFLINE_ENV)
+    # exported ONNX models are keyed by architecture and weights, so tests may share them (each
+    # test has its own HOME; without this every test that builds an encoder would export again)
+    os.environ["VIDEOBERT_CACHE"] = str(Path(_SESSION_HOME) / "videobert-cache")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -318,7 +318,7 @@ def test_a_new_decode_worker_has_its_decoders_imported_already(tmp_path, tiny_be
 def frame_indices_from_a_new_worker(video: Path, stage: VideoStage, decode) -> np.ndarray:
     """The frame indices a new :class:`DecodeWorker` running ``decode`` streams for ``video``."""
     with DecodeWorker(decode=decode) as worker:
-        job = worker.submit(str(video), stage.decode_config, stage.model.preprocessing)
+        job = worker.submit(stage.decode_request(str(video)))
         _, chunks = worker.stream(job)
         return np.concatenate([chunk.frame_indices for chunk in chunks])
 

@@ -104,13 +104,13 @@ def test_cli_refuses_bf16_on_such_a_cpu_in_one_line_before_any_work(monkeypatch,
     assert not list((tmp_path / "out").glob("*.h5")) if (tmp_path / "out").exists() else True
 
 
-def test_fp32_on_cpu_runs_channels_last_with_the_default_layouts_features():
+def test_fp32_on_cpu_in_torch_runs_channels_last_with_the_default_layouts_features():
     from videobert_cli.video.encoder import FrameEncoder
     from videobert_cli.video.models import load_video_model
 
     config = VideoModelConfig(name="mobilenet_v3_small", weights="none", seed=3)
-    encoder = FrameEncoder(load_video_model(config), device="cpu", precision="fp32")
-    assert encoder.channels_last
+    encoder = FrameEncoder(load_video_model(config), device="cpu", precision="fp32", model_runtime="torch")
+    assert encoder.runner.channels_last
     crops = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (6, 3, 224, 224), dtype=np.uint8))
     fast = encoder.encode(crops)
 

@@ -21,6 +21,8 @@ DEFAULT_FPS = 1.0
 DEFAULT_VIDEO_MODEL = "efficientnet-lite0"
 DEFAULT_TEXT_MODEL = "all-minilm-l6-v2"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+#: what executes a frame model (videobert_cli.video.runtimes); auto: ONNX Runtime for fp32 on the CPU
+MODEL_RUNTIMES = ("auto", "torch", "onnxruntime")
 FEATURE_DTYPES = ("float32", "float16")
 ALIGN_MODES = ("none", "sentences")
 COMPRESSIONS = (None, "lzf", "gzip")
@@ -188,6 +190,11 @@ class RuntimeConfig:
     GPU model, use the cores the model leaves idle; where the model is the bottleneck the
     extra thread only competes with it (docs/benchmarks.md). ``None`` (default): 1 when the
     model runs on the CPU, more for a GPU model (:func:`default_decode_threads`).
+
+    ``model_runtime``: what executes the frame model. ``auto`` (default): ONNX Runtime for fp32
+    frame models on the CPU where it is installed (several times faster; features equal to
+    ~1e-5, checked before use), torch elsewhere; ``torch`` turns it off
+    (:mod:`videobert_cli.video.runtimes`).
     """
 
     device: str = "auto"
@@ -196,6 +203,7 @@ class RuntimeConfig:
     num_threads: int | None = None
     decoder: str = "auto"
     decode_threads: int | None = None
+    model_runtime: str = "auto"
 
     def __post_init__(self) -> None:
         _require_int("batch_size", self.batch_size)
@@ -210,6 +218,9 @@ class RuntimeConfig:
             raise ConfigError(f"decoder must be a decoder's name, got {self.decoder!r}", field="decoder")
         if is_multi_device(self.device):
             parse_device_list(self.device)  # a typo fails when the configuration is built
+        if self.model_runtime not in MODEL_RUNTIMES:
+            raise ConfigError(f"model_runtime: unknown value {self.model_runtime!r}", field="model_runtime",
+                              hint=f"use one of {', '.join(MODEL_RUNTIMES)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision: unknown value {self.precision!r}", field="precision",
                               hint=f"use one of {', '.join(PRECISIONS)}")

@@ -47,6 +47,12 @@ def main_options(
                      "slows a CPU model that is. [default: 1 for a CPU model; for a GPU model 4, or the "
                      "cores per GPU if fewer]"),
     ] = None,
+    model_runtime: Annotated[
+        str,
+        typer.Option("--model-runtime", help="auto | torch | onnxruntime: what runs the frame model. auto: ONNX "
+                     "Runtime for fp32 frame models on the CPU (several times faster, features equal to ~1e-5, "
+                     "checked before use), torch elsewhere; torch turns it off."),
+    ] = DEFAULTS.runtime.model_runtime,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; errors only.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
     version: Annotated[
@@ -58,6 +64,7 @@ def main_options(
     STATE.threads = threads
     STATE.decoder = decoder
     STATE.decode_threads = decode_threads
+    STATE.model_runtime = model_runtime
     STATE.quiet = quiet
     STATE.debug = debug
 

@@ -65,6 +65,7 @@ from videobert_cli.pipeline.core import (
     process_video,
 )
 from videobert_cli.pipeline.report import RunRecord, RunReport
+from videobert_cli.pipeline.decoding import DecodeRequest
 
 #: deaths of an idle worker (no video held) before its device is given up
 MAX_IDLE_DEATHS = 3
@@ -101,9 +102,9 @@ class ReadAhead:
     nothing.
     """
 
-    def __init__(self, worker, decode_config: PipelineConfig, preprocessing, chunk_frames: int):
+    def __init__(self, worker, request_for: Callable[[str], DecodeRequest]):
         self.worker = worker
-        self._args = (decode_config, preprocessing, chunk_frames)
+        self._request_for = request_for
         self._lock = threading.Lock()
         self._generation = 0
         self._job = None
@@ -111,7 +112,7 @@ class ReadAhead:
 
     def submit(self, path: str):
         with self._lock:
-            return self.worker.submit(path, *self._args)
+            return self.worker.submit(self._request_for(path))
 
     def on_done_for(self, hint: str | None) -> Callable[[], None] | None:
         if hint is None:
@@ -121,7 +122,7 @@ class ReadAhead:
         def start() -> None:
             with self._lock:
                 if generation == self._generation and self._job is None:
-                    self._job, self._path = self.worker.submit(hint, *self._args), hint
+                    self._job, self._path = self.worker.submit(self._request_for(hint)), hint
 
         return start
 
@@ -202,7 +203,8 @@ def worker_main(settings: WorkerSettings, tasks, results, owner_pid: int) -> Non
         return
     results.send(("ready", {"pid": os.getpid(), "device": str(pipeline.video.device)}))
     video = pipeline.video
-    read_ahead = ReadAhead(decoder, video.decode_config, video.model.preprocessing, settings.spec.options.chunk_frames)
+    chunk_frames = settings.spec.options.chunk_frames
+    read_ahead = ReadAhead(decoder, lambda path: video.decode_request(path, chunk_frames))
     try:
         while True:
             try:

@@ -10,7 +10,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable
 
-from videobert_cli.config import PipelineConfig
+from videobert_cli.pipeline.decoding import DecodeRequest
 from videobert_cli.engines.scheduler import REASON_WORKER_LOST
 from videobert_cli.errors import DecodeTimeoutError, InputError, ResourceError, VideoDecodeError
 from videobert_cli.pipeline.timing import StageTimer
@@ -56,7 +56,7 @@ class _StderrCapture:
             self._file = None
 
 
-def decode_task(path: str, config: PipelineConfig, preprocessing, chunk_frames: int, cwd: str | None, hook):
+def decode_task(request: DecodeRequest, cwd: str | None, hook):
     """Yield ``("started", pid)``, ``("info", VideoInfo)``, ``("chunk", indices, times, crops)``...,
     ``("timings", dict)``; or ``("error", InputError)`` - the messages of the local decode worker."""
     if cwd and os.path.isdir(cwd):
@@ -64,15 +64,16 @@ def decode_task(path: str, config: PipelineConfig, preprocessing, chunk_frames: 
     import torch
 
     torch.set_num_threads(1)  # resize/crop is light; leave the cores to the encoders
-    from videobert_cli.pipeline.decoding import decode_crops
+    from videobert_cli.pipeline.decoding import decode
 
+    path = request.path
     yield ("started", os.getpid())
     log = _StderrCapture()
     try:
         if hook is not None:
             hook(path)
         timer = StageTimer()
-        info, chunks = decode_crops(path, config, preprocessing, chunk_frames=chunk_frames, timer=timer)
+        info, chunks = decode(request, timer)
         yield ("info", info)
         for chunk in chunks:
             yield ("chunk", chunk.frame_indices, chunk.timestamps, chunk.crops.numpy())
@@ -149,8 +150,8 @@ class DecodeStream:
         self.path = path
         self.worker = worker
         self.timeout = worker.options.timeout
-        self.gen = remote.remote(path, video.decode_config, video.model.preprocessing, worker.options.chunk_frames,
-                                 worker.cwd, worker.hooks.ray_decode)
+        self.gen = remote.remote(video.decode_request(path, worker.options.chunk_frames), worker.cwd,
+                                 worker.hooks.ray_decode)
         self.finished = False
         self.on_done: Callable[[], None] | None = None
 

@@ -21,10 +21,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from videobert_cli.config import PipelineConfig
 from videobert_cli.errors import DecodeTimeoutError, InputError, VideoDecodeError
 from videobert_cli.pipeline.decoding import CropChunk, CropStream, DecodeRequest
-from videobert_cli.video.models import Preprocessing
 
 #: decoded chunks allowed in flight between the worker and the parent (bounds memory)
 _QUEUE_CHUNKS = 4
@@ -300,13 +298,13 @@ class DecodeWorker:
         self.close()
 
     # -- jobs ---------------------------------------------------------------------------------
-    def submit(self, path: str, config: PipelineConfig, preprocessing: Preprocessing, chunk_frames: int = 16) -> DecodeJob:
-        """Queue a video (the worker gets its :class:`DecodeRequest`); it starts on it as soon as
-        it is free. ``config``: the decoder's (``VideoStage.decode_config``)."""
+    def submit(self, request: DecodeRequest) -> DecodeJob:
+        """Queue a video (``VideoStage.decode_request``); the worker starts on it as soon as it is
+        free."""
         if self._process is None or not self._process.is_alive():
             self._kill()
             self._start()
-        job = DecodeJob(self._next_id, DecodeRequest.of(path, config, preprocessing, chunk_frames))
+        job = DecodeJob(self._next_id, request)
         self._next_id += 1
         self._jobs.put(job)
         self._queued.append(job)

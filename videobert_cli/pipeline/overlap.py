@@ -37,7 +37,7 @@ class DecodeFeed:
         """Start decoding the ``position``-th video (if not started yet)."""
         if position < len(self.paths) and position not in self.submitted:
             self.submitted[position] = self.worker.submit(
-                self.paths[position], self.stage.decode_config, self.stage.model.preprocessing, self.chunk_frames)
+                self.stage.decode_request(self.paths[position], self.chunk_frames))
 
     def open(self, position: int, timings: dict | None = None):
         """``(VideoInfo, iterator of CropChunk)`` of the ``position``-th video; ``timings`` gets

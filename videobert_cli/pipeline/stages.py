@@ -22,7 +22,9 @@ from videobert_cli.errors import ConfigError, FeatureFileError, InputError
 from videobert_cli.features import FusedFeatures, FusedSegments, TextFeatures, VideoFeatures
 from videobert_cli.decoders.base import VideoInfo
 from videobert_cli.decoders.sampling import plan_clips, plan_sampling
-from videobert_cli.pipeline.decoding import CropChunk, check_frame_decoder, decode_crops, read_ahead  # noqa: F401  (re-exported)
+from videobert_cli.pipeline.decoding import (  # noqa: F401  (CropChunk, decode_crops re-exported)
+    DEFAULT_CHUNK_FRAMES, CropChunk, DecodeRequest, check_frame_decoder, decode_crops, read_ahead,
+)
 from videobert_cli.pipeline.timing import StageTimer
 from videobert_cli.text.encoder import TextEncoder
 from videobert_cli.text.models import load_text_model
@@ -70,7 +72,8 @@ class VideoStage:
         self.device = resolve_device(device or config.runtime.device)
         self.precision = resolve_precision(config.runtime.precision, self.device)
         self.model = load_video_model(config.video_model)
-        self.encoder = FrameEncoder(self.model, device=self.device, precision=self.precision)
+        self.encoder = FrameEncoder(self.model, device=self.device, precision=self.precision,
+                                    model_runtime=config.runtime.model_runtime)
         self.sampling = resolve_sampling(config.sampling, self.model.kind, self.model.name)
 
     @property
@@ -215,6 +218,7 @@ class VideoStage:
                 **self.identity(),
                 "sampling": sampling.to_dict(),
                 "precision": self.precision,
+                "model_runtime": self.encoder.runtime,
                 "source_path": str(path),
                 "tail_rule": "dropped (--drop-tail)" if sampling.drop_tail else "padded by repeating the last frame",
                 **info.to_attrs(),
@@ -244,6 +248,10 @@ class VideoStage:
             threads = default_decode_threads(self.device, worker_cpu_count(), gpus)
             runtime = replace(runtime, decode_threads=threads)
         return self.config.with_(sampling=self.sampling, runtime=runtime)
+
+    def decode_request(self, path: str | Path, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> DecodeRequest:
+        """What a decode worker or task needs for ``path`` (and nothing else of the configuration)."""
+        return DecodeRequest.of(path, self.decode_config, self.model.preprocessing, chunk_frames)
 
 
 class PendingVideo:
@@ -286,6 +294,7 @@ class PendingVideo:
                 **stage.identity(),
                 "sampling": stage.sampling.to_dict(),
                 "precision": stage.precision,
+                "model_runtime": stage.encoder.runtime,
                 "source_path": str(self.path),
                 **self.info.to_attrs(),
             },

@@ -9,27 +9,32 @@ from videobert_cli.memory import release_freed_memory
 from videobert_cli.devices import autocast, check_precision
 from videobert_cli.video.models import LoadedVideoModel
 from videobert_cli.video.preprocess import normalize
+from videobert_cli.video.runtimes import build_runner
 
 
 class FrameEncoder:
     """Holds one video model on one device and turns uint8 crops into feature rows."""
 
-    def __init__(self, model: LoadedVideoModel, *, device: str = "cpu", precision: str = "fp32"):
+    def __init__(self, model: LoadedVideoModel, *, device: str = "cpu", precision: str = "fp32",
+                 model_runtime: str = "auto"):
         check_precision(precision, device)
         self.model = model
         self.device = device
         self.precision = precision
-        # channels-last (NHWC) for every frame model: oneDNN's and cuDNN's fastest convolutions
-        # want it. On the CPU at fp32 too: the same arithmetic in another order (features equal
-        # to the default layout's to ~1e-5; ResNet-50 1.36x, EfficientNet-Lite0 1.26x faster on
-        # an AVX2 EPYC, docs/benchmarks.md). Clip models (5-D input) keep the default layout.
-        self.channels_last = model.kind == "frame"
-        module = model.module.to(device)
-        if self.channels_last:
-            module = module.to(memory_format=torch.channels_last)
-        self.module = module.eval()
+        # channels-last (NHWC) for every frame model run by torch: oneDNN's and cuDNN's fastest
+        # convolutions want it; on the CPU at fp32 too (the same arithmetic in another order).
+        # On the CPU at fp32, ONNX Runtime by default (video/runtimes.py). Clip models (5-D
+        # input) keep torch and the default layout.
+        self.runner = build_runner(model.module.to(device).eval(), asked=model_runtime, device=device,
+                                   precision=precision, kind=model.kind,
+                                   crop_size=model.preprocessing.crop_size)
         if device.startswith("cuda"):
             torch.backends.cudnn.benchmark = True
+
+    @property
+    def runtime(self) -> str:
+        """What runs the model, e.g. ``onnxruntime 1.32.0`` or ``torch 2.14.1``."""
+        return self.runner.name
 
     @property
     def feature_dim(self) -> int:
@@ -52,10 +57,9 @@ class FrameEncoder:
                 batch = batch.view(clips, frames, *batch.shape[1:]).permute(0, 2, 1, 3, 4)
             else:
                 batch = normalize(
-                    crops, self.model.preprocessing, device=self.device, channels_last=self.channels_last
+                    crops, self.model.preprocessing, device=self.device, channels_last=self.runner.channels_last
                 )
-            features = self.module(batch)
-        features = features.float().cpu().numpy()
+            features = self.runner.run(batch)
         del batch
         if self.device == "cpu":
             # the forward's activations (~0.45 GB for EfficientNet-Lite0 at batch 32) were

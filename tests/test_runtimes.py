@@ -1,0 +1,197 @@
+"""The model runtime: ONNX Runtime by default for fp32 frame models on the CPU, torch elsewhere.
+
+Features are held to eager torch fp32 in the default memory format (the peers' way) on the same
+crops: per-frame cosine >= 0.9999 and a small max abs diff.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from videobert_cli import RuntimeConfig, VideoModelConfig
+from videobert_cli.cli.app import app
+from videobert_cli.errors import EXIT_USAGE, ConfigError
+from videobert_cli.video import runtimes
+from videobert_cli.video.encoder import FrameEncoder
+from videobert_cli.video.models import load_video_model
+from videobert_cli.video.preprocess import normalize
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is a core dependency; its absence is a broken install")
+
+@pytest.fixture(scope="module")
+def tiny_video(tmp_path_factory):
+    from synth import make_video
+
+    return make_video(tmp_path_factory.mktemp("v") / "a.mp4", width=96, height=64, fps=4, num_frames=6)
+
+
+TINY = VideoModelConfig(name="mobilenet_v3_small", weights="none", seed=5)
+
+
+def crops(n: int = 5, size: int = 224) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(1).integers(0, 256, (n, 3, size, size), dtype=np.uint8))
+
+
+def eager_reference(config: VideoModelConfig, batch: torch.Tensor) -> np.ndarray:
+    """What a plain extractor computes: eager torch, default memory format, fp32."""
+    model = load_video_model(config)
+    with torch.inference_mode():
+        return model.module.eval()(normalize(batch, model.preprocessing)).numpy()
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.mark.parametrize(
+    "asked, device, precision, kind, expected",
+    [
+        ("auto", "cpu", "fp32", "frame", "onnxruntime"),
+        ("auto", "cpu", "bf16", "frame", "torch"),
+        ("auto", "cuda:0", "fp16", "frame", "torch"),
+        ("auto", "cpu", "fp32", "clip", "torch"),
+        ("torch", "cpu", "fp32", "frame", "torch"),
+        ("onnxruntime", "cpu", "fp32", "frame", "onnxruntime"),
+    ],
+)
+def test_auto_takes_onnxruntime_only_for_fp32_frame_models_on_the_cpu(asked, device, precision, kind, expected):
+    assert runtimes.choose_runtime(asked, device=device, precision=precision, kind=kind) == expected
+
+
+@pytest.mark.parametrize(
+    "device, precision, kind, reason",
+    [("cuda", "fp16", "frame", "CPU only"), ("cpu", "bf16", "frame", "fp32 only"), ("cpu", "fp32", "clip", "clip")],
+)
+def test_an_explicit_onnxruntime_that_cannot_apply_is_refused_naming_why(device, precision, kind, reason):
+    with pytest.raises(ConfigError, match=reason) as caught:
+        runtimes.choose_runtime("onnxruntime", device=device, precision=precision, kind=kind)
+    assert caught.value.field == "model_runtime"
+
+
+def test_without_onnxruntime_auto_is_torch_and_an_explicit_request_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(runtimes, "onnxruntime_version", lambda: None)
+    assert runtimes.choose_runtime("auto", device="cpu", precision="fp32", kind="frame") == "torch"
+    with pytest.raises(ConfigError) as caught:
+        runtimes.choose_runtime("onnxruntime", device="cpu", precision="fp32", kind="frame")
+    assert "pip install onnxruntime onnx" in str(caught.value.hint)
+
+
+def test_an_unknown_runtime_is_refused_by_the_configuration():
+    with pytest.raises(ConfigError) as caught:
+        RuntimeConfig(model_runtime="tensorrt")
+    assert caught.value.field == "model_runtime"
+
+
+def test_onnxruntime_features_equal_eager_torch_fp32():
+    batch = crops()
+    encoder = FrameEncoder(load_video_model(TINY), device="cpu", precision="fp32")
+    assert encoder.runtime.startswith("onnxruntime ")
+    fast = encoder.encode(batch)
+    reference = eager_reference(TINY, batch)
+    assert cosine_rows(fast, reference).min() >= 0.9999
+    np.testing.assert_allclose(fast, reference, atol=1e-4, rtol=1e-4)
+    assert encoder.runner.max_abs_diff is not None and encoder.runner.max_abs_diff < 1e-4
+
+
+def test_the_bundled_default_model_agrees_with_eager_torch_on_image_like_crops():
+    config = VideoModelConfig()
+    size = load_video_model(config).preprocessing.crop_size
+    # smooth, image-like crops rather than noise
+    ramp = np.linspace(0, 255, size, dtype=np.float32)
+    image = np.stack([np.add.outer(ramp, ramp) / 2, np.add.outer(ramp[::-1], ramp) / 2, np.tile(ramp, (size, 1))])
+    batch = torch.from_numpy(np.stack([np.roll(image, 17 * k, axis=2) for k in range(4)]).astype(np.uint8))
+    encoder = FrameEncoder(load_video_model(config), device="cpu", precision="fp32", model_runtime="onnxruntime")
+    fast = encoder.encode(batch)
+    reference = eager_reference(config, batch)
+    assert cosine_rows(fast, reference).min() >= 0.9999
+    assert np.abs(fast - reference).max() < 1e-3
+
+
+def test_the_export_is_cached_and_reused(monkeypatch, tmp_path):
+    monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
+    first = FrameEncoder(load_video_model(TINY), model_runtime="onnxruntime").encode(crops(3))
+    cached = list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert len(cached) == 1
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again although the cache holds the model")
+
+    monkeypatch.setattr(runtimes, "export_onnx", no_export)
+    second = FrameEncoder(load_video_model(TINY), model_runtime="onnxruntime").encode(crops(3))
+    np.testing.assert_array_equal(first, second)
+
+
+def test_other_weights_get_their_own_export(monkeypatch, tmp_path):
+    monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
+    FrameEncoder(load_video_model(TINY), model_runtime="onnxruntime")
+    other = VideoModelConfig(name=TINY.name, weights="none", seed=6)
+    batch = crops(3)
+    fast = FrameEncoder(load_video_model(other), model_runtime="onnxruntime").encode(batch)
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 2
+    assert cosine_rows(fast, eager_reference(other, batch)).min() >= 0.9999
+
+
+def test_a_wrong_model_in_the_cache_is_exported_again(monkeypatch, tmp_path):
+    monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
+    FrameEncoder(load_video_model(TINY), model_runtime="onnxruntime")
+    [entry] = (tmp_path / "cache" / "onnx").glob("*.onnx")
+    # another model's graph under this model's key (e.g. a cache copied between machines)
+    other = load_video_model(VideoModelConfig(name=TINY.name, weights="none", seed=99)).module.eval()
+    entry.write_bytes(runtimes.export_onnx(other, 224))
+    batch = crops(3)
+    fast = FrameEncoder(load_video_model(TINY), model_runtime="onnxruntime").encode(batch)
+    assert cosine_rows(fast, eager_reference(TINY, batch)).min() >= 0.9999
+
+
+def test_an_unwritable_cache_still_runs_onnxruntime(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("VIDEOBERT_CACHE", str(blocker / "cache"))
+    encoder = FrameEncoder(load_video_model(TINY), model_runtime="onnxruntime")
+    assert encoder.runtime.startswith("onnxruntime ")
+
+
+def test_a_failed_export_falls_back_to_torch_under_auto_and_fails_when_asked(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(runtimes, "export_onnx", broken)
+    with caplog.at_level(logging.WARNING):
+        encoder = FrameEncoder(load_video_model(TINY), model_runtime="auto")
+    assert encoder.runtime.startswith("torch ")
+    assert any("unsupported operator" in record.getMessage() for record in caplog.records)
+    with pytest.raises(ConfigError, match="unsupported operator"):
+        FrameEncoder(load_video_model(TINY), model_runtime="onnxruntime")
+
+
+def test_the_runtime_is_recorded_in_the_file_and_the_flag_turns_it_off(tmp_path, tiny_video):
+    runner = CliRunner()
+    for runtime, expected in (("auto", "onnxruntime "), ("torch", "torch ")):
+        out = tmp_path / f"{runtime}.h5"
+        result = runner.invoke(app, ["--model-runtime", runtime, "extract-video", str(tiny_video), "-o", str(out),
+                                     "--video-model", "mobilenet_v3_small", "--video-weights", "none",
+                                     "--device", "cpu", "--precision", "fp32"])
+        assert result.exit_code == 0, result.output
+        with h5py.File(out) as f:
+            assert f["video"].attrs["model_runtime"].startswith(expected)
+            features = f["video/features"][()]
+        if runtime == "auto":
+            fast = features
+    assert cosine_rows(fast, features).min() >= 0.9999
+    np.testing.assert_allclose(fast, features, atol=1e-4, rtol=1e-4)
+
+
+def test_the_cli_refuses_an_unknown_runtime_in_one_line(tmp_path, tiny_video):
+    result = CliRunner().invoke(app, ["--model-runtime", "tensorrt", "extract-video", str(tiny_video),
+                                      "-o", str(tmp_path / "x.h5")])
+    assert result.exit_code == EXIT_USAGE, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--model-runtime" in errors[0], result.output

@@ -1,0 +1,203 @@
+"""Which runtime executes a frame model: torch, or ONNX Runtime (the CPU default where it applies).
+
+On the CPUs measured, ONNX Runtime runs the same fp32 graph several times faster than torch
+(docs/benchmarks.md) with features equal to ~1e-5. A model is exported once per architecture,
+weights and torch version, cached under the videobert cache, and checked against torch on a fixed
+batch before it is used: where the export fails or disagrees, torch runs the model, with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from videobert_cli.config import MODEL_RUNTIMES
+from videobert_cli.errors import ConfigError, OutputError
+from videobert_cli.store.atomic import atomic_write, make_parent
+
+log = logging.getLogger(__name__)
+
+AUTO, TORCH, ONNXRUNTIME = MODEL_RUNTIMES
+ONNX_OPSET = 17
+#: the agreement a session must show with torch on the check batch before it replaces it
+MIN_COSINE = 0.9999
+CHECK_FRAMES = 4
+
+
+def cache_root() -> Path:
+    """``$VIDEOBERT_CACHE``, else ``$XDG_CACHE_HOME/videobert``, else ``~/.cache/videobert``."""
+    explicit = os.environ.get("VIDEOBERT_CACHE")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "videobert"
+
+
+def onnxruntime_version() -> str | None:
+    """The installed ONNX Runtime's version (and that the ONNX exporter can run), or None."""
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+        import onnxruntime
+    except ImportError:
+        return None
+    return onnxruntime.__version__
+
+
+def choose_runtime(asked: str, *, device: str, precision: str, kind: str) -> str:
+    """The runtime for a model: ``auto`` means ONNX Runtime for fp32 frame models on the CPU
+    wherever it is installed, torch otherwise. An explicit ``onnxruntime`` that cannot apply is
+    refused, naming why."""
+    if asked not in MODEL_RUNTIMES:
+        raise ConfigError(f"unknown model runtime {asked!r}", field="model_runtime",
+                          hint=f"use one of {', '.join(MODEL_RUNTIMES)}")
+    why_not = ""
+    if device != "cpu":
+        why_not = f"it runs models on the CPU only, not on {device}"
+    elif precision != "fp32":
+        why_not = f"it runs fp32 only, not {precision}"
+    elif kind != "frame":
+        why_not = "clip models run in torch"
+    elif onnxruntime_version() is None:
+        why_not = "onnxruntime or onnx is not installed"
+    if asked == TORCH or (asked == AUTO and why_not):
+        return TORCH
+    if why_not:
+        raise ConfigError(f"model runtime onnxruntime: {why_not}", field="model_runtime",
+                          hint="use --model-runtime torch (or auto)" if "installed" not in why_not
+                          else "pip install onnxruntime onnx, or use --model-runtime torch")
+    return ONNXRUNTIME
+
+
+@dataclass(frozen=True)
+class Runner:
+    """A ready model: ``run(normalised NCHW float32 batch) -> (N, D) float32 numpy``."""
+
+    name: str  # what the files and the manifest record, e.g. "onnxruntime 1.32.0"
+    run: Callable[[torch.Tensor], np.ndarray]
+    channels_last: bool = False  # whether the input should be channels-last (torch only)
+    max_abs_diff: float | None = None  # vs torch on the check batch (ONNX Runtime only)
+
+
+def torch_runner(module: nn.Module, *, channels_last: bool) -> Runner:
+    def run(batch: torch.Tensor) -> np.ndarray:
+        return module(batch).float().cpu().numpy()
+
+    return Runner(name=f"torch {torch.__version__.split('+')[0]}", run=run, channels_last=channels_last)
+
+
+def module_key(module: nn.Module, crop_size: int) -> str:
+    """What the exported graph depends on: the architecture, every weight, the torch version."""
+    digest = hashlib.sha256()
+    digest.update(f"{torch.__version__}|opset{ONNX_OPSET}|{crop_size}|{module!r}".encode())
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def export_onnx(module: nn.Module, crop_size: int) -> bytes:
+    """The model as ONNX (dynamic batch), from torch's TorchScript-based exporter."""
+    example = torch.zeros(1, 3, crop_size, crop_size)
+    blob = io.BytesIO()
+    with warnings.catch_warnings():
+        # the legacy exporter announces its deprecation on every call; it is the one that
+        # exports these convolutional classifiers without extra packages (onnxscript)
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), blob, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=ONNX_OPSET, dynamo=False)
+    return blob.getvalue()
+
+
+def check_batch(crop_size: int) -> torch.Tensor:
+    """A fixed, image-like normalised batch on which ONNX Runtime must agree with torch."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.rand(CHECK_FRAMES, 3, crop_size, crop_size, generator=generator) * 4.0 - 2.0
+
+
+def agreement(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    """(lowest per-row cosine, max abs diff) of two feature batches."""
+    diff = float(np.abs(reference - other).max()) if reference.size else 0.0
+    norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(other, axis=1)
+    dots = (reference * other).sum(axis=1)
+    cosine = np.where(norms > 0, dots / np.maximum(norms, 1e-30), np.where(np.abs(reference - other).max(axis=1) < 1e-6, 1.0, 0.0))
+    return float(cosine.min()) if cosine.size else 1.0, diff
+
+
+def onnx_session(model: bytes, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # no busy-waiting between batches: the decoder shares these cores
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def cached_export(module: nn.Module, crop_size: int, *, fresh: bool = False) -> bytes:
+    """The exported model, from the cache unless ``fresh``; an unwritable cache only costs the
+    export next time."""
+    path = cache_root() / "onnx" / f"{module_key(module, crop_size)}.onnx"
+    if not fresh and path.is_file():
+        return path.read_bytes()
+    blob = export_onnx(module, crop_size)
+    try:
+        make_parent(path)
+        atomic_write(path, blob, what="ONNX model cache")
+    except OutputError as error:
+        log.info("ONNX model not cached: %s", error)
+    return blob
+
+
+def onnx_runner(module: nn.Module, crop_size: int) -> Runner:
+    """An ONNX Runtime session for ``module``, exported or taken from the cache, checked against
+    torch on :func:`check_batch`. Raises ``RuntimeError`` where it cannot be used."""
+    import onnxruntime
+
+    batch = check_batch(crop_size)
+    with torch.inference_mode():
+        reference = module(batch).float().numpy()
+    for fresh in (False, True):  # a stale or damaged cache entry is exported again once
+        session = onnx_session(cached_export(module, crop_size, fresh=fresh), torch.get_num_threads())
+        cosine, diff = agreement(reference, session.run(None, {"x": batch.numpy()})[0])
+        if cosine >= MIN_COSINE:
+            break
+        log.info("ONNX Runtime disagrees with torch (lowest cosine %.6f)", cosine)
+    else:
+        raise RuntimeError(f"ONNX Runtime's features disagree with torch's (lowest cosine {cosine:.6f})")
+
+    def run(batch: torch.Tensor, session=session) -> np.ndarray:
+        array = np.ascontiguousarray(batch.float().cpu().numpy())
+        return session.run(None, {"x": array})[0].astype(np.float32, copy=False)
+
+    return Runner(name=f"onnxruntime {onnxruntime.__version__}", run=run, max_abs_diff=diff)
+
+
+def build_runner(module: nn.Module, *, asked: str, device: str, precision: str, kind: str,
+                 crop_size: int) -> Runner:
+    """The runner for ``module`` (already on ``device``, in eval mode)."""
+    channels_last = kind == "frame"
+    runtime = choose_runtime(asked, device=device, precision=precision, kind=kind)
+    if runtime == ONNXRUNTIME:
+        try:
+            return onnx_runner(module, crop_size)
+        except Exception as error:  # any exporter or session failure: torch still gives the features
+            message = f"{error.__class__.__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            if asked == ONNXRUNTIME:
+                raise ConfigError(f"model runtime onnxruntime failed for this model: {message}",
+                                  field="model_runtime", hint="use --model-runtime torch") from error
+            log.warning("running the model in torch: ONNX Runtime could not be used (%s)", message)
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
+    return torch_runner(module, channels_last=channels_last)
