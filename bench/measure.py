@@ -267,7 +267,8 @@ def measure_model(spec: dict) -> dict:
         "cpu_s": cpu_s,  # all threads; on the CPU, how many cores the model really keeps busy
         "batch_ms_median": 1000 * float(np.median(times)),
         "load_s": load_s,
-        "channels_last": encoder.channels_last,
+        "channels_last": encoder.runner.channels_last,
+        "model_runtime": encoder.runtime,
         **_threads(),
     }
 
