@@ -14,6 +14,7 @@ import torch
 
 import synth
 from conftest import minilm_dir
+from videobert_cli.video.preprocess import resize_and_crop
 from typer.testing import CliRunner
 
 from videobert_cli.cli.app import app
@@ -23,7 +24,9 @@ TINY_VISION = dict(TINY_TOWER, image_size=32, patch_size=8)
 #: frame sizes with odd margins: 45x61 resizes to 32x43, whose centre crop starts at 5.5 (our
 #: torchvision presets round it to 6, transformers rounds down to 5)
 FRAME_SIZES = ((45, 61), (64, 48), (32, 32))
-#: ours normalises x / 255 - mean / std, transformers (x - 255 mean) / (255 std): float rounding only
+#: the uint8 crops are equal (same torchvision kernel on the same uint8 frames); after that ours
+#: normalises x / 255 - mean / std, transformers (x - 255 mean) / (255 std): float rounding only
+#: (measured at most 2.4e-7; docs/models-hf.md)
 PIXEL_TOLERANCE = 1e-5
 FEATURE_TOLERANCE = 1e-4
 
@@ -129,6 +132,8 @@ def test_frame_preprocessing_equals_the_processor(family, size, clip_dir, siglip
     ours = _our_input(loaded, frames)
     assert ours.shape == expected.shape == (3, 3, 32, 32)
     assert (ours - expected).abs().max().item() <= PIXEL_TOLERANCE
+    crops = processor(images=list(frames), do_rescale=False, do_normalize=False, return_tensors="pt")["pixel_values"]
+    assert torch.equal(resize_and_crop(frames, loaded.preprocessing), crops.to(torch.uint8))
 
 
 def test_video_preprocessing_equals_the_video_processor(videomae_dir) -> None:
@@ -140,6 +145,9 @@ def test_video_preprocessing_equals_the_video_processor(videomae_dir) -> None:
     expected = AutoVideoProcessor.from_pretrained(str(videomae_dir))(videos=[video], return_tensors="pt")
     expected = expected["pixel_values"][0]  # (T, 3, S, S)
     assert (_our_input(loaded, video) - expected).abs().max().item() <= PIXEL_TOLERANCE
+    crops = AutoVideoProcessor.from_pretrained(str(videomae_dir))(
+        videos=[video], do_rescale=False, do_normalize=False, return_tensors="pt")["pixel_values"][0]
+    assert torch.equal(resize_and_crop(video, loaded.preprocessing), crops.to(torch.uint8))
 
 
 def test_existing_models_keep_their_preprocessing_identity() -> None:
@@ -289,3 +297,18 @@ def test_offline_missing_model_fails_at_once_with_one_line(tmp_path: Path) -> No
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "not in the Hugging Face cache" in lines[0] and "offline" in lines[0]
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_clip_model_runs_with_its_clip_length_and_names_it_otherwise(tmp_path: Path, videomae_dir: Path) -> None:
+    from videobert_cli import load
+
+    video = synth.make_video(tmp_path / "clip.mp4", width=64, height=48, fps=10, num_frames=20)
+    name = f"hf:{videomae_dir}"
+    result = invoke("extract-video", video, "-o", tmp_path / "x.h5", "--video-model", name, "--clip-len", "4",
+                    "--clip-fps", "4", "--device", "cpu", "--precision", "fp32")
+    assert result.exit_code == 0, result.output
+    stored = load(tmp_path / "x.h5").video
+    assert stored.features.shape == (2, 32) and stored.attrs["model_clip_len"] == 4
+    wrong = invoke("extract-video", video, "-o", tmp_path / "y.h5", "--video-model", name, "--clip-len", "8",
+                   "--device", "cpu", "--precision", "fp32")
+    assert wrong.exit_code == 2 and "clips of 4 frames" in wrong.stderr

@@ -63,7 +63,7 @@ class ClipFeatures(nn.Module):
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         if clips.shape[2] != self.num_frames:
             raise ConfigError(
-                f"{self.name} takes clips of {self.num_frames} frames (its config's num_frames), "
+                f"{self.name} takes clips of {self.num_frames} frames (as its config sets), "
                 f"got {clips.shape[2]}",
                 field="clip_len",
                 hint=f"set clip_len to {self.num_frames}",
