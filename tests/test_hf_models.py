@@ -180,6 +180,7 @@ def test_frame_features_equal_get_image_features(family, clip_dir, siglip_dir) -
     assert np.abs(ours - expected).max() <= FEATURE_TOLERANCE
     unit = embed_images(name, frames)
     assert np.abs(unit - expected / np.linalg.norm(expected, axis=1, keepdims=True)).max() <= FEATURE_TOLERANCE
+    assert embed_images(name, frames[:0]).shape == (0, loaded.feature_dim)
     identity = loaded.identity()
     assert identity["weights_name"] == f"dir:{directory.resolve()}" and len(identity["weights_sha256"]) == 64
 
@@ -244,6 +245,7 @@ def test_text_tower_tokens_and_queries_match_transformers(family, clip_dir, sigl
     assert ours.dtype == np.float32 and ours.shape == expected.shape
     assert np.abs(ours - expected).max() <= FEATURE_TOLERANCE
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    assert embed_text_queries(name, []).shape == (0, expected.shape[1])
 
 
 def test_aligned_pairs_are_recognised_without_loading(clip_dir, videomae_dir, tiny_bert_dir) -> None:

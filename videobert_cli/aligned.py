@@ -18,6 +18,8 @@ import torch
 from videobert_cli.errors import ConfigError
 from videobert_cli.hf_hub import (
     IMAGE_TEXT_TYPES,
+    freeze,
+    from_pretrained,
     hf_location,
     is_hf_name,
     is_local_dir,
@@ -25,8 +27,8 @@ from videobert_cli.hf_hub import (
     pooled,
     require_config,
 )
-from videobert_cli.text.hf import load_text_tower, padding_rule, text_max_length
-from videobert_cli.video.hf import load_image_text_processor_and_model
+from videobert_cli.text.hf import padding_rule, text_max_length
+from videobert_cli.video.hf import feature_dim_of, preprocessing_from_processor
 from videobert_cli.video.preprocess import normalize, resize_and_crop
 
 __all__ = ["is_aligned_pair", "embed_text_queries", "embed_images"]
@@ -66,15 +68,25 @@ def _require_image_text(model_name: str) -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def _text_side(model_name: str, device: str):
-    model, tokenizer, config = load_text_tower(model_name)
-    return model.to(device), tokenizer, config
+def _model(model_name: str, device: str):
+    """The whole image-text model, loaded once for both sides (SigLIP so400m is 3.5 GB)."""
+    from transformers import AutoModel
+
+    return freeze(from_pretrained(AutoModel, model_name)).to(device)
 
 
 @functools.lru_cache(maxsize=2)
-def _image_side(model_name: str, device: str):
-    model, preprocessing, _, _ = load_image_text_processor_and_model(model_name)
-    return model.to(device), preprocessing
+def _text_side(model_name: str):
+    from transformers import AutoTokenizer
+
+    return from_pretrained(AutoTokenizer, model_name), require_config(model_name)[1]
+
+
+@functools.lru_cache(maxsize=2)
+def _preprocessing(model_name: str):
+    from transformers import AutoImageProcessor
+
+    return preprocessing_from_processor(from_pretrained(AutoImageProcessor, model_name), model_name)
 
 
 def _unit_rows(features: torch.Tensor) -> np.ndarray:
@@ -89,10 +101,11 @@ def embed_text_queries(model_name: str, texts: Sequence[str], *, device: str = "
     when it is not on this machine in offline mode.
     """
     model_type = _require_image_text(model_name)
-    model, tokenizer, config = _text_side(model_name, device)
+    tokenizer, config = _text_side(model_name)
     texts = [str(text) for text in texts]
     if not texts:
         return np.zeros((0, _embedding_dim(config)), dtype=np.float32)
+    model = _model(model_name, device)
     inputs = tokenizer(texts, padding=padding_rule(model_type), truncation=True,
                        max_length=text_max_length(config, tokenizer), return_tensors="pt")
     inputs = {name: value.to(device) for name, value in inputs.items() if name in tokenizer.model_input_names}
@@ -104,17 +117,22 @@ def embed_images(model_name: str, frames_uint8_rgb: np.ndarray, *, device: str =
     """float32 (N, D) L2-normalised ``get_image_features`` of uint8 RGB (N, H, W, 3) frames,
     preprocessed exactly as extraction does."""
     _require_image_text(model_name)
-    model, preprocessing = _image_side(model_name, device)
     frames = np.asarray(frames_uint8_rgb)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ConfigError(f"images must be uint8 (N, H, W, 3), got {frames.dtype} {frames.shape}")
     if len(frames) == 0:
-        return np.zeros((0, int(model.config.projection_dim if hasattr(model.config, "projection_dim")
-                                else model.config.vision_config.hidden_size)), dtype=np.float32)
+        return np.zeros((0, feature_dim_of(*_config_and_type(model_name))), dtype=np.float32)
+    preprocessing = _preprocessing(model_name)
+    model = _model(model_name, device)
     crops = resize_and_crop(frames, preprocessing)
     with torch.inference_mode():
         batch = normalize(crops, preprocessing, device=device)
         return _unit_rows(pooled(model.get_image_features(pixel_values=batch)))
+
+
+def _config_and_type(model_name: str) -> tuple[dict, str]:
+    config = require_config(model_name)[1]
+    return config, config["model_type"]
 
 
 def _embedding_dim(config: dict) -> int:
