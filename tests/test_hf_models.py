@@ -314,3 +314,22 @@ def test_clip_model_runs_with_its_clip_length_and_names_it_otherwise(tmp_path: P
     wrong = invoke("extract-video", video, "-o", tmp_path / "y.h5", "--video-model", name, "--clip-len", "8",
                    "--device", "cpu", "--precision", "fp32")
     assert wrong.exit_code == 2 and "clips of 4 frames" in wrong.stderr
+
+
+def test_unsupported_model_types_are_refused_with_one_line(tmp_path: Path, tiny_bert_dir: Path) -> None:
+    from transformers import Siglip2Config
+
+    from videobert_cli.config import TextModelConfig
+    from videobert_cli.errors import ConfigError
+    from videobert_cli.text.models import load_text_model
+    from videobert_cli.video.models import get_video_model_entry
+
+    Siglip2Config().save_pretrained(str(tmp_path / "naflex"))  # config only: refused before any weights
+    with pytest.raises(ConfigError, match="NaFlex") as caught:
+        get_video_model_entry(f"hf:{tmp_path / 'naflex'}")
+    assert "siglip2-base-patch16-224" in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(ConfigError, match="not supported as a video model"):
+        get_video_model_entry(f"hf:{tiny_bert_dir}")
+    # a plain text encoder named with hf: loads as without the prefix, keeping the name it was given
+    loaded = load_text_model(TextModelConfig(name=f"hf:{tiny_bert_dir}"))
+    assert loaded.name == f"hf:{tiny_bert_dir}" and loaded.hidden_size == 32 and loaded.prefix_ids is None
