@@ -103,6 +103,24 @@ def videomae_dir(tmp_path_factory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="module")
+def vjepa2_dirs(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random V-JEPA 2 models, a video classifier and a pretrained-style backbone: 4 frames."""
+    from transformers import VJEPA2Config, VJEPA2ForVideoClassification, VJEPA2Model, VJEPA2VideoProcessor
+
+    config = VJEPA2Config(crop_size=32, patch_size=8, frames_per_clip=4, tubelet_size=2, hidden_size=32,
+                          num_attention_heads=2, num_hidden_layers=1, mlp_ratio=2, num_pooler_layers=1,
+                          pred_hidden_size=32, pred_num_attention_heads=2, pred_num_hidden_layers=1, num_labels=5)
+    dirs = {}
+    for kind, model_class in (("classifier", VJEPA2ForVideoClassification), ("backbone", VJEPA2Model)):
+        dirs[kind] = tmp_path_factory.mktemp(f"tiny-vjepa2-{kind}")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(10)
+            model_class(config).eval().save_pretrained(str(dirs[kind]))
+        VJEPA2VideoProcessor(crop_size=32).save_pretrained(str(dirs[kind]))
+    return dirs
+
+
 def _load(name: str):
     from videobert_cli.config import VideoModelConfig
     from videobert_cli.video.models import load_video_model
@@ -203,6 +221,30 @@ def test_clip_model_features_are_the_classifier_input(videomae_dir) -> None:
 
     with pytest.raises(ConfigError, match="clips of 4 frames"):
         loaded.module(torch.zeros(1, 3, 8, 32, 32))
+
+
+@pytest.mark.parametrize("kind", ["classifier", "backbone"])
+def test_vjepa2_features_match_transformers(kind, vjepa2_dirs) -> None:
+    from transformers import AutoVideoProcessor, VJEPA2ForVideoClassification, VJEPA2Model
+
+    directory = vjepa2_dirs[kind]
+    loaded = _load(f"hf:{directory}")
+    assert loaded.kind == "clip" and loaded.clip_len == 4 and loaded.feature_dim == 32
+    assert loaded.preprocessing.resize_size == 36 and loaded.preprocessing.crop_size == 32  # 32 * 256 / 224
+    video = _frames(45, 61, count=4, seed=6)
+    processor = AutoVideoProcessor.from_pretrained(str(directory))
+    pixels = processor(videos=[video], return_tensors="pt")["pixel_values_videos"]
+    assert (_our_input(loaded, video) - pixels[0]).abs().max().item() <= PIXEL_TOLERANCE
+    clip = _our_input(loaded, video).view(1, 4, 3, 32, 32).permute(0, 2, 1, 3, 4)
+    with torch.inference_mode():
+        ours = loaded.module(clip)
+        if kind == "classifier":
+            reference = VJEPA2ForVideoClassification.from_pretrained(str(directory)).eval()
+            difference = reference.classifier(ours) - reference(pixel_values_videos=pixels).logits
+        else:
+            reference = VJEPA2Model.from_pretrained(str(directory)).eval()
+            difference = ours - reference.get_vision_features(pixels).mean(dim=1)
+    assert ours.shape == (1, 32) and difference.abs().max().item() <= FEATURE_TOLERANCE
 
 
 # --- text tower and queries ---------------------------------------------------------------------

@@ -21,7 +21,7 @@ HF_PREFIX = "hf:"
 #: Fixed-resolution SigLIP2 checkpoints (google/siglip2-base-patch16-224, ...) are "siglip".
 IMAGE_TEXT_TYPES = ("clip", "siglip")
 #: ``model_type`` values of video (clip) models taking (B, T, 3, S, S)
-VIDEO_TYPES = ("videomae",)
+VIDEO_TYPES = ("videomae", "vjepa2")
 #: weight files in the order transformers prefers them; an index stands for sharded weights
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")

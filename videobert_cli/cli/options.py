@@ -33,7 +33,7 @@ Fps = Annotated[Optional[float], typer.Option("--fps", help=f"Frames sampled per
 NumFrames = Annotated[
     Optional[int], typer.Option("--num-frames", min=1, help="Sample exactly N frames spread uniformly (instead of --fps).")
 ]
-VideoModel = Annotated[str, typer.Option("--video-model", help="Video model: efficientnet-lite0 (bundled), a torchvision name, or hf:NAME (CLIP/SigLIP/VideoMAE from transformers).")]
+VideoModel = Annotated[str, typer.Option("--video-model", help="Video model: efficientnet-lite0 (bundled), a torchvision name, or hf:NAME (CLIP/SigLIP/VideoMAE/V-JEPA 2 from transformers).")]
 VideoWeights = Annotated[
     str,
     typer.Option(

@@ -2,9 +2,10 @@
 
 Image-text models (CLIP, SigLIP, fixed-resolution SigLIP2) are frame models whose feature is
 ``get_image_features``: the projected embedding in the space their text tower shares
-(:mod:`videobert_cli.aligned`). Video models (VideoMAE) are clip models taking clips of as many
-frames as their config's ``num_frames``; their feature is the pooled activation before the
-classifier (fine-tuned checkpoints) or the mean of the last hidden states (pretrained ones).
+(:mod:`videobert_cli.aligned`). Video models (VideoMAE, V-JEPA 2) are clip models taking clips of
+as many frames as their config sets (``num_frames``, ``frames_per_clip``); their feature is the
+pooled activation before the classifier (fine-tuned checkpoints) or the mean of the encoder's
+last hidden states (pretrained ones).
 
 Preprocessing is read from the model's own image or video processor configuration (size, crop,
 resample, rescale, mean/std) and computed as transformers' torchvision backend computes it
@@ -12,6 +13,8 @@ resample, rescale, mean/std) and computed as transformers' torchvision backend c
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -53,12 +56,13 @@ class ImageFeatures(nn.Module):
 class ClipFeatures(nn.Module):
     """(B, 3, T, S, S) clips (torchvision's layout) -> (B, D) pooled video-model features."""
 
-    def __init__(self, model: nn.Module, num_frames: int, name: str, pool_mean: bool):
+    def __init__(self, model: nn.Module, num_frames: int, name: str, pool_mean: bool, **options):
         super().__init__()
         self.model = model
         self.num_frames = num_frames
         self.name = name
         self.pool_mean = pool_mean  # a pretrained backbone: mean of the last hidden states
+        self.options = options  # further forward arguments (V-JEPA 2's skip_predictor)
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         if clips.shape[2] != self.num_frames:
@@ -69,7 +73,7 @@ class ClipFeatures(nn.Module):
                 hint=f"set clip_len to {self.num_frames}",
             )
         pixel_values = clips.permute(0, 2, 1, 3, 4)  # transformers' video layout: (B, T, 3, S, S)
-        output = self.model(pixel_values=pixel_values)
+        output = self.model(**{self.model.main_input_name: pixel_values}, **self.options)
         if self.pool_mean:
             return output.last_hidden_state.mean(dim=1)
         return output.logits  # the classifier was replaced by the identity
@@ -121,6 +125,22 @@ def preprocessing_from_processor(processor, name: str) -> Preprocessing:
         interpolation=interpolation.value, antialias=True,  # transformers' resize default
         resize_mode=mode, method="transformers",
     )
+
+
+@dataclass(frozen=True)
+class VideoFamily:
+    """What differs between transformers' video model families."""
+
+    frames_key: str  # the config field giving the frames per clip
+    pooled: str  # what the classifier's input is, for the feature_layer description
+    base_options: tuple = ()  # forward arguments of the pretrained backbone
+
+
+_VIDEO_FAMILIES = {
+    "videomae": VideoFamily("num_frames", "fc_norm of the mean token"),
+    # the backbone's forward runs the predictor too unless told not to; its features are the encoder's
+    "vjepa2": VideoFamily("frames_per_clip", "attentive pooler", (("skip_predictor", True),)),
+}
 
 
 def _kind_of(model_type: str | None, name: str) -> str:
@@ -182,20 +202,23 @@ def _load(config: VideoModelConfig) -> LoadedVideoModel:
             feature_layer="get_image_features (projected image embedding, image-text space)",
             preprocessing=preprocessing, weights_name=weights_name, weights_sha256=sha256, kind="frame",
         )
-    from transformers import AutoModel, AutoVideoProcessor, VideoMAEForVideoClassification
+    from transformers import AutoModel, AutoModelForVideoClassification, AutoVideoProcessor
 
+    family = _VIDEO_FAMILIES[model_type]
     preprocessing = preprocessing_from_processor(from_pretrained(AutoVideoProcessor, name), name)
-    classifier = "VideoMAEForVideoClassification" in (model_config.get("architectures") or [])
-    loader = VideoMAEForVideoClassification if classifier else AutoModel
+    classifier = any(arch.endswith("ForVideoClassification") for arch in model_config.get("architectures") or [])
+    loader = AutoModelForVideoClassification if classifier else AutoModel
     model, weights_name, sha256 = _random_or_pretrained(loader, name, config)
     if classifier:
         model.classifier = nn.Identity()
-        layer = "input of classifier (fc_norm of the mean token; penultimate, pooled)"
+        layer = f"input of classifier ({family.pooled}; penultimate, pooled)"
+        options = {}
     else:
-        layer = "mean of last_hidden_state over tokens"
-    num_frames = int(model_config.get("num_frames", 16))
+        layer = "mean of the encoder's last_hidden_state over tokens"
+        options = dict(family.base_options)
+    num_frames = int(model_config[family.frames_key])
     return LoadedVideoModel(
-        name=name, module=ClipFeatures(freeze(model), num_frames, name, pool_mean=not classifier),
+        name=name, module=ClipFeatures(freeze(model), num_frames, name, pool_mean=not classifier, **options),
         feature_dim=feature_dim_of(model_config, model_type), feature_layer=layer,
         preprocessing=preprocessing, weights_name=weights_name, weights_sha256=sha256, kind="clip",
         clip_len=num_frames,
