@@ -116,10 +116,9 @@ def preprocessing_from_processor(processor, name: str) -> Preprocessing:
         std = tuple(float(v) for v in processor.image_std)
     else:
         mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    resample = processor.resample
-    if not isinstance(resample, InterpolationMode):
-        resample = pil_torch_interpolation_mapping[PILImageResampling(resample)]
-    interpolation = resample
+    interpolation = processor.resample  # a PIL filter code, or already torchvision's mode
+    if not isinstance(interpolation, InterpolationMode):
+        interpolation = pil_torch_interpolation_mapping[PILImageResampling(interpolation)]
     return Preprocessing(
         resize_size=resize_size, crop_size=crop_size, mean=mean, std=std,
         interpolation=interpolation.value, antialias=True,  # transformers' resize default
@@ -156,7 +155,7 @@ def _kind_of(model_type: str | None, name: str) -> str:
 
 
 def feature_dim_of(config: dict, model_type: str) -> int:
-    """Feature size from a config dict: CLIP's projection, SigLIP's vision width, VideoMAE's width."""
+    """Feature size from a full config dict: CLIP's projection, SigLIP's vision width, the video models' width."""
     if model_type == "clip":
         return int(config.get("projection_dim", 512))
     if model_type == "siglip":
@@ -241,7 +240,9 @@ def hf_video_entry(name: str) -> VideoModelEntry:
         name=name,
         description=f"transformers {model_type or 'model'} from {location}",
         load=_load,
-        weights_available=lambda weights: weights_available(location),
+        # random weights ("none") need only the config; pretrained ones the weight files too
+        weights_available=lambda weights: (local_config(location) is not None if weights == "none"
+                                           else weights_available(location)),
         feature_dim=feature_dim,
         kind=kind,
     )
