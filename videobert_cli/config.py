@@ -191,6 +191,10 @@ class RuntimeConfig:
     extra thread only competes with it (docs/benchmarks.md). ``None`` (default): 1 when the
     model runs on the CPU, more for a GPU model (:func:`default_decode_threads`).
 
+    ``decode_workers``: decode worker processes feeding the model, each on its own video (the
+    same features at any number). ``None`` (default): 1 for a CPU model; for a GPU model the
+    cores it has, as memory allows (:func:`default_decode_workers`), with one thread each.
+
     ``model_runtime``: what executes the frame model. ``auto`` (default): ONNX Runtime for fp32
     frame models on the CPU where it is installed (several times faster; features equal to
     ~1e-5, checked before use), torch elsewhere; ``torch`` turns it off
@@ -203,14 +207,15 @@ class RuntimeConfig:
     num_threads: int | None = None
     decoder: str = "auto"
     decode_threads: int | None = None
+    decode_workers: int | None = None
     model_runtime: str = "auto"
 
     def __post_init__(self) -> None:
         _require_int("batch_size", self.batch_size)
-        for name in ("num_threads", "decode_threads"):
+        for name in ("num_threads", "decode_threads", "decode_workers"):
             if getattr(self, name) is not None:
                 _require_int(name, getattr(self, name))
-        for name in ("batch_size", "num_threads", "decode_threads"):
+        for name in ("batch_size", "num_threads", "decode_threads", "decode_workers"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}", field=name)

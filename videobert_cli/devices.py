@@ -200,6 +200,40 @@ def default_decode_threads(device: str, cpus: int, gpus: int) -> int:
     return max(1, min(GPU_DECODE_THREADS, cpus // max(gpus, 1)))
 
 
+#: what one decode worker process may need at its peak (torch imported, a video's crops queued);
+#: bounds how many workers ``--decode-workers`` defaults to
+DECODE_WORKER_MEMORY = 1 << 30
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes, or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def default_decode_workers(device: str, cpus: int, gpus: int, memory: int | None = None) -> int:
+    """Decode worker processes feeding one model when ``--decode-workers`` is not given.
+
+    On the CPU 1: the model needs the other cores. A GPU model is one to two orders of
+    magnitude faster than one decoder, so it gets the cores the ``gpus`` in use share, one
+    worker (one video) each, as many as ``memory`` (default: what is available now) holds at
+    :data:`DECODE_WORKER_MEMORY` each.
+    """
+    if not device.startswith("cuda"):
+        return 1
+    workers = max(1, cpus // max(gpus, 1))
+    memory = available_memory() if memory is None else memory
+    if memory is not None:
+        workers = min(workers, max(1, memory // DECODE_WORKER_MEMORY))
+    return workers
+
+
 def resolve_precision(precision: str, device: str) -> str:
     """The documented default: fp32 on CPU (full-precision features), fp16 on CUDA."""
     if precision != "auto":

@@ -47,6 +47,12 @@ def main_options(
                      "slows a CPU model that is. [default: 1 for a CPU model; for a GPU model 4, or the "
                      "cores per GPU if fewer]"),
     ] = None,
+    decode_workers: Annotated[
+        Optional[int],
+        typer.Option("--decode-workers", min=1, help="Decode worker processes feeding the model, one video each "
+                     "(same features). [default: 1 for a CPU model; for a GPU model its CPU cores, as memory "
+                     "allows, one decoding thread each]"),
+    ] = None,
     model_runtime: Annotated[
         str,
         typer.Option("--model-runtime", help="auto | torch | onnxruntime: what runs the frame model. auto: ONNX "
@@ -65,6 +71,7 @@ def main_options(
     STATE.decoder = decoder
     STATE.decode_threads = decode_threads
     STATE.model_runtime = model_runtime
+    STATE.decode_workers = decode_workers
     STATE.quiet = quiet
     STATE.debug = debug
 

@@ -33,7 +33,7 @@ FIELD_FLAGS = {
     "clip_stride": "--clip-stride", "drop_tail": "--drop-tail", "max_length": "--max-length",
     "align": "--align", "d_model": "--d-model", "num_layers": "--layers", "num_heads": "--heads",
     "batch_size": "--batch-size", "num_threads": "--threads", "decode_threads": "--decode-threads",
-    "decoder": "--decoder", "model_runtime": "--model-runtime", "precision": "--precision", "device": "--device", "devices": "--devices",
+    "decoder": "--decoder", "decode_workers": "--decode-workers", "model_runtime": "--model-runtime", "precision": "--precision", "device": "--device", "devices": "--devices",
     "dtype": "--dtype", "compression": "--compression",
 }
 _FIELD_PATTERN = re.compile(r"\b(" + "|".join(name for name in FIELD_FLAGS if "_" in name) + r")\b")
@@ -64,6 +64,7 @@ class GlobalState:
     decoder: str = DEFAULTS.runtime.decoder
     decode_threads: int | None = DEFAULTS.runtime.decode_threads  # None: 1 on CPU, more for a GPU model
     model_runtime: str = DEFAULTS.runtime.model_runtime
+    decode_workers: int | None = DEFAULTS.runtime.decode_workers  # None: 1 on CPU, the cores for a GPU model
     quiet: bool = False
     debug: bool = False
 
@@ -164,6 +165,7 @@ def build_config(
             num_threads=STATE.threads,
             decoder=STATE.decoder,
             decode_threads=STATE.decode_threads,
+            decode_workers=STATE.decode_workers,
             model_runtime=STATE.model_runtime,
         ),
         output=OutputConfig(dtype=dtype, compression=compression),

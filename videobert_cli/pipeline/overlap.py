@@ -14,11 +14,13 @@ from typing import Callable, Sequence
 
 
 class DecodeFeed:
-    """The videos ``paths`` decoded in a decode worker process for ``stage`` (a
-    :class:`~videobert_cli.pipeline.stages.VideoStage`), in order: the next video's decoding
-    starts as soon as the current one's is done.
+    """The videos ``paths`` decoded for ``stage`` (a
+    :class:`~videobert_cli.pipeline.stages.VideoStage`) by ``stage.decode_workers`` decode worker
+    processes, each on its own video, and handed over in order. Video ``p`` goes to worker
+    ``p mod workers``; each worker starts its next video as soon as its current one is decoded,
+    so the workers decode the next ``workers`` videos side by side while the model encodes.
 
-    ``decode`` replaces the worker's decode function (a test hook, see
+    ``decode`` replaces the workers' decode function (a test hook, see
     :mod:`videobert_cli.engines.hooks`).
     """
 
@@ -29,31 +31,41 @@ class DecodeFeed:
         self.stage = stage
         self.paths = list(paths)
         self.chunk_frames = chunk_frames
-        self.worker = DecodeWorker(timeout=timeout, decode=decode or default_decode,
-                                   niceness=decoder_niceness(stage.device))
+        count = max(1, min(stage.decode_workers, len(self.paths)))
+        self.workers = [DecodeWorker(timeout=timeout, decode=decode or default_decode,
+                                     niceness=decoder_niceness(stage.device)) for _ in range(count)]
         self.submitted: dict[int, object] = {}
+
+    def _worker(self, position: int):
+        return self.workers[position % len(self.workers)]
 
     def submit(self, position: int) -> None:
         """Start decoding the ``position``-th video (if not started yet)."""
         if position < len(self.paths) and position not in self.submitted:
-            self.submitted[position] = self.worker.submit(
+            self.submitted[position] = self._worker(position).submit(
                 self.stage.decode_request(self.paths[position], self.chunk_frames))
 
     def open(self, position: int, timings: dict | None = None):
         """``(VideoInfo, iterator of CropChunk)`` of the ``position``-th video; ``timings`` gets
         the decoder's stage times once it is decoded."""
-        self.submit(position)
+        for ahead in range(position, position + len(self.workers)):
+            self.submit(ahead)
         job = self.submitted.pop(position)
-        return self.worker.stream(job, timings=timings, on_done=lambda: self.submit(position + 1))
+        after = position + len(self.workers)  # this worker's next video
+        return self._worker(position).stream(job, timings=timings, on_done=lambda: self.submit(after))
 
     def failed(self) -> None:
-        """After a video failed: a half-consumed job would feed stale frames to the next video."""
-        if self.worker.has_pending():
-            self.worker.abandon()
+        """After a video failed: a half-consumed job would feed stale frames to the next video
+        (queued videos of the other workers are decoded again: simple, and failures are rare)."""
+        if any(worker.has_pending() for worker in self.workers):
+            for worker in self.workers:
+                if worker.has_pending():
+                    worker.abandon()
             self.submitted.clear()
 
     def close(self) -> None:
-        self.worker.close()
+        for worker in self.workers:
+            worker.close()
 
 
 class WriteBehind:

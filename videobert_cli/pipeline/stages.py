@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from videobert_cli.config import PipelineConfig
-from videobert_cli.devices import default_decode_threads, resolve_device, resolve_precision
+from videobert_cli.devices import default_decode_threads, default_decode_workers, resolve_device, resolve_precision
 from videobert_cli.errors import ConfigError, FeatureFileError, InputError
 from videobert_cli.features import FusedFeatures, FusedSegments, TextFeatures, VideoFeatures
 from videobert_cli.decoders.base import VideoInfo
@@ -236,16 +236,26 @@ class VideoStage:
         info, chunks = decode_crops(path, self.decode_config, self.model.preprocessing, timer=timer)
         return self.encode_chunks(info, chunks, timer, path=str(path))
 
+    def _cpus_and_gpus(self) -> tuple[int, int]:
+        from videobert_cli.pipeline.decode_worker import worker_cpu_count
+
+        return worker_cpu_count(), torch.cuda.device_count() if self.device.startswith("cuda") else 0
+
+    @property
+    def decode_workers(self) -> int:
+        """Decode worker processes feeding this model (``RuntimeConfig.decode_workers``)."""
+        if self.config.runtime.decode_workers is not None:
+            return self.config.runtime.decode_workers
+        return default_decode_workers(self.device, *self._cpus_and_gpus())
+
     @property
     def decode_config(self) -> PipelineConfig:
         """The configuration the decoder needs (sampling resolved for this model's kind, decoding
-        threads for this model's device)."""
+        threads for this model's device, shared by its decode workers)."""
         runtime = self.config.runtime
         if runtime.decode_threads is None:
-            from videobert_cli.pipeline.decode_worker import worker_cpu_count
-
-            gpus = torch.cuda.device_count() if self.device.startswith("cuda") else 0
-            threads = default_decode_threads(self.device, worker_cpu_count(), gpus)
+            cpus, gpus = self._cpus_and_gpus()
+            threads = default_decode_threads(self.device, max(1, cpus // self.decode_workers), gpus)
             runtime = replace(runtime, decode_threads=threads)
         return self.config.with_(sampling=self.sampling, runtime=runtime)
 

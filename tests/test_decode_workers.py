@@ -1,0 +1,116 @@
+"""Several decode workers feed one model: the same features and records as one worker.
+
+(How decode throughput scales with workers is measured by ``python -m bench.decode_workers``,
+not here.)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from synth import make_video
+from videobert_cli import load
+from videobert_cli.cli.app import app
+from videobert_cli.config import RuntimeConfig, SamplingConfig
+from videobert_cli.devices import DECODE_WORKER_MEMORY, default_decode_threads, default_decode_workers
+from videobert_cli.engines import hooks, run_batch
+from videobert_cli.errors import ConfigError
+from videobert_cli.pipeline.inputs import plan_inputs
+
+
+def record_decoder_pid(job, emit) -> None:
+    """Decode normally; write the decoding process's pid to ``<video>.pid``."""
+    from videobert_cli.pipeline.decode_worker import default_decode
+
+    Path(job.path + ".pid").write_text(str(os.getpid()))
+    default_decode(job, emit)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """Five short videos of different lengths and sizes, and a corrupt file among them."""
+    root = tmp_path_factory.mktemp("in")
+    for index, (frames, size) in enumerate([(23, (64, 48)), (7, (96, 64)), (41, (64, 48)), (3, (80, 60)),
+                                            (30, (64, 48))]):
+        make_video(root / f"v{index}.mp4", width=size[0], height=size[1], fps=10, num_frames=frames)
+    (root / "v2b_broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    return root
+
+
+def run_with(folder: Path, out: Path, config, workers: int):
+    config = config.with_(sampling=SamplingConfig(fps=4.0),
+                          runtime=RuntimeConfig(device="cpu", precision="fp32", decode_workers=workers))
+    return run_batch(plan_inputs([str(folder)]), out, config)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_several_workers_give_one_workers_features_and_records(folder, tmp_path, fast_config, workers):
+    one = run_with(folder, tmp_path / "one", fast_config, 1)
+    many = run_with(folder, tmp_path / "many", fast_config, workers)
+    assert [(r.status, r.reason) for r in many.records] == [(r.status, r.reason) for r in one.records]
+    assert [r.status for r in one.records].count("failed") == 1
+    for record in one.records:
+        if record.status != "ok":
+            continue
+        name = Path(record.output).name
+        a, b = load(tmp_path / "one" / name), load(tmp_path / "many" / name)
+        np.testing.assert_array_equal(a.video.frame_indices, b.video.frame_indices)
+        np.testing.assert_array_equal(a.video.timestamps, b.video.timestamps)
+        np.testing.assert_allclose(a.video.features, b.video.features, rtol=0, atol=1e-6)
+
+
+def test_two_workers_are_two_processes_sharing_the_videos(tmp_path, fast_config):
+    for index in range(4):
+        make_video(tmp_path / "in" / f"v{index}.mp4", width=64, height=48, fps=10, num_frames=12)
+    with hooks.installed(decode=record_decoder_pid):
+        report = run_with(tmp_path / "in", tmp_path / "out", fast_config, 2)
+    assert [r.status for r in report.records] == ["ok"] * 4
+    pids = [(tmp_path / "in" / f"v{index}.mp4.pid").read_text() for index in range(4)]
+    assert len(set(pids)) == 2, pids
+    assert pids[0] == pids[2] != pids[1] == pids[3]  # video p goes to worker p mod 2
+
+
+def test_the_cli_takes_decode_workers_and_refuses_zero(folder, tmp_path, fast_cli_flags):
+    runner = CliRunner()
+    result = runner.invoke(app, ["--decode-workers", "2", "run", str(folder), "-o", str(tmp_path / "out"),
+                                 *fast_cli_flags, "--fps", "2"])
+    assert result.exit_code == 1, result.output  # the corrupt file fails; the others are written
+    assert len(list((tmp_path / "out").glob("*.h5"))) == 5
+    result = runner.invoke(app, ["--decode-workers", "0", "run", str(folder), "-o", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "--decode-workers" in result.output
+
+
+def test_decode_workers_must_be_a_positive_integer():
+    with pytest.raises(ConfigError) as caught:
+        RuntimeConfig(decode_workers=0)
+    assert caught.value.field == "decode_workers"
+
+
+@pytest.mark.parametrize(
+    "device, cpus, gpus, memory, expected",
+    [
+        ("cpu", 16, 0, 64 << 30, 1),  # a CPU model needs the cores itself
+        ("cuda:0", 16, 1, 64 << 30, 16),  # one worker per core the GPU has
+        ("cuda:0", 16, 2, 64 << 30, 8),  # cores shared by the GPUs in use
+        ("cuda:0", 16, 1, 3 * DECODE_WORKER_MEMORY + 1, 3),  # as many as memory holds
+        ("cuda:0", 16, 1, 100, 1),
+        ("cuda", 1, 1, None, 1),
+    ],
+)
+def test_default_decode_workers(device, cpus, gpus, memory, expected):
+    if memory is None:
+        assert default_decode_workers(device, cpus, gpus) >= 1
+    else:
+        assert default_decode_workers(device, cpus, gpus, memory) == expected
+
+
+def test_workers_share_the_decoding_threads_of_a_gpu():
+    # 16 cores for one GPU: 16 workers of one thread, not 16 workers of 4 threads
+    workers = default_decode_workers("cuda:0", 16, 1, 64 << 30)
+    assert default_decode_threads("cuda:0", 16 // workers, 1) == 1
+    assert default_decode_threads("cuda:0", 16, 1) == 4  # one worker: FFmpeg's threads instead
