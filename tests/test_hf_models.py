@@ -356,6 +356,11 @@ def test_clip_model_runs_with_its_clip_length_and_names_it_otherwise(tmp_path: P
     wrong = invoke("extract-video", video, "-o", tmp_path / "y.h5", "--video-model", name, "--clip-len", "8",
                    "--device", "cpu", "--precision", "fp32")
     assert wrong.exit_code == 2 and "clips of 4 frames" in wrong.stderr
+    # without --clip-len the model's own clip length is the default
+    default = invoke("extract-video", video, "-o", tmp_path / "z.h5", "--video-model", name, "--clip-fps", "4",
+                     "--device", "cpu", "--precision", "fp32")
+    assert default.exit_code == 0, default.output
+    np.testing.assert_array_equal(load(tmp_path / "z.h5").video.features, stored.features)
 
 
 def test_unsupported_model_types_are_refused_with_one_line(tmp_path: Path, tiny_bert_dir: Path) -> None:

@@ -44,9 +44,12 @@ def _timed_stream(stream: Iterator[CropChunk], timer: StageTimer) -> Iterator[Cr
         yield chunk
 
 
-def resolve_sampling(sampling, kind: str, model_name: str):
-    """The sampling a model of ``kind`` uses: clip defaults for clip models; refuse mismatches."""
+def resolve_sampling(sampling, kind: str, model_name: str, clip_len: int | None = None):
+    """The sampling a model of ``kind`` uses: clip defaults for clip models (the clip length the
+    model was built for, where it says); refuse mismatches."""
     if kind == "clip":
+        if clip_len is not None and sampling.clip_len is None:
+            sampling = replace(sampling, clip_len=clip_len)
         return sampling.for_clips()
     if sampling.asks_for_clips:
         raise ConfigError(
@@ -74,7 +77,7 @@ class VideoStage:
         self.model = load_video_model(config.video_model)
         self.encoder = FrameEncoder(self.model, device=self.device, precision=self.precision,
                                     model_runtime=config.runtime.model_runtime)
-        self.sampling = resolve_sampling(config.sampling, self.model.kind, self.model.name)
+        self.sampling = resolve_sampling(config.sampling, self.model.kind, self.model.name, self.model.clip_len)
 
     @property
     def feature_dim(self) -> int:
