@@ -32,6 +32,7 @@ def test_report_is_a_json_ready_dict_with_every_section():
     assert report["decoders"]["PyAV"]["importable"] and report["decoders"]["PyAV"]["version"]
     assert report["offline"] is True  # the conftest's offline mode
     assert report["precision_auto"] in ("fp32", "fp16")
+    assert report["model_runtime_auto"] == "onnxruntime"  # a core dependency
 
 
 def test_caches_honour_the_environment_and_list_what_is_cached(tmp_path, monkeypatch):

@@ -201,6 +201,10 @@ def doctor_report() -> dict:
     report["precision_auto"] = auto_precision(report["device_auto"])
     report["decoders"] = {label: package_status(module, dist) for module, dist, label in DECODERS}
     report["runtimes"] = {label: package_status(module, dist) for module, dist, label in RUNTIMES}
+    from videobert_cli.video.runtimes import choose_runtime
+
+    # what --model-runtime auto runs an fp32 frame model in on this machine's CPU
+    report["model_runtime_auto"] = choose_runtime("auto", device="cpu", precision="fp32", kind="frame")
     report["weights"] = cached_weights()
     report["offline"] = offline_mode()
     return report

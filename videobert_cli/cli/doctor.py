@@ -55,7 +55,8 @@ def render_text(report: dict) -> str:
         else:
             lines.append(f"  {gpu['device']:<17} {gpu['name']}, compute capability {gpu['compute_capability']}, "
                          f"{gpu['memory_gb']} GB")
-    lines.append(f"auto             device {report['device_auto']}, precision {report['precision_auto']}")
+    lines.append(f"auto             device {report['device_auto']}, precision {report['precision_auto']}, "
+                 f"CPU model runtime {report['model_runtime_auto']}")
     lines.append("decoders")
     lines += [f"  {name:<17} {_package(status)}" for name, status in report["decoders"].items()]
     lines.append("runtimes")
