@@ -195,3 +195,12 @@ def test_the_cli_refuses_an_unknown_runtime_in_one_line(tmp_path, tiny_video):
     assert result.exit_code == EXIT_USAGE, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "--model-runtime" in errors[0], result.output
+
+
+def test_onnxruntime_frees_torchs_copy_of_the_weights_and_torch_keeps_it():
+    model = load_video_model(TINY)
+    FrameEncoder(model, model_runtime="onnxruntime")
+    assert all(p.device.type == "meta" for p in model.module.parameters())
+    kept = load_video_model(TINY)
+    FrameEncoder(kept, model_runtime="torch")
+    assert all(p.device.type == "cpu" for p in kept.module.parameters())
