@@ -80,9 +80,10 @@ def test_merge_rule_joins_overlapping_windows_of_one_video():
         (0, 0.0, 8.0, 0.9), (1, 0.0, 4.0, 0.85), (0, 10.0, 14.0, 0.7)]
     assert hits[0].windows == (0, 1, 2) and hits[0].best == 0
     gap = merge_hits(scores, file, start, end, 3, gap_s=2.0)
-    assert [(h.file, h.start, h.end) for h in gap] == [(0, 0.0, 14.0), (1, 0.0, 4.0)]
-    # top 1: the pool is the best 4 windows; window 2 (0.1) is not in it, so not merged
-    assert [(h.start, h.end) for h in merge_hits(scores, file, start, end, 1)] == [(0.0, 6.0)]
+    assert [(h.file, h.start, h.end) for h in gap] == [(0, 0.0, 14.0), (1, 0.0, 4.0)]  # window 2 bridges
+    # top 1 stops at window 4 (it would start moment 2): only windows scoring above 0.85 are in
+    assert [(h.start, h.end, h.windows) for h in merge_hits(scores, file, start, end, 1)] == [(0.0, 4.0, (0,))]
+    assert [(h.file, h.start, h.end) for h in merge_hits(scores, file, start, end, 2)] == [(0, 0.0, 6.0), (1, 0.0, 4.0)]
     excluded = merge_hits(scores, file, start, end, 1, exclude=np.array([1, 1, 1, 0, 0], bool))
     assert [(h.file, h.score) for h in excluded] == [(1, 0.85)]
 
@@ -300,3 +301,20 @@ def test_thumbnails_decode_the_moment_frames_and_placeholder_a_vanished_source(t
                  str(tmp_path / "cli.png"))
     assert out.exit_code == 0, out.output
     assert "placeholder" in out.output and (tmp_path / "cli.png").is_file()
+
+
+def test_float16_scores_are_exact_for_the_best_rows():
+    from videobert_cli.search.engine import cosine_scores
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5000, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    half = x.astype(np.float16)
+    q = x[17] + 0.3 * x[99]
+    q /= np.linalg.norm(q)
+    exact = half.astype(np.float64) @ q
+    scores = cosine_scores(half, q, exact_top=40)
+    best = np.argsort(-exact)[:40]
+    np.testing.assert_allclose(scores[best], exact[best], atol=1e-6)
+    np.testing.assert_allclose(scores, exact, atol=1e-3)
+    assert np.argsort(-scores, kind="stable")[:40].tolist() == np.argsort(-exact, kind="stable")[:40].tolist()

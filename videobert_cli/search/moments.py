@@ -13,12 +13,13 @@ The moment unit
     aligned image-text encoder) is the L2-normalised mean of its L2-normalised rows.
 
 Merging
-    The search scores every window; the *pool* is the ``POOL_FACTOR * top`` best windows.
-    Within the pool, windows of one video whose spans overlap or lie within ``gap_s`` of each
-    other are joined (transitively) into one moment: its span is their union, its score the
-    best of theirs. Moments rank by score (ties: video, then start). When the pool yields
-    fewer than ``top`` moments it is widened ``POOL_FACTOR``-fold until it does or holds
-    every window.
+    Windows are taken best first. A window that overlaps a moment of its own video, or lies
+    within ``gap_s`` of it, joins that moment (joining moments it bridges); any other window
+    starts a new moment, until the window that would start moment ``top + 1``: there it stops.
+    So every window scoring above the best window left out is in a reported moment, and a
+    moment is the union of its windows' spans, scored by its best window. Moments rank by
+    score (ties: the lower window index first). Asking for more moments than the videos hold
+    apart merges everything that touches.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import numpy as np
 #: default window length and hop, seconds (at the default 1 frame/s: 4 frames, half overlapping)
 WINDOW_S = 4.0
 HOP_S = 2.0
-#: the pool of windows merged into moments, as a multiple of the moments asked for
+#: windows sorted at first, as a multiple of the moments asked for (widened by this factor
+#: while the merging needs more)
 POOL_FACTOR = 4
 
 
@@ -130,7 +132,7 @@ def merge_hits(scores: np.ndarray, file: np.ndarray, start: np.ndarray, end: np.
                *, gap_s: float = 0.0, exclude: np.ndarray | None = None) -> list[Hit]:
     """The ``top`` best moments (see the module doc for the rule).
 
-    ``exclude``: a boolean mask of windows never returned (``--like``'s own moment).
+    ``exclude``: a boolean mask of windows never used (``--like``'s own moment).
     """
     scores = np.asarray(scores, dtype=np.float64)
     if exclude is not None:
@@ -138,30 +140,26 @@ def merge_hits(scores: np.ndarray, file: np.ndarray, start: np.ndarray, end: np.
     available = int(np.sum(np.isfinite(scores)))
     pool = min(available, POOL_FACTOR * max(top, 1))
     while True:
-        hits = _merge_pool(top_windows(scores, pool), scores, file, start, end, gap_s)
-        if len(hits) >= top or pool >= available:
-            return hits[:top]
+        hits, complete = _merge(top_windows(scores, pool), scores, file, start, end, top, gap_s)
+        if complete or pool >= available:
+            return sorted(hits, key=lambda h: (-h.score, h.best))
         pool = min(available, pool * POOL_FACTOR)
 
 
-def _merge_pool(pool: np.ndarray, scores, file, start, end, gap_s: float) -> list[Hit]:
+def _merge(order: np.ndarray, scores, file, start, end, top: int, gap_s: float) -> tuple[list[Hit], bool]:
+    """Merge windows ``order`` (best first); True when the window that would start moment
+    ``top + 1`` was reached (the result cannot change with more windows)."""
     hits: list[Hit] = []
-    order = pool[np.lexsort((start[pool], file[pool]))]
-    group: list[int] = []
-
-    def close() -> None:
-        if group:
-            best = max(group, key=lambda i: (scores[i], -i))
-            hits.append(Hit(int(file[group[0]]), float(start[group].min()), float(end[group].max()),
-                            float(scores[best]), int(best), tuple(sorted(group))))
-
-    reach = -np.inf
     for i in order.tolist():
-        if group and (file[i] != file[group[0]] or start[i] > reach + gap_s):
-            close()
-            group, reach = [], -np.inf
-        group.append(i)
-        reach = max(reach, float(end[i]))
-    close()
-    hits.sort(key=lambda h: (-h.score, h.file, h.start))
-    return hits
+        f, s, e = int(file[i]), float(start[i]), float(end[i])
+        touching = [h for h in hits if h.file == f and s <= h.end + gap_s and e >= h.start - gap_s]
+        if not touching:
+            if len(hits) == top:
+                return hits, True
+            hits.append(Hit(f, s, e, float(scores[i]), i, (i,)))
+            continue
+        first = touching[0]  # the earliest made is the best scored
+        merged = Hit(f, min([s] + [h.start for h in touching]), max([e] + [h.end for h in touching]), first.score,
+                     first.best, tuple(sorted({i, *(w for h in touching for w in h.windows)})))
+        hits = [merged if h is first else h for h in hits if h is first or h not in touching]
+    return hits, False
