@@ -57,6 +57,7 @@ class PlotData:
     """What ``videobert plot`` draws."""
 
     times: np.ndarray  # (N,) seconds of the video rows
+    row_end: np.ndarray  # (N,) when each row's span ends (the next row, or the video's end)
     self_similarity: np.ndarray  # (N, N) cosine of the video rows
     cue_start: np.ndarray  # (C,) seconds
     cue_end: np.ndarray  # (C,)
@@ -93,7 +94,7 @@ def plot_data(path: str | Path, *, fusion_weights: str | Path | None = None, dev
     path = Path(path)
     models, features, times, ends = read_video(path)
     frames = normalise(features)
-    data = PlotData(times=times, self_similarity=frames @ frames.T, cue_start=np.zeros(0), cue_end=np.zeros(0),
+    data = PlotData(times=times, row_end=ends, self_similarity=frames @ frames.T, cue_start=np.zeros(0), cue_end=np.zeros(0),
                     cue_text=[], title=f"{path.name}: {models.video_model or 'video'}")
     data.cue_start, data.cue_end, data.cue_text, tokens = _cues(path)
     if not data.cue_text:
@@ -129,11 +130,10 @@ def render_plot(data: PlotData, out: str | Path) -> Path:
     fig, axes = plt.subplots(panels, 1, figsize=(6, 1.6 * sum(heights) / 1.6 * 0.9), sharex=True,
                              gridspec_kw={"height_ratios": heights})
     t0 = float(data.times[0]) if len(data.times) else 0.0
-    t1 = float(data.times[-1]) if len(data.times) else 1.0
+    t1 = float(data.row_end[-1]) if len(data.times) else 1.0
     t1 = t1 if t1 > t0 else t0 + 1.0
     ax = axes[0]
-    ax.imshow(data.self_similarity, extent=(t0, t1, t1, t0), aspect="auto", cmap="viridis", vmin=-1, vmax=1,
-              interpolation="nearest")
+    ax.imshow(data.self_similarity, extent=(t0, t1, t1, t0), aspect="auto", cmap="viridis", interpolation="nearest")
     ax.set_ylabel("time (s)")
     ax.set_title(f"{data.title} - frame self-similarity (cosine)", fontsize=9)
     ax = axes[1]
