@@ -13,6 +13,7 @@ The library does everything the ``videobert`` command does::
 
 from videobert_cli.version import __version__
 
+from videobert_cli.aligned import embed_images, embed_text_queries, is_aligned_pair  # noqa: E402
 from videobert_cli.api import (  # noqa: E402
     extract_text,
     extract_text_files,
@@ -58,4 +59,7 @@ __all__ = [
     "TextFeatures",
     "FusedFeatures",
     "FeatureFile",
+    "is_aligned_pair",
+    "embed_text_queries",
+    "embed_images",
 ]

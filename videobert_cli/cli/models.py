@@ -20,6 +20,10 @@ Examples:
   videobert models
 
   videobert models --all --json
+
+Models from transformers are named hf:<hub name or local directory> and not listed:
+--video-model hf:google/siglip2-base-patch16-224 (CLIP/SigLIP frames, or a VideoMAE clip
+model) with --text-model hf:<the same name> for its text tower (docs/models-hf.md).
 """
 
 
@@ -46,3 +50,4 @@ def models_command(
             "[green]yes[/]" if row["offline"] else "[yellow]no (downloads)[/]", row["description"],
         )
     stdout.print(table)
+    stdout.print("Also: hf:<hub name or directory> for CLIP, SigLIP and VideoMAE from transformers (docs/models-hf.md).")

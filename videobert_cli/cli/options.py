@@ -33,7 +33,7 @@ Fps = Annotated[Optional[float], typer.Option("--fps", help=f"Frames sampled per
 NumFrames = Annotated[
     Optional[int], typer.Option("--num-frames", min=1, help="Sample exactly N frames spread uniformly (instead of --fps).")
 ]
-VideoModel = Annotated[str, typer.Option("--video-model", help="Video model: efficientnet-lite0 (bundled) or a torchvision name.")]
+VideoModel = Annotated[str, typer.Option("--video-model", help="Video model: efficientnet-lite0 (bundled), a torchvision name, or hf:NAME (CLIP/SigLIP/VideoMAE from transformers).")]
 VideoWeights = Annotated[
     str,
     typer.Option(
@@ -42,7 +42,7 @@ VideoWeights = Annotated[
     ),
 ]
 TextModel = Annotated[
-    str, typer.Option("--text-model", help="all-minilm-l6-v2 (bundled), a Hugging Face name, or a local model directory.")
+    str, typer.Option("--text-model", help="all-minilm-l6-v2 (bundled), a Hugging Face name, a local model directory, or hf:NAME (the text tower of a CLIP/SigLIP model).")
 ]
 MaxLength = Annotated[
     Optional[int], typer.Option("--max-length", help="Tokens per text window incl. [CLS]/[SEP] (default: the model's maximum).")

@@ -1,7 +1,7 @@
 """Tokenise a transcript, pack it into model windows, and encode every token.
 
 Nothing is truncated: cues are packed into windows of at most ``max_length`` tokens
-(``[CLS]`` + content + ``[SEP]``) on cue boundaries; a cue longer than a window is split on
+(``[CLS]`` + content + ``[SEP]``, or the model's own special tokens) on cue boundaries; a cue longer than a window is split on
 sentence boundaries, and a sentence longer than a window is split at token boundaries (the
 only place where a window cuts text mid-sentence; the split is recorded in
 ``text/token_window``).
@@ -92,16 +92,18 @@ class TextEncoder:
         self.batch_size = batch_size
         self.module = model.model.to(device).eval()
         tokenizer = model.tokenizer
-        self.cls_id = tokenizer.cls_token_id
-        self.sep_id = tokenizer.sep_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        if self.cls_id is None or self.sep_id is None:
-            raise ValueError("text model tokenizer has no [CLS]/[SEP] tokens")
+        if model.prefix_ids is None or model.suffix_ids is None:
+            if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
+                raise ValueError("text model tokenizer has no [CLS]/[SEP] tokens")
+            self.prefix, self.suffix = [tokenizer.cls_token_id], [tokenizer.sep_token_id]
+        else:
+            self.prefix, self.suffix = list(model.prefix_ids), list(model.suffix_ids)
 
     @property
     def capacity(self) -> int:
-        """Content tokens per window (the model window minus [CLS] and [SEP])."""
-        return self.loaded.max_length - 2
+        """Content tokens per window (the model window minus its special tokens, e.g. [CLS] and [SEP])."""
+        return self.loaded.max_length - len(self.prefix) - len(self.suffix)
 
     def _forward_windows(self, windows: list[list[int]]) -> list[np.ndarray]:
         """Hidden states of the content tokens of each window (batches sorted by length)."""
@@ -109,22 +111,25 @@ class TextEncoder:
         outputs: list[np.ndarray | None] = [None] * len(windows)
         for start in range(0, len(order), self.batch_size):
             batch_ids = [windows[i] for i in order[start : start + self.batch_size]]
-            width = max(len(ids) for ids in batch_ids) + 2  # dynamic padding per batch
+            framing = len(self.prefix) + len(self.suffix)
+            if self.loaded.pad_to_max_length:
+                width = self.loaded.max_length
+            else:
+                width = max(len(ids) for ids in batch_ids) + framing  # dynamic padding per batch
             input_ids = torch.full((len(batch_ids), width), self.pad_id, dtype=torch.long)
             attention = torch.zeros((len(batch_ids), width), dtype=torch.long)
             for row, ids in enumerate(batch_ids):
-                sequence = [self.cls_id, *ids, self.sep_id]
+                sequence = [*self.prefix, *ids, *self.suffix]
                 input_ids[row, : len(sequence)] = torch.tensor(sequence)
                 attention[row, : len(sequence)] = 1
+            extra = {"attention_mask": attention, "token_type_ids": torch.zeros_like(input_ids)}
+            inputs = {name: extra[name].to(self.device) for name in self.loaded.input_names if name in extra}
             with torch.inference_mode(), autocast(self.precision, self.device):
-                hidden = self.module(
-                    input_ids=input_ids.to(self.device),
-                    attention_mask=attention.to(self.device),
-                    token_type_ids=torch.zeros_like(input_ids).to(self.device),
-                ).last_hidden_state
+                hidden = self.module(input_ids=input_ids.to(self.device), **inputs).last_hidden_state
             hidden = hidden.float().cpu().numpy()
+            first = len(self.prefix)
             for row, window_index in enumerate(order[start : start + self.batch_size]):
-                outputs[window_index] = hidden[row, 1 : 1 + len(windows[window_index])]
+                outputs[window_index] = hidden[row, first : first + len(windows[window_index])]
         return outputs  # type: ignore[return-value]
 
     def encode(self, transcript: Transcript) -> TextFeatures:

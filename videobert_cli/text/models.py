@@ -7,7 +7,7 @@ model name or a local directory. Remote code is never trusted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -74,6 +74,15 @@ class LoadedTextModel:
     hidden_size: int
     max_length: int
     weights_sha256: str
+    #: special tokens framing each window; None: the tokenizer's [CLS] ... [SEP]
+    prefix_ids: tuple[int, ...] | None = None
+    suffix_ids: tuple[int, ...] | None = None
+    #: pad every window to ``max_length`` (SigLIP's text tower is used so) instead of per batch
+    pad_to_max_length: bool = False
+    #: the inputs the model's forward takes besides input_ids
+    input_names: tuple[str, ...] = ("attention_mask", "token_type_ids")
+    #: further identity facts (only models that need them add any; older identities stay as they were)
+    extra_identity: dict = field(default_factory=dict)
 
     def identity(self) -> dict:
         """Facts identifying these features (stored in HDF5 and in run fingerprints)."""
@@ -84,7 +93,23 @@ class LoadedTextModel:
             "feature_dim": self.hidden_size,
             "max_length": self.max_length,
             "feature_layer": "last_hidden_state",
+            **self.extra_identity,
         }
+
+
+#: name prefixes (``hf:``) whose models load through their own loader and availability check
+_PREFIXES: dict[str, tuple[Callable[[TextModelConfig], LoadedTextModel], Callable[[str], bool]]] = {}
+
+
+def register_text_model_prefix(
+    prefix: str, load: Callable[[TextModelConfig], LoadedTextModel], available: Callable[[str], bool]
+) -> None:
+    """Load every text model name starting with ``prefix`` through ``load``."""
+    _PREFIXES[prefix] = (load, available)
+
+
+def _prefixed(name: str):
+    return next((hooks for prefix, hooks in _PREFIXES.items() if name.startswith(prefix)), None)
 
 
 def resolve_text_model_location(name: str) -> str:
@@ -106,6 +131,9 @@ def text_weights_available(name: str) -> bool:
     alias = _ALIASES.get(name)
     if alias is not None:
         return alias.locate() is not None
+    hooks = _prefixed(name)
+    if hooks is not None:
+        return hooks[1](name)
     if Path(name).is_dir():
         return any((Path(name) / f).is_file() for f in _WEIGHT_FILES)
     try:
@@ -129,6 +157,9 @@ def _weights_sha256(location: str, model) -> str:
 
 def load_text_model(config: TextModelConfig) -> LoadedTextModel:
     """Load tokenizer and model for ``config.name``; fails with a one-line message if unavailable."""
+    hooks = _prefixed(config.name)
+    if hooks is not None:
+        return hooks[0](config)
     location = resolve_text_model_location(config.name)
     local_only = offline_mode() or Path(location).is_dir()
     try:

@@ -7,7 +7,8 @@ weights' own metadata (torchvision's ``Weights`` enums, or the bundled model's p
 settings), never re-typed per call site.
 
 Register more models with :func:`register_video_model`; any torchvision classification model
-is available by its torchvision name without registration.
+is available by its torchvision name without registration, and names with a registered prefix
+(``hf:`` for transformers models, :mod:`videobert_cli.video.hf`) resolve through that prefix.
 """
 
 from __future__ import annotations
@@ -28,9 +29,20 @@ from videobert_cli.errors import ConfigError, ModelUnavailableError
 from videobert_cli.hashing import cached_file_sha256
 
 
+#: resize modes: scale the short side to ``resize_size`` then centre-crop (torchvision presets,
+#: CLIP), or resize to exactly ``crop_size`` x ``crop_size`` with no crop (SigLIP)
+RESIZE_MODES = ("short_side", "square")
+#: how the resize is computed: "torchvision" as torchvision's classification presets (v1 float
+#: resize, crop offsets rounded), "transformers" as transformers' torchvision backend (v2 resize
+#: of the uint8 frames, crop offsets rounded down)
+RESIZE_METHODS = ("torchvision", "transformers")
+#: fields added after models were first fingerprinted, with the default they had implicitly
+_LATER_FIELDS = {"resize_mode": "short_side", "method": "torchvision"}
+
+
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize the short side to ``resize_size`` (aspect ratio kept), centre-crop, normalise."""
+    """Resize (short side + centre crop, or to an exact square), then normalise."""
 
     resize_size: int
     crop_size: int
@@ -38,9 +50,23 @@ class Preprocessing:
     std: tuple[float, float, float]
     interpolation: str = "bilinear"  # torchvision InterpolationMode value
     antialias: bool = True
+    resize_mode: str = "short_side"
+    method: str = "torchvision"
+
+    def __post_init__(self) -> None:
+        if self.resize_mode not in RESIZE_MODES:
+            raise ConfigError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
+        if self.method not in RESIZE_METHODS:
+            raise ConfigError(f"method must be one of {RESIZE_METHODS}, got {self.method!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # Later fields are stored only when they differ from their default, so the identity
+        # (and run fingerprints) of the models that existed before them stay byte-identical.
+        values = asdict(self)
+        for key, default in _LATER_FIELDS.items():
+            if values[key] == default:
+                del values[key]
+        return values
 
 
 @dataclass(frozen=True)
@@ -55,10 +81,12 @@ class LoadedVideoModel:
     weights_name: str
     weights_sha256: str
     kind: str = "frame"  # "frame": (B, 3, S, S) -> (B, D); "clip": (B, 3, T, S, S) -> (B, D)
+    #: frames per clip the model is built for (None: any, as torchvision's clip models)
+    clip_len: int | None = None
 
     def identity(self) -> dict:
         """The facts that identify these features (stored in HDF5 and in run fingerprints)."""
-        return {
+        identity = {
             "model_name": self.name,
             "model_kind": self.kind,
             "weights_name": self.weights_name,
@@ -67,6 +95,9 @@ class LoadedVideoModel:
             "feature_dim": self.feature_dim,
             "preprocessing": self.preprocessing.to_dict(),
         }
+        if self.clip_len is not None:  # only where set: older models' identity is unchanged
+            identity["model_clip_len"] = self.clip_len
+        return identity
 
 
 @dataclass(frozen=True)
@@ -83,12 +114,24 @@ class VideoModelEntry:
 
 
 _REGISTRY: dict[str, VideoModelEntry] = {}
+#: name prefixes (such as ``hf:``) whose entries are built from the rest of the name
+_PREFIXES: dict[str, Callable[[str], VideoModelEntry]] = {}
 
 
 def register_video_model(entry: VideoModelEntry) -> VideoModelEntry:
     """Add (or replace) a model in the registry; plugins call this at import time."""
     _REGISTRY[entry.name] = entry
     return entry
+
+
+def register_video_model_prefix(prefix: str, resolve: Callable[[str], VideoModelEntry]) -> None:
+    """Resolve every name starting with ``prefix`` (e.g. ``hf:``) through ``resolve(name)``."""
+    _PREFIXES[prefix] = resolve
+
+
+def video_model_prefixes() -> list[str]:
+    """The registered name prefixes, such as ``hf:``."""
+    return list(_PREFIXES)
 
 
 def registered_video_models() -> list[VideoModelEntry]:
@@ -100,13 +143,17 @@ def get_video_model_entry(name: str) -> VideoModelEntry:
     """Find a model by registry name, else by torchvision classification model name."""
     if name in _REGISTRY:
         return _REGISTRY[name]
+    for prefix, resolve in _PREFIXES.items():
+        if name.startswith(prefix):
+            return resolve(name)
     entry = _torchvision_entry(name)
     if entry is None:
         known = ", ".join(sorted(_REGISTRY)) or "none"
+        prefixes = "".join(f"; or {prefix}NAME" for prefix in _PREFIXES)
         raise ConfigError(
             f"unknown video model {name!r}",
             hint=f"registered: {known}; or any torchvision classification model "
-            "(see `videobert models --all`)",
+            f"(see `videobert models --all`){prefixes}",
         )
     return entry
 

@@ -2,7 +2,8 @@
 
 Split in two so the cheap-to-ship part can run next to the decoder: :func:`resize_and_crop`
 turns decoded uint8 frames into uint8 crops (aspect ratio kept, then centre crop; the same
-operations, in the same order and dtype, as torchvision's ``ImageClassification`` preset), and
+operations, in the same order and dtype, as torchvision's ``ImageClassification`` preset, or as
+transformers' processors for ``method="transformers"``, including their square resize), and
 :func:`normalize` turns crops into the float input of the model on its device.
 """
 
@@ -38,6 +39,10 @@ def resize_and_crop(frames: np.ndarray | torch.Tensor, preprocessing: Preprocess
     batch = torch.as_tensor(frames)
     if batch.ndim != 4 or batch.shape[-1] != 3:
         raise ValueError(f"expected (N, H, W, 3) frames, got {tuple(batch.shape)}")
+    if preprocessing.method == "transformers":
+        return transformers_resize_and_crop(batch, preprocessing)
+    if preprocessing.resize_mode != "short_side":
+        raise ValueError(f"resize_mode {preprocessing.resize_mode!r} needs method 'transformers'")
     if preprocessing.interpolation == "bilinear":
         # torchvision's v2 kernels resize uint8 natively (1.2 vs 28 ms per 720p frame against
         # the v1 float round trip), differing by rounding only: at most 1 level, features at
@@ -61,6 +66,38 @@ def resize_and_crop(frames: np.ndarray | torch.Tensor, preprocessing: Preprocess
         )
         return TF.center_crop(resized, [preprocessing.crop_size]).contiguous()
     return plan.apply(batch)
+
+
+def transformers_resize_and_crop(batch: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> uint8 (N, 3, S, S) as transformers' torchvision-backend processors.
+
+    Those processors (every ``*ImageProcessor`` and ``*VideoProcessor`` of transformers 5 by
+    default) call torchvision's v2 ``resize`` on the uint8 images with ``antialias=True`` (the
+    short side, or an exact height and width), then crop at offsets ``int((size - crop) / 2)``
+    (rounded down, where torchvision's own ``center_crop`` rounds to nearest), padding with
+    zeros when the crop is larger. The same kernel on the same uint8 input gives the same
+    pixels (tests/test_hf_models.py holds it to the processor).
+    """
+    images = batch.permute(0, 3, 1, 2)
+    height, width = int(images.shape[-2]), int(images.shape[-1])
+    crop = preprocessing.crop_size
+    if preprocessing.resize_mode == "square":
+        size = [crop, crop]
+    else:
+        size = list(resized_size(height, width, preprocessing.resize_size))
+    resized = TF2.resize(
+        images, size, interpolation=InterpolationMode(preprocessing.interpolation),
+        antialias=preprocessing.antialias,
+    )
+    if preprocessing.resize_mode == "square":
+        return resized.contiguous()
+    out_height, out_width = int(resized.shape[-2]), int(resized.shape[-1])
+    if crop > out_height or crop > out_width:
+        pad_w, pad_h = max(crop - out_width, 0), max(crop - out_height, 0)
+        resized = TF2.pad(resized, [pad_w // 2, pad_h // 2, (pad_w + 1) // 2, (pad_h + 1) // 2], fill=0)
+        out_height, out_width = int(resized.shape[-2]), int(resized.shape[-1])
+    top, left = int((out_height - crop) / 2.0), int((out_width - crop) / 2.0)
+    return resized[..., top : top + crop, left : left + crop].contiguous()
 
 
 def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
