@@ -85,3 +85,20 @@ def test_plot_without_matplotlib_says_how_to_install_it(feature_file, tmp_path, 
     assert result.exit_code == EXIT_USAGE and len(lines) == 1
     assert "pip install 'videobert-cli[plot]'" in lines[0]
     assert not (tmp_path / "x.png").exists()
+
+
+from test_hf_models import clip_dir  # noqa: E402,F401  (the shared tiny CLIP fixture)
+
+
+def test_plot_data_in_an_aligned_pairs_space(clip_dir, tmp_path):
+    from videobert_cli.aligned import embed_text_queries
+
+    name = f"hf:{clip_dir}"
+    rng = np.random.default_rng(2)
+    path = write_file(tmp_path / "c.h5", rng.standard_normal((5, 16)), cues=CUES, video_model=name, text_model=name,
+                      text_dim=32)
+    data = plot_data(path)
+    x = np.asarray(__import__("videobert_cli").load(path).video.features, np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    assert data.space == "aligned"
+    np.testing.assert_allclose(data.cross, embed_text_queries(name, [c[2] for c in CUES]) @ x.T, atol=1e-5)

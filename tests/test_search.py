@@ -318,3 +318,38 @@ def test_float16_scores_are_exact_for_the_best_rows():
     np.testing.assert_allclose(scores[best], exact[best], atol=1e-6)
     np.testing.assert_allclose(scores, exact, atol=1e-3)
     assert np.argsort(-scores, kind="stable")[:40].tolist() == np.argsort(-exact, kind="stable")[:40].tolist()
+
+
+# --------------------------------------------------------------------------------------------
+# an aligned encoder pair (tiny random CLIP of tests/test_hf_models.py)
+# --------------------------------------------------------------------------------------------
+from test_hf_models import clip_dir  # noqa: E402,F401  (the shared tiny CLIP fixture)
+
+
+def test_text_search_in_an_aligned_pairs_space(clip_dir, tmp_path):
+    from videobert_cli.aligned import embed_text_queries
+
+    name = f"hf:{clip_dir}"
+    query = "a red square"
+    q = embed_text_queries(name, [query])[0]
+    rng = np.random.default_rng(4)
+    folder = tmp_path / "clip"
+    for i in range(3):
+        video = rng.standard_normal((10, len(q)))
+        if i == 1:
+            video[6:10] = 4.0 * q + 0.3 * rng.standard_normal((4, len(q)))
+        write_file(folder / f"c{i}.h5", video, cues=[(6.0, 10.0, f"cue of {i}")], video_model=name, text_model=name,
+                   text_dim=32)
+    result = search(query, [folder], options=SearchOptions(top=2))
+    assert result.space == "aligned"
+    best = result.moments[0]
+    assert (best.video, best.words, best.end) == ("c1", "cue of 1", 10.0) and best.start <= 6.0
+    from videobert_cli import load
+
+    x = load(folder / "c1.h5").video.features.astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    window = x[6:10].mean(0)  # the best window: 6-10 s
+    assert best.score == pytest.approx(float(window @ q / np.linalg.norm(window)), abs=1e-5)
+    write_index(folder)
+    indexed = search(query, [folder / INDEX_NAME], options=SearchOptions(top=2))
+    assert [(m.video, m.start, m.end) for m in indexed.moments] == [(m.video, m.start, m.end) for m in result.moments]

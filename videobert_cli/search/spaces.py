@@ -144,10 +144,8 @@ def fusion_moments(space: FusionSpace, paths: Sequence[Path], file: np.ndarray, 
 
 def aligned_models(models: FileModels) -> bool:
     """True when the files' video and text features come from one aligned image-text encoder."""
-    try:
-        from videobert_cli.aligned import is_aligned_pair
-    except ImportError:  # the aligned encoders are not part of this build
-        return False
+    from videobert_cli.aligned import is_aligned_pair
+
     return bool(models.video_model) and is_aligned_pair(models.video_model, models.text_model)
 
 
