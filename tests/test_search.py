@@ -353,3 +353,24 @@ def test_text_search_in_an_aligned_pairs_space(clip_dir, tmp_path):
     write_index(folder)
     indexed = search(query, [folder / INDEX_NAME], options=SearchOptions(top=2))
     assert [(m.video, m.start, m.end) for m in indexed.moments] == [(m.video, m.start, m.end) for m in result.moments]
+
+
+def test_a_refresh_reads_only_the_files_that_changed(corpus, monkeypatch):
+    import videobert_cli.store.index as index_module
+
+    folder, paths, _ = corpus
+    write_index(folder)
+    read = []
+    original = index_module.file_moments
+    monkeypatch.setattr(index_module, "file_moments", lambda path, *a: read.append(Path(path).name) or original(path, *a))
+    stat = paths[1].stat()
+    os.utime(paths[1], (stat.st_atime, stat.st_mtime + 5))
+    write_index(folder)
+    assert read == ["f1.h5"]
+    with h5py.File(folder / INDEX_NAME, "r") as f:
+        refreshed = {name: f["search"][name][()] for name in ("embeddings", "file", "start", "end", "row_start")}
+    (folder / INDEX_NAME).unlink()
+    write_index(folder)
+    with h5py.File(folder / INDEX_NAME, "r") as f:
+        for name, value in refreshed.items():
+            np.testing.assert_array_equal(f["search"][name][()], value)

@@ -17,7 +17,8 @@
   ``video/features``); attributes ``window_s``, ``hop_s`` and the files' models. Files of
   different video models get no rows: the group's ``unavailable`` attribute says why.
   ``search/fusion/<sha256>/embeddings`` (M, d) hold the moments in the space of the fusion
-  weights with that hash, when ``videobert index --fusion-weights`` wrote them.
+  weights with that hash, when ``videobert index --fusion-weights`` wrote them. A rewrite
+  copies the moments of files whose size and mtime are unchanged from the index it replaces.
 
 Ids are the file's path under OUT_DIR without ``.h5``, ``/`` written as ``__`` (``a/b.h5`` ->
 ``a__b``); a clash gets ``~2``, ``~3``... Links are relative, so the directory can be moved or
@@ -40,8 +41,8 @@ import h5py
 import numpy as np
 
 from videobert_cli.errors import ConfigError, FeatureFileError, OutputError, UsageError
-from videobert_cli.search.files import common_models, file_moments
-from videobert_cli.search.moments import HOP_S, WINDOW_S
+from videobert_cli.search.files import FileModels, FileMoments, common_models, file_moments
+from videobert_cli.search.moments import HOP_S, WINDOW_S, Windows
 from videobert_cli.store.atomic import atomic_replace, clean_stale_temp_files
 from videobert_cli.store.schema import (
     FORMAT_NAME,
@@ -237,7 +238,7 @@ def write_index(out_dir: str | Path, *, name: str = INDEX_NAME, window_s: float 
                     data = np.asarray(values, dtype=np.int64)
                 table.create_dataset(column, data=data)
             search = f.create_group("search", track_order=True)
-            write_moments(search, root, rows, window_s, hop_s)
+            write_moments(search, root, rows, window_s, hop_s, reuse=previous_moments(final, window_s, hop_s))
             if "embeddings" in search:
                 for section in sections:
                     section(search, root)
@@ -300,14 +301,56 @@ def _previous_windows(index: Path) -> tuple[float, float]:
         return WINDOW_S, HOP_S
 
 
-def write_moments(group: h5py.Group, root: Path, rows: list[dict], window_s: float, hop_s: float) -> None:
-    """Fill ``search/`` with the moment table and embeddings of the complete files of ``rows``."""
+def previous_moments(index: Path, window_s: float, hop_s: float) -> dict[str, tuple[int, float, FileMoments]]:
+    """The moments the index at ``index`` holds per file path, with the file's size and mtime
+    then, when it has search data of these windows (else empty): a refresh reuses them."""
+    try:
+        with open_file(index, "r") as f:
+            group = f["search"]
+            if (math.isclose(float(group.attrs["window_s"]), window_s) is False
+                    or math.isclose(float(group.attrs["hop_s"]), hop_s) is False or "embeddings" not in group):
+                return {}
+            table = f["table"]
+            paths = table["path"].asstr()[()]
+            sizes, mtimes = table["file_size"][()], table["file_mtime"][()]
+            attrs = group.attrs
+            arrays = {name: group[name][()] for name in ("embeddings", "file", "start", "end", "row_start", "row_stop")}
+            text_model = attr_text(attrs.get("text_model")) or None
+            models = dict(video_model=attr_text(attrs.get("video_model")) or None, video_dim=int(attrs["video_dim"]),
+                          video_weights=attr_text(attrs.get("video_weights")) or None, text_model=text_model,
+                          text_dim=int(attrs.get("text_dim", 0)) or None)
+    except (OSError, KeyError, ValueError, TypeError):
+        return {}
+    order = np.argsort(arrays["file"], kind="stable")
+    bounds = np.searchsorted(arrays["file"][order], np.arange(len(paths) + 1))
+    out = {}
+    for i, path in enumerate(paths):
+        rows = order[bounds[i]:bounds[i + 1]]
+        if rows.size:
+            windows = Windows(arrays["row_start"][rows], arrays["row_stop"][rows], arrays["start"][rows], arrays["end"][rows])
+            moments = FileMoments(FileModels(path=path, **models), windows, arrays["embeddings"][rows].astype(np.float32))
+            out[str(path)] = (int(sizes[i]), float(mtimes[i]), moments)
+    return out
+
+
+def write_moments(group: h5py.Group, root: Path, rows: list[dict], window_s: float, hop_s: float,
+                  reuse: dict[str, tuple[int, float, FileMoments]] | None = None) -> None:
+    """Fill ``search/`` with the moment table and embeddings of the complete files of ``rows``.
+
+    ``reuse`` (:func:`previous_moments`): a file whose size and mtime are those recorded there
+    is not read again.
+    """
+    reuse = reuse or {}
     group.attrs["window_s"] = window_s
     group.attrs["hop_s"] = hop_s
     group.attrs["pooling"] = "L2-normalised mean of the window's L2-normalised rows"
     found, skipped = [], []
     for i, row in enumerate(rows):
         if row["status"] != STATUS_COMPLETE:
+            continue
+        old = reuse.get(row["path"])
+        if old is not None and (old[0], old[1]) == (row["file_size"], row["file_mtime"]):
+            found.append((i, old[2]))
             continue
         try:
             found.append((i, file_moments(root / row["path"], window_s, hop_s)))
