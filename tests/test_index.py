@@ -197,3 +197,22 @@ def test_run_refreshes_the_index(out_dir, corpus, fast_config, tmp_path):
     assert not (out / INDEX_NAME).exists()
     run([str(tmp_path / "more")], out, fast_config, RunOptions(), stdin=io.StringIO(), index=True)
     assert len(read_index(out)) == 3
+
+
+def test_the_index_stores_search_moments_and_file_identity(out_dir, tmp_path):
+    from videobert_cli.search.files import file_moments
+
+    out = tmp_path / "searchable"
+    shutil.copytree(out_dir, out)
+    write_index(out)
+    rows = read_index(out)
+    with h5py.File(out / INDEX_NAME, "r") as index:
+        assert index.attrs["schema_version"] == "1.1"
+        group = index["search"]
+        for i, row in enumerate(rows):
+            path = out / row["path"]
+            assert (row["file_size"], row["file_mtime"]) == (path.stat().st_size, path.stat().st_mtime)
+            mine = np.flatnonzero(group["file"][()] == i)
+            moments = file_moments(path, group.attrs["window_s"], group.attrs["hop_s"])
+            np.testing.assert_array_equal(group["start"][()][mine], moments.windows.start)
+            np.testing.assert_allclose(group["embeddings"][()][mine], moments.embeddings, atol=1e-3)

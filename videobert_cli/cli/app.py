@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from videobert_cli.cli import doctor, extract_text, extract_video, fuse, index_cmd, inspect_cmd, models, run, train, vocab
+from videobert_cli.cli import doctor, extract_text, extract_video, fuse, index_cmd, inspect_cmd, models, plot, run, search, train, vocab
 from videobert_cli.cli.common import DEFAULTS, STATE
 from videobert_cli.version import __version__
 
@@ -83,6 +83,8 @@ app.command("run", help=run.HELP)(run.run_command)
 app.command("models", help=models.HELP)(models.models_command)
 app.command("inspect", help=inspect_cmd.HELP)(inspect_cmd.inspect_command)
 app.command("index", help=index_cmd.HELP)(index_cmd.index_command)
+app.command("search", help=search.HELP)(search.search_command)
+app.command("plot", help=plot.HELP)(plot.plot_command)
 app.command("train", help=train.TRAIN_HELP)(train.train_command)
 app.command("eval", help=train.EVAL_HELP)(train.eval_command)
 app.add_typer(vocab.app, name="vocab")

@@ -71,7 +71,7 @@ VIDEO_EXTRA_DATASETS: dict[str, tuple[str | None, str]] = {
 
 #: root ``format`` attribute of a corpus index (``OUT_DIR/index.h5``)
 INDEX_FORMAT = "videobert-index"
-INDEX_SCHEMA_VERSION = "1.0"
+INDEX_SCHEMA_VERSION = "1.1"
 
 #: root ``format`` attribute of a visual-word vocabulary
 VOCAB_FORMAT = "videobert-vocab"
