@@ -22,7 +22,7 @@ from videobert_cli.video.models import get_video_model_entry
 
 FAST_VIDEO = ["--video-model", "mobilenet_v3_small", "--video-weights", "none", "--device", "cpu", "--precision", "fp32"]
 FAST_FUSION = ["--d-model", "32", "--layers", "1", "--heads", "2"]
-COMMANDS = ["extract-video", "extract-text", "fuse", "run", "models", "inspect"]
+COMMANDS = ["extract-video", "extract-text", "fuse", "run", "models", "inspect", "index", "search", "plot", "doctor"]
 
 
 def invoke(*args: str):

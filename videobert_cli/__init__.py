@@ -9,57 +9,40 @@ The library does everything the ``videobert`` command does::
     fused = fuse(video, text)                         # FusedFeatures ([CLS] + video + text)
     report = run(["videos/"], "features/")            # one HDF5 file per video + manifest
     features = load("features/clip.h5")               # FeatureFile with .video/.text/.fused
+    hits = search("a red circle", ["features/"], options=SearchOptions(fusion_weights="fusion.safetensors"))
 """
 
 from videobert_cli.version import __version__
 
-from videobert_cli.aligned import embed_images, embed_text_queries, is_aligned_pair  # noqa: E402
-from videobert_cli.api import (  # noqa: E402
-    extract_text,
-    extract_text_files,
-    extract_video,
-    extract_video_files,
-    fuse,
-    fuse_files,
-    run,
-)
-from videobert_cli.config import (  # noqa: E402
-    FusionConfigOptions,
-    OutputConfig,
-    PipelineConfig,
-    RuntimeConfig,
-    SamplingConfig,
-    TextModelConfig,
-    VideoModelConfig,
-)
-from videobert_cli.errors import VideoBertError  # noqa: E402
-from videobert_cli.features import FeatureFile, FusedFeatures, TextFeatures, VideoFeatures  # noqa: E402
-from videobert_cli.store.hdf5 import describe, load  # noqa: E402
+#: public name -> the module that defines it; imported on first use (PEP 562), so that importing
+#: one submodule (a decode worker imports only the decode stack) does not import them all
+_EXPORTS = {
+    "extract_video": "api", "extract_text": "api", "fuse": "api", "run": "api",
+    "extract_video_files": "api", "extract_text_files": "api", "fuse_files": "api",
+    "load": "store.hdf5", "describe": "store.hdf5",
+    "PipelineConfig": "config", "SamplingConfig": "config", "VideoModelConfig": "config",
+    "TextModelConfig": "config", "FusionConfigOptions": "config", "RuntimeConfig": "config",
+    "OutputConfig": "config",
+    "VideoBertError": "errors",
+    "VideoFeatures": "features", "TextFeatures": "features", "FusedFeatures": "features",
+    "FeatureFile": "features",
+    "is_aligned_pair": "aligned", "embed_text_queries": "aligned", "embed_images": "aligned",
+    "search": "search.engine", "SearchOptions": "search.engine", "plot_data": "viz", "render_plot": "viz", "contact_sheet": "viz",
+    "write_index": "store.index", "read_index": "store.index",
+}
 
-__all__ = [
-    "__version__",
-    "extract_video",
-    "extract_text",
-    "fuse",
-    "run",
-    "extract_video_files",
-    "extract_text_files",
-    "fuse_files",
-    "load",
-    "describe",
-    "PipelineConfig",
-    "SamplingConfig",
-    "VideoModelConfig",
-    "TextModelConfig",
-    "FusionConfigOptions",
-    "RuntimeConfig",
-    "OutputConfig",
-    "VideoBertError",
-    "VideoFeatures",
-    "TextFeatures",
-    "FusedFeatures",
-    "FeatureFile",
-    "is_aligned_pair",
-    "embed_text_queries",
-    "embed_images",
-]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'videobert_cli' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"videobert_cli.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
