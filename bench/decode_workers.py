@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copies", type=int, default=4)
     parser.add_argument("--fps", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="where the (tiny) model runs: cpu or cuda[:N]")
+    parser.add_argument("--precision", default="fp32")
     args = parser.parse_args(argv)
     env = measurement_env()
     video = ensure_inputs([args.video], 5000, env)[args.video]["path"]
@@ -41,11 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(env, VIDEOBERT_CACHE=str(work / "cache"))
     videobert = [sys.executable, "-c", "from videobert_cli.cli.app import main; main()"]
     flags = ["--video-model", "mobilenet_v3_small", "--video-weights", "none", "--fps", f"{args.fps:g}",
-             "--device", "cpu", "--precision", "fp32", "--force"]
+             "--device", args.device, "--precision", args.precision, "--force"]
     try:
         folder = work / "in"
         folder.mkdir()
-        for copy in range(args.copies):
+        for copy in range(args.copies):  # links: each worker opens the same file (page cache)
             (folder / f"copy{copy}{Path(video).suffix}").symlink_to(video)
         subprocess.run([*videobert, "--quiet", "extract-video", video, "-o", str(work / "warm.h5"), *flags[:-1]],
                        cwd=ROOT, env=env, check=True)  # fills the ONNX cache

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-call GPU benchmark for a lent machine (e.g. one H200, 16 CPU cores): finishes in < 5 minutes.
+# One-call GPU benchmark for a lent machine (e.g. one H200, 16 CPU cores): finishes in < 8 minutes.
 #
 #   bash bench/gpu_check.sh            # results in $OUT (default /tmp/videobert-gpu-bench)
 #   DECODE_THREADS=1 bash bench/gpu_check.sh   # the same with 1 decoding thread per video
@@ -58,4 +58,10 @@ EXTRA=()
 timeout 285 "$PY" -m bench.run --quick --t1-rounds 1 --device cuda --precision fp16,bf16 --models "$MODELS" \
   --retries 0 --max-foreign 1000 --decode-threads "${DECODE_THREADS:-4}" --json "$OUT/gpu.json" "${EXTRA[@]}" 2>&1 \
   | tee "$OUT/gpu.txt"
-echo "exit ${PIPESTATUS[0]}; results in $OUT"
+STATUS=${PIPESTATUS[0]}
+
+# Decode workers feeding one GPU model (videobert's default there: one per core, 1 thread each):
+# decode throughput with 1, 4 and 12 workers on 12 links to the 1080p 1-minute video at --fps 1.
+timeout 170 "$PY" -m bench.decode_workers --device cuda --precision fp16 --workers 1,4,12 --video 1080p_1min \
+  --copies 12 --fps 1 --rounds 1 2>&1 | tee "$OUT/decode_workers.txt"
+echo "bench.run exit $STATUS; results in $OUT"
