@@ -165,6 +165,7 @@ def _video_config(spec: dict):
             num_threads=spec.get("threads"),
             decoder=spec.get("decoder", "auto"),
             decode_threads=int(spec.get("decode_threads", 1)),
+            model_runtime=spec.get("model_runtime", "auto"),
         ),
     )
 
@@ -231,7 +232,8 @@ def measure_model(spec: dict) -> dict:
     batch = int(spec.get("batch_size", 32))
     load_started = time.perf_counter()
     model = load_video_model(VideoModelConfig(name=spec["model"], weights=spec.get("weights", "default")))
-    encoder = FrameEncoder(model, device=device, precision=spec["precision"])
+    encoder = FrameEncoder(model, device=device, precision=spec["precision"],
+                           model_runtime=spec.get("model_runtime", "auto"))
     load_s = time.perf_counter() - load_started
     batches = [crops[i : i + batch] for i in range(0, len(crops), batch)]
     full = [b for b in batches if len(b) == batch] or batches

@@ -305,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(videobert --decoder): auto (the default), pyav or decord")
     parser.add_argument("--decode-threads", type=int, default=1,
                         help="decoding threads per video of decode-only and end to end (videobert --decode-threads)")
+    parser.add_argument("--model-runtime", default="auto", choices=["auto", "torch", "onnxruntime"],
+                        help="what runs the video model in model-only and end to end (videobert's --model-runtime)")
     parser.add_argument("--t1-rounds", type=int, default=3,
                         help="extra back-to-back pairs of model-only and end-to-end runs on the 1-minute 720p "
                              "video; T1 of that video is their median ratio (0: the single pair of the tables)")
@@ -348,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Runner(args, env)
     results: dict = {"mode": mode, "machine": facts, "device": args.device, "precisions": precisions,
                      "max_foreign": args.max_foreign, "threads": args.threads, "decoder": args.decoder,
-                     "decode_threads": args.decode_threads, "e2e_precision": e2e_precision, "inputs": videos, "models": {}}
+                     "decode_threads": args.decode_threads, "model_runtime": args.model_runtime, "e2e_precision": e2e_precision, "inputs": videos, "models": {}}
     settings = [("720p", 5.0), ("1080p", 1.0)]
     lengths = ["1min"] + ([] if args.quick else ["10min"])
 
@@ -356,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         weights = weights_for(model)
         print(f"\n== {model} (weights: {weights}) ==", flush=True)
         base = {"model": model, "weights": weights, "batch_size": BATCH, "threads": args.threads,
-                "decoder": args.decoder, "decode_threads": args.decode_threads}
+                "decoder": args.decoder, "decode_threads": args.decode_threads, "model_runtime": args.model_runtime}
         res: dict = {"weights": weights, "decode": {}, "model": {}, "e2e": {}}
         crops = work / f"crops_{model}_720p_fps5.npy"
 
