@@ -234,6 +234,14 @@ def default_decode_workers(device: str, cpus: int, gpus: int, memory: int | None
     return workers
 
 
+def apply_torch_threads(num_threads: int | None) -> None:
+    """Set torch's intra-op threads when the user chose a number (default: torch's own)."""
+    if num_threads:
+        import torch
+
+        torch.set_num_threads(int(num_threads))
+
+
 def resolve_precision(precision: str, device: str) -> str:
     """The documented default: fp32 on CPU (full-precision features), fp16 on CUDA."""
     if precision != "auto":

@@ -102,7 +102,7 @@ def plot_data(path: str | Path, *, fusion_weights: str | Path | None = None, dev
     if fusion_weights is not None:
         from types import SimpleNamespace
 
-        from videobert_cli.pipeline.stages import fusion_token_times
+        from videobert_cli.pipeline.text_stages import fusion_token_times
 
         space = spaces.load_fusion_space(fusion_weights, models, device=device)
         token_times = fusion_token_times(SimpleNamespace(**{k: tokens[k] for k in ("token_start", "token_end", "token_cue")}))

@@ -104,7 +104,7 @@ class Pipeline:
     @property
     def text(self):
         if self._text is None:
-            from videobert_cli.pipeline.stages import TextStage
+            from videobert_cli.pipeline.text_stages import TextStage
 
             self._text = TextStage(self.config)
         return self._text
@@ -112,7 +112,7 @@ class Pipeline:
     @property
     def fusion(self):
         if self._fusion is None:
-            from videobert_cli.pipeline.stages import FusionStage
+            from videobert_cli.pipeline.text_stages import FusionStage
 
             self._fusion = FusionStage(
                 self.config,
