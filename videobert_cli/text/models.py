@@ -7,6 +7,7 @@ model name or a local directory. Remote code is never trusted.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -108,7 +109,14 @@ def register_text_model_prefix(
     _PREFIXES[prefix] = (load, available)
 
 
+#: the package's own prefix backends, imported (and so registered) on first use: they import
+#: this module, so it cannot import them at its top
+BUILTIN_PREFIX_MODULES = ("videobert_cli.text.hf",)
+
+
 def _prefixed(name: str):
+    for module in BUILTIN_PREFIX_MODULES:
+        importlib.import_module(module)
     return next((hooks for prefix, hooks in _PREFIXES.items() if name.startswith(prefix)), None)
 
 

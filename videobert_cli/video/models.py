@@ -14,6 +14,7 @@ is available by its torchvision name without registration, and names with a regi
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import urllib.error
 import warnings
@@ -116,6 +117,14 @@ class VideoModelEntry:
 _REGISTRY: dict[str, VideoModelEntry] = {}
 #: name prefixes (such as ``hf:``) whose entries are built from the rest of the name
 _PREFIXES: dict[str, Callable[[str], VideoModelEntry]] = {}
+#: the package's own prefix backends, imported (and so registered) when a name is first resolved:
+#: they import this module, so it cannot import them at its top
+BUILTIN_PREFIX_MODULES = ("videobert_cli.video.hf",)
+
+
+def load_builtin_prefixes() -> None:
+    for module in BUILTIN_PREFIX_MODULES:
+        importlib.import_module(module)
 
 
 def register_video_model(entry: VideoModelEntry) -> VideoModelEntry:
@@ -131,6 +140,7 @@ def register_video_model_prefix(prefix: str, resolve: Callable[[str], VideoModel
 
 def video_model_prefixes() -> list[str]:
     """The registered name prefixes, such as ``hf:``."""
+    load_builtin_prefixes()
     return list(_PREFIXES)
 
 
@@ -143,6 +153,7 @@ def get_video_model_entry(name: str) -> VideoModelEntry:
     """Find a model by registry name, else by torchvision classification model name."""
     if name in _REGISTRY:
         return _REGISTRY[name]
+    load_builtin_prefixes()
     for prefix, resolve in _PREFIXES.items():
         if name.startswith(prefix):
             return resolve(name)
