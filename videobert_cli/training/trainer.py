@@ -12,6 +12,12 @@ One optimisation step on a batch of B pairs computes the enabled objectives (wei
     token-identical to the match are dropped); the ``align`` head on [CLS] is trained with
     binary cross-entropy, matched = 1 (VideoBERT's linguistic-visual alignment). Unmasked
     inputs, so the presence of masking cannot give the answer away.
+``tnce``
+    Text-to-video InfoNCE where each text's candidates are the batch's videos *plus its own
+    video with the frames reversed, shuffled, played twice as fast and half as fast* (times
+    kept, :func:`losses.time_distortions`): the content is the video's own, only the order
+    and pace of events tell the positive apart (:func:`losses.time_contrastive`). Needs no
+    second sample.
 ``mvm`` / ``mlm``
     One more pass over the matched pairs with masked inputs (:func:`losses.choose_masked`,
     probability ``mask_prob``, at least one position per sample and modality; masked
@@ -59,12 +65,12 @@ from videobert_cli.training.data import (
     split_files,
 )
 
-OBJECTIVES = ("align", "nce", "mvm", "mlm")
+OBJECTIVES = ("align", "nce", "mvm", "mlm", "tnce")
 DEFAULT_LOSSES = "align=1,nce=1,mvm=0.5,mlm=0.5"
 
 
 def parse_loss_weights(spec: str | dict[str, float]) -> dict[str, float]:
-    """``"align=1,nce=1,mvm=0.5"`` -> weights of all four objectives (unnamed ones are 0)."""
+    """``"align=1,nce=1,mvm=0.5"`` -> weights of all objectives (unnamed ones are 0)."""
     if isinstance(spec, dict):
         items = list(spec.items())
     else:
@@ -120,6 +126,8 @@ class TrainConfig:
     num_heads: int = 4
     ff_dim: int | None = None  # None: 4 * d_model
     dropout: float = 0.1
+    time_scale: float = 1.0  # seconds per unit of the sinusoidal time embedding
+    video_delta: bool = False  # neighbouring-frame differences as an input channel
     device: str = "auto"
     precision: str = "auto"  # fp32 | bf16 | fp16 | auto (fp32 on CPU, bf16/fp16 autocast on CUDA)
     num_workers: int = 0
@@ -138,6 +146,7 @@ class TrainConfig:
             (self.precision in ("auto", "fp32", "bf16", "fp16"), "--precision: auto, fp32, bf16 or fp16"),
             (self.pairs in LAYOUTS, f"--pairs must be one of {', '.join(LAYOUTS)}"),
             (0.0 <= self.val_fraction < 1.0, "--val-fraction must be in [0, 1)"),
+            (self.time_scale > 0 and math.isfinite(self.time_scale), "--time-scale must be a positive number"),
         ]
         for ok, message in checks:
             if not ok:
@@ -223,9 +232,22 @@ def batch_losses(
     keys = batch.text_key
     same = keys[:, None] == keys[None, :]
 
+    v = t = None
     if weights["nce"] > 0 and b >= 2:
         v, t = single_modality_cls(model, batch, layout)
         out["nce"] = L.info_nce(v, t, temperature, same=same)
+
+    if weights["tnce"] > 0:
+        if v is None:
+            v, t = single_modality_cls(model, batch, layout)
+        empty_t = batch.text[:, :0]
+
+        def video_cls(frames: torch.Tensor) -> torch.Tensor:
+            return model(frames, batch.video_time, batch.video_mask, empty_t, batch.text_time[:, :0],
+                         batch.text_mask[:, :0], layout=layout).cls
+
+        distorted = [video_cls(d) for d in L.time_distortions(batch.video, batch.video_mask, generator)]
+        out["tnce"] = L.time_contrastive(t, v, distorted, temperature, same=same)
 
     if weights["align"] > 0 and b >= 2:
         k = int(torch.randint(1, b, (1,), generator=generator))
@@ -448,6 +470,8 @@ def train(
             num_heads=config.num_heads,
             ff_dim=config.ff_dim or 4 * config.d_model,
             dropout=config.dropout,
+            time_scale=config.time_scale,
+            video_delta=config.video_delta,
         )
         init_seed = config.seed
         model = build_fusion(fcfg, seed=init_seed)
