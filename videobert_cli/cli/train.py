@@ -18,7 +18,7 @@ from the same video and text models. A validation split of whole files is held o
 align (matched vs. mismatched video+text on [CLS], as VideoBERT), nce (contrastive
 video-alone vs. text-alone [CLS], as CBT), tnce (nce with each video's own reversed and
 shuffled frames as extra negatives), mvm (masked frame prediction), mlm (masked token
-prediction); see docs/training.md and docs/training-time.md.
+prediction); see docs/training.md.
 
 Each epoch writes, atomically: OUT (fusion weights, usable with `videobert fuse
 --fusion-weights OUT`), OUT's .heads.safetensors (training heads) and OUT.state.pt
