@@ -124,7 +124,6 @@ def test_old_configs_load_without_the_new_fields_and_keep_their_weights():
 def test_delta_channel_sees_order_and_stays_permutation_equivariant():
     torch.manual_seed(0)
     model = build_fusion(FusionConfig(VD, TD, d_model=16, num_heads=2, ff_dim=32, video_delta=True), seed=1)
-    plain = build_fusion(FusionConfig(VD, TD, d_model=16, num_heads=2, ff_dim=32), seed=1)
     video = torch.randn(2, 5, VD)
     times = torch.arange(5, dtype=torch.float64).expand(2, 5).clone()
     mask = torch.ones(2, 5, dtype=torch.bool)

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,7 +48,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from videobert_cli.errors import ConfigError, UsageError, VideoBertError
+from videobert_cli.errors import ConfigError, VideoBertError
 from videobert_cli.training import losses as L
 from videobert_cli.training.data import (
     LAYOUTS,
@@ -240,13 +239,9 @@ def batch_losses(
     if weights["tnce"] > 0:
         if v is None:
             v, t = single_modality_cls(model, batch, layout)
-        empty_t = batch.text[:, :0]
-
-        def video_cls(frames: torch.Tensor) -> torch.Tensor:
-            return model(frames, batch.video_time, batch.video_mask, empty_t, batch.text_time[:, :0],
-                         batch.text_mask[:, :0], layout=layout).cls
-
-        distorted = [video_cls(d) for d in L.time_distortions(batch.video, batch.video_mask, generator)]
+        no_text = (batch.text[:, :0], batch.text_time[:, :0], batch.text_mask[:, :0])
+        distorted = [model(d, batch.video_time, batch.video_mask, *no_text, layout=layout).cls
+                     for d in L.time_distortions(batch.video, batch.video_mask, generator)]
         out["tnce"] = L.time_contrastive(t, v, distorted, temperature, same=same)
 
     if weights["align"] > 0 and b >= 2:
@@ -353,25 +348,6 @@ def _check_resume_settings(meta: dict[str, Any], config: TrainConfig, path: Path
             )
 
 
-def _check_output(output: Path, files: Sequence[Path], heads_path, state_path) -> None:
-    """Before any training: the checkpoint files must not overwrite an input, and their folder
-    must exist (it is created) and take files - not found out after the first epoch."""
-    from videobert_cli.errors import OutputError
-
-    inputs = {Path(f).resolve() for f in files}
-    for path in (output, heads_path(output), state_path(output)):
-        if path.resolve() in inputs:
-            raise UsageError("-o would overwrite one of the feature files trained on", path=path,
-                             hint="write the weights elsewhere, e.g. -o fusion.safetensors")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create the folder for the weights: {exc.strerror}", path=output.parent) from exc
-    if not os.access(output.parent, os.W_OK):
-        raise OutputError("cannot write the weights here: the folder is not writable", path=output.parent,
-                          hint="give -o a writable place")
-
-
 def train(
     files: str | Path | Sequence[str | Path],
     output: str | Path,
@@ -396,7 +372,7 @@ def train(
     from videobert_cli.fusion.checkpoint import load_fusion_weights, save_fusion_weights
     from videobert_cli.fusion.model import FusionConfig, build_fusion
     from videobert_cli.training.heads import (
-        TrainingHeads, heads_path, load_heads, load_state, save_heads, save_state, state_path,
+        TrainingHeads, check_output_paths, heads_path, load_heads, load_state, save_heads, save_state, state_path,
     )
 
     config = config or TrainConfig()
@@ -411,7 +387,7 @@ def train(
     files = expand_feature_paths(files, skipped=skipped_files)
     for reason in skipped_files:
         emit(TrainEvent("message", message=f"skipped {reason}"))
-    _check_output(output, files, heads_path, state_path)
+    check_output_paths(output, files)
     infos = scan_files(files)
     space: FeatureSpace = common_space(infos)
     by_path = {info.path: info for info in infos}
