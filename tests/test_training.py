@@ -214,7 +214,8 @@ def test_token_classes_map_seen_ids_and_unseen_to_zero():
 
 
 def test_parse_loss_weights():
-    assert parse_loss_weights("align=1,nce=0.5") == {"align": 1.0, "nce": 0.5, "mvm": 0.0, "mlm": 0.0}
+    assert parse_loss_weights("align=1,nce=0.5,tnce=2") == {"align": 1.0, "nce": 0.5, "mvm": 0.0, "mlm": 0.0,
+                                                            "tnce": 2.0}
     for bad in ("foo=1", "nce", "nce=-1", "nce=x", "nce=0"):
         with pytest.raises(ConfigError):
             parse_loss_weights(bad)
