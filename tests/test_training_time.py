@@ -160,6 +160,18 @@ def test_reverse_and_shuffle_keep_padding_and_content():
         assert sorted(shuf[1, :3, 0].tolist()) == [4, 5, 6] and shuf[1, 3, 0] == 7
 
 
+def test_resample_in_time_plays_faster_and_slower():
+    x = torch.arange(2 * 8, dtype=torch.float32).reshape(2, 8, 1)
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[1, 6:] = False
+    assert L.resample_in_time(x, mask, 2.0)[..., 0].tolist() == [
+        [0, 2, 4, 6, 0, 2, 4, 6], [8, 10, 12, 8, 10, 12, 14, 15]]
+    assert L.resample_in_time(x, mask, 0.5)[0, :, 0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    g = torch.Generator().manual_seed(0)
+    negatives = L.time_distortions(x, mask, g)
+    assert len(negatives) == 4 and all(n.shape == x.shape and not torch.equal(n, x) for n in negatives)
+
+
 def test_time_contrastive_known_value_and_shape():
     t = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     v = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
