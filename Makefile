@@ -10,8 +10,8 @@ DEMO_OUT ?= demo_out
 SHAPES ?= build/shapes
 TIME_DIR ?= build/time
 TIME_SEEDS ?= 0 1 2
-# the time corpus' training recipe (docs/training.md, "A corpus that needs time"): contrastive + time-contrastive
-# objectives, neighbour-difference input, a finer time embedding
+# the time corpus' training recipe (docs/training.md, "A corpus that needs time"): contrastive
+# and time-contrastive objectives, neighbour-difference input, a finer time embedding
 TIME_TRAIN ?= --epochs 40 --batch-size 32 --d-model 128 --lr 5e-4 --loss nce=1,tnce=1 --video-delta --time-scale 0.25
 VB = HF_HUB_OFFLINE=1 VIDEOBERT_OFFLINE=1 $(VENV)/bin/videobert
 
@@ -56,7 +56,7 @@ train-demo: install-dev
 	$(VENV)/bin/videobert eval $(SHAPES)/test_features --all --cca-fit $(SHAPES)/features --fusion-weights $(SHAPES)/fusion.safetensors --json $(SHAPES)/test_eval.json
 
 # time corpus (motion, speed, order minimal pairs) -> features -> 3 training seeds -> eval on a
-# fresh test corpus, mean and spread, training curves (docs/training.md, "A corpus that needs time" has the numbers)
+# fresh test corpus, mean and spread, training curves; ~17 min on 2 busy cores (docs/training.md)
 train-demo-time: install-dev
 	$(PY) scripts/make_time_corpus.py $(TIME_DIR)/videos --count 216 --seed 0
 	$(VB) run $(TIME_DIR)/videos -o $(TIME_DIR)/features --fps 4 --device cpu
