@@ -10,6 +10,7 @@ DEMO_OUT ?= demo_out
 SHAPES ?= build/shapes
 TIME_DIR ?= build/time
 TIME_SEEDS ?= 0 1 2
+TIME_COUNT ?= 216
 # the time corpus' training recipe (docs/training.md, "A corpus that needs time"): contrastive
 # and time-contrastive objectives, neighbour-difference input, a finer time embedding
 TIME_TRAIN ?= --epochs 40 --batch-size 32 --d-model 128 --lr 5e-4 --loss nce=1,tnce=1 --video-delta --time-scale 0.25
@@ -58,7 +59,7 @@ train-demo: install-dev
 # time corpus (motion, speed, order minimal pairs) -> features -> 3 training seeds -> eval on a
 # fresh test corpus, mean and spread, training curves; ~17 min on 2 busy cores (docs/training.md)
 train-demo-time: install-dev
-	$(PY) scripts/make_time_corpus.py $(TIME_DIR)/videos --count 216 --seed 0
+	$(PY) scripts/make_time_corpus.py $(TIME_DIR)/videos --count $(TIME_COUNT) --seed 0
 	$(VB) run $(TIME_DIR)/videos -o $(TIME_DIR)/features --fps 4 --device cpu
 	$(PY) scripts/make_time_corpus.py $(TIME_DIR)/test_videos --count 72 --seed 1
 	$(VB) run $(TIME_DIR)/test_videos -o $(TIME_DIR)/test_features --fps 4 --device cpu
