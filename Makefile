@@ -10,7 +10,7 @@ DEMO_OUT ?= demo_out
 SHAPES ?= build/shapes
 TIME_DIR ?= build/time
 TIME_SEEDS ?= 0 1 2
-TIME_COUNT ?= 216
+TIME_COUNT ?= 432
 # the time corpus' training recipe (docs/training.md, "A corpus that needs time"): contrastive
 # and time-contrastive objectives, neighbour-difference input, a finer time embedding
 TIME_TRAIN ?= --epochs 40 --batch-size 32 --d-model 128 --lr 5e-4 --loss nce=1,tnce=1 --video-delta --time-scale 0.25
@@ -57,7 +57,7 @@ train-demo: install-dev
 	$(VENV)/bin/videobert eval $(SHAPES)/test_features --all --cca-fit $(SHAPES)/features --fusion-weights $(SHAPES)/fusion.safetensors --json $(SHAPES)/test_eval.json
 
 # time corpus (motion, speed, order minimal pairs) -> features -> 3 training seeds -> eval on a
-# fresh test corpus, mean and spread, training curves; ~17 min on 2 busy cores (docs/training.md)
+# fresh test corpus, mean and spread, training curves; 22 min on 2 busy cores (docs/training.md)
 train-demo-time: install-dev
 	$(PY) scripts/make_time_corpus.py $(TIME_DIR)/videos --count $(TIME_COUNT) --seed 0
 	$(VB) run $(TIME_DIR)/videos -o $(TIME_DIR)/features --fps 4 --device cpu
