@@ -73,7 +73,7 @@ def test_config_roundtrip_json():
     assert again == cfg
     assert cfg.to_dict() == {
         "video_dim": VD, "text_dim": TD, "d_model": DM, "num_layers": 2, "num_heads": 4,
-        "ff_dim": 32, "dropout": 0.1, "time_scale": 0.5,
+        "ff_dim": 32, "dropout": 0.1, "time_scale": 0.5, "video_delta": False,
     }
 
 

@@ -66,6 +66,7 @@ def write_pair_file(
     video_model: str = "vid-a",
     text_model: str = "txt-a",
     video_weights: str | None = None,
+    cue_text: list[str] | None = None,
 ) -> Path:
     """A feature file with video/ and text/ like `run` writes (text attrs carry model_name)."""
     nv, nt = len(video), len(text)
@@ -83,7 +84,7 @@ def write_pair_file(
             token_features=text.astype(np.float32), token_ids=np.asarray(token_ids), tokens=[f"t{i}" for i in token_ids],
             token_start=starts, token_end=ends, token_cue=token_cue, token_window=np.zeros(nt, np.int32),
             cue_features=cue_feats, cue_start=np.array([c[0] for c in cues]), cue_end=np.array([c[1] for c in cues]),
-            cue_text=[f"cue {c}" for c in range(len(cues))], attrs={"model_name": text_model, "feature_dim": text.shape[1]},
+            cue_text=cue_text or [f"cue {c}" for c in range(len(cues))], attrs={"model_name": text_model, "feature_dim": text.shape[1]},
         ),
         source=None, tool_version="test", config_hash="test",
     )
@@ -213,7 +214,8 @@ def test_token_classes_map_seen_ids_and_unseen_to_zero():
 
 
 def test_parse_loss_weights():
-    assert parse_loss_weights("align=1,nce=0.5") == {"align": 1.0, "nce": 0.5, "mvm": 0.0, "mlm": 0.0}
+    assert parse_loss_weights("align=1,nce=0.5,tnce=2") == {"align": 1.0, "nce": 0.5, "mvm": 0.0, "mlm": 0.0,
+                                                            "tnce": 2.0}
     for bad in ("foo=1", "nce", "nce=-1", "nce=x", "nce=0"):
         with pytest.raises(ConfigError):
             parse_loss_weights(bad)

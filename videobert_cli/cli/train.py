@@ -16,7 +16,8 @@ FEATURES are .h5 files (or directories of them) with video/ and text/ groups; al
 from the same video and text models. A validation split of whole files is held out
 (--val-fraction, deterministic by --seed and file name). Objectives and their weights:
 align (matched vs. mismatched video+text on [CLS], as VideoBERT), nce (contrastive
-video-alone vs. text-alone [CLS], as CBT), mvm (masked frame prediction), mlm (masked token
+video-alone vs. text-alone [CLS], as CBT), tnce (nce with each video's own reversed and
+shuffled frames as extra negatives), mvm (masked frame prediction), mlm (masked token
 prediction); see docs/training.md.
 
 Each epoch writes, atomically: OUT (fusion weights, usable with `videobert fuse
@@ -52,6 +53,8 @@ Examples:
   videobert eval features/ --fusion-weights fusion.safetensors --json eval.json
 
   videobert eval test_features/ --fusion-weights fusion.safetensors --all --cca-fit features/
+
+  videobert eval test_features/ --fusion-weights fusion.safetensors --all --contrasts videos/contrasts.json
 """
 
 Features = Annotated[
@@ -64,6 +67,14 @@ DeviceOpt = Annotated[
 ]
 
 
+def use_threads() -> None:
+    """Apply the global ``--threads`` (small fusion models run far faster on 1 thread of a busy CPU)."""
+    if STATE.threads:
+        import torch
+
+        torch.set_num_threads(STATE.threads)
+
+
 @handle_errors
 def train_command(
     features: Features,
@@ -73,7 +84,7 @@ def train_command(
     lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 3e-4,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay (matrices only).")] = 0.01,
     loss: Annotated[
-        str, typer.Option("--loss", help="Objectives and weights: align, nce, mvm, mlm (unnamed = 0).")
+        str, typer.Option("--loss", help="Objectives and weights: align, nce, tnce, mvm, mlm (unnamed = 0).")
     ] = "align=1,nce=1,mvm=0.5,mlm=0.5",
     pairs: Annotated[
         str, typer.Option("--pairs", help="video: a video with its whole transcript | sentences: each cue with its frames.")
@@ -88,6 +99,12 @@ def train_command(
     layers: Annotated[int, typer.Option("--layers", help="Fusion Transformer layers.")] = 2,
     heads: Annotated[int, typer.Option("--heads", help="Attention heads.")] = 4,
     dropout: Annotated[float, typer.Option("--dropout", help="Dropout while training.")] = 0.1,
+    time_scale: Annotated[
+        float, typer.Option("--time-scale", help="Seconds per unit of the time embedding (smaller: finer in time).")
+    ] = 1.0,
+    video_delta: Annotated[
+        bool, typer.Option("--video-delta", help="Also feed each frame's feature change since the previous frame.")
+    ] = False,
     device: DeviceOpt = None,
     precision: Annotated[
         str, typer.Option("--precision", help="auto (fp32 on CPU; bf16, else fp16, autocast on CUDA) | fp32 | bf16 | fp16.")
@@ -101,11 +118,13 @@ def train_command(
 
     from videobert_cli.training import TrainConfig, train
 
+    use_threads()
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
         val_fraction=val_fraction, pairs=pairs, losses=loss, mask_prob=mask_prob,
         temperature=temperature, max_frames=max_frames, max_tokens=max_tokens, d_model=d_model,
-        num_layers=layers, num_heads=heads, dropout=dropout, device=device or STATE.device,
+        num_layers=layers, num_heads=heads, dropout=dropout, time_scale=time_scale,
+        video_delta=video_delta, device=device or STATE.device,
         precision=precision, num_workers=workers,
     )
     progress = Progress(
@@ -209,6 +228,23 @@ def eval_table(report: dict):
     return table
 
 
+def contrast_table(report: dict):
+    """Two-way choice accuracy per minimal-pair subset and model (chance 0.5)."""
+    from rich.table import Table
+
+    subsets = list(report["contrasts"]["subsets"])
+    table = Table(title="minimal pairs: two-way choice accuracy (chance 0.5)")
+    table.add_column("model")
+    for name in subsets:
+        table.add_column(name, justify="right")
+    labels = {"trained": "trained fusion", "untrained_fusion": "untrained fusion", "unfused_cca": "unfused + CCA"}
+    for key, label in labels.items():
+        found = report["results"].get(key, {}).get("contrasts")
+        if found:
+            table.add_row(label, *(f"{_fmt(found[n]['accuracy'])} ({found[n]['choices']})" for n in subsets))
+    return table
+
+
 @handle_errors
 def eval_command(
     features: Features,
@@ -229,15 +265,20 @@ def eval_command(
         Optional[list[Path]],
         typer.Option("--cca-fit", help="Fit the CCA baseline on these files/directories (default: the training split)."),
     ] = None,
+    contrasts: Annotated[
+        Optional[Path],
+        typer.Option("--contrasts", help="Caption pairs differing in one factor (contrasts.json): two-way choice subsets."),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Pairs per model call.")] = 32,
     device: DeviceOpt = None,
 ) -> None:
     from videobert_cli.training import evaluate
 
+    use_threads()
     report = evaluate(
         features, fusion_weights, all_files=all_files, seed=seed, val_fraction=val_fraction, pairs=pairs,
         device=device or STATE.device, batch_size=batch_size, cca=not no_cca,
-        cca_fit_files=cca_fit or None,
+        cca_fit_files=cca_fit or None, contrasts=contrasts,
         on_message=lambda m: say(m),
     )
     text = json.dumps(report, indent=2, sort_keys=True)
@@ -250,3 +291,5 @@ def eval_command(
         atomic_write(json_out, (text + "\n").encode())
         say(f"[green]wrote[/] {json_out}")
     stdout.print(eval_table(report))
+    if report.get("contrasts"):
+        stdout.print(contrast_table(report))

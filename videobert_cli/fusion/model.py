@@ -10,7 +10,11 @@ Each position's input vector is the sum of
   ``text_proj(text_feature)`` otherwise;
 * ``modality_embed[code]`` with the ``MODALITY_*`` codes of :mod:`videobert_cli.features`;
 * a time embedding: ``time_proj(sinusoid(t / time_scale))`` for a finite time ``t`` in
-  seconds, the learned ``no_time`` vector when ``t`` is NaN/inf (always for [CLS]).
+  seconds, the learned ``no_time`` vector when ``t`` is NaN/inf (always for [CLS]);
+* with ``video_delta`` (off in older checkpoints), for video positions also
+  ``delta_proj(x_t - x_prev)``: the change of the frame feature since the previous frame *in
+  time* (zero for a sample's first frame and for untimed frames). Pooling over frames loses
+  the direction of change; this channel hands it to every position.
 
 There is no index-based positional embedding: order *within* a modality is carried only by
 time. This makes the encoder equivariant to permuting positions together with their times
@@ -61,6 +65,7 @@ class FusionConfig:
     ff_dim: int = 1024
     dropout: float = 0.0
     time_scale: float = 1.0
+    video_delta: bool = False  # neighbouring-frame differences as an input channel
 
     def __post_init__(self) -> None:
         for name in ("video_dim", "text_dim", "d_model", "num_layers", "num_heads", "ff_dim"):
@@ -93,6 +98,12 @@ class FusionConfig:
                     hint="check the fusion configuration / checkpoint",
                 )
             object.__setattr__(self, name, float(value))
+        if not isinstance(self.video_delta, (bool, np.bool_)):
+            raise ConfigError(
+                f"fusion config: video_delta must be true or false, got {self.video_delta!r}",
+                hint="check the fusion configuration / checkpoint",
+            )
+        object.__setattr__(self, "video_delta", bool(self.video_delta))
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(
                 f"fusion config: dropout must be in [0, 1), got {self.dropout}",
@@ -116,7 +127,11 @@ class FusionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FusionConfig:
-        """Build a config from :meth:`to_dict` output; unknown or missing keys raise ConfigError."""
+        """Build a config from :meth:`to_dict` output; unknown or missing keys raise ConfigError.
+
+        Keys added after a checkpoint was written (``time_scale``, ``video_delta``) take their
+        defaults, which reproduce the model that checkpoint was trained as.
+        """
         if not isinstance(data, dict):
             raise ConfigError(
                 f"fusion config must be a mapping, got {type(data).__name__}",
@@ -275,7 +290,7 @@ class FusionTransformer(nn.Module):
     Parameter names (the state-dict keys of saved checkpoints): ``video_proj``,
     ``text_proj``, ``modality_embed``, ``time_embed.proj``, ``time_embed.no_time``,
     ``cls_token``, ``layers.{i}.{attn_norm,attn.{q,k,v,out}_proj,ff_norm,ff.0,ff.2}``,
-    ``final_norm``.
+    ``final_norm``; ``delta_proj`` only with ``config.video_delta``.
     """
 
     def __init__(self, config: FusionConfig):
@@ -283,6 +298,8 @@ class FusionTransformer(nn.Module):
         self.config = config
         d = config.d_model
         self.video_proj = nn.Linear(config.video_dim, d)
+        # only when enabled: checkpoints without the channel keep their exact state-dict keys
+        self.delta_proj = nn.Linear(config.video_dim, d) if config.video_delta else None
         self.text_proj = nn.Linear(config.text_dim, d)
         self.modality_embed = nn.Embedding(3, d)
         self.time_embed = TimeEmbedding(d, config.time_scale)
@@ -344,6 +361,28 @@ class FusionTransformer(nn.Module):
             )
         return mask.to(torch.bool)
 
+    def video_content(self, video: torch.Tensor, times: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Content vectors of the video positions: ``video_proj(x)`` (+ ``delta_proj`` of changes).
+
+        ``video`` is already zeroed at padding and ``times`` NaN there. The previous frame of a
+        position is the valid, timed frame just before it in time (ties by row), so permuting
+        rows together with their times permutes the output the same way.
+        """
+        out = self.video_proj(video)
+        if self.delta_proj is None or video.shape[1] == 0:
+            return out
+        timed = mask & torch.isfinite(times)
+        key = torch.where(timed, times, torch.full_like(times, float("inf")))
+        order = torch.sort(key, dim=1, stable=True).indices  # timed frames first, in time order
+        ordered = torch.gather(video, 1, order[..., None].expand_as(video))
+        ordered_timed = torch.gather(timed, 1, order)
+        delta = torch.zeros_like(ordered)
+        both = ordered_timed[:, 1:] & ordered_timed[:, :-1]
+        delta[:, 1:] = torch.where(both[..., None], ordered[:, 1:] - ordered[:, :-1], 0.0)
+        back = torch.empty_like(delta)
+        back.scatter_(1, order[..., None].expand_as(delta), delta)
+        return out + self.delta_proj(back)
+
     def forward(
         self,
         video: torch.Tensor,
@@ -402,7 +441,7 @@ class FusionTransformer(nn.Module):
         if layout == "video_text":
             parts = [
                 (cls, full(1, MODALITY_CLS), nan.expand(b, 1), one),
-                (self.video_proj(video), full(nv, MODALITY_VIDEO), video_time, video_mask),
+                (self.video_content(video, video_time, video_mask), full(nv, MODALITY_VIDEO), video_time, video_mask),
                 (self.text_proj(text), full(nt, MODALITY_TEXT), text_time, text_mask),
             ]
         elif layout == "videobert":
@@ -410,7 +449,7 @@ class FusionTransformer(nn.Module):
                 (cls, full(1, MODALITY_CLS), nan.expand(b, 1), one),
                 (self.text_proj(text), full(nt, MODALITY_TEXT), text_time, text_mask),
                 (self.sep_tokens[0].expand(b, 1, -1), full(1, MODALITY_SEP_VIDEO), nan.expand(b, 1), one),
-                (self.video_proj(video), full(nv, MODALITY_VIDEO), video_time, video_mask),
+                (self.video_content(video, video_time, video_mask), full(nv, MODALITY_VIDEO), video_time, video_mask),
                 (self.sep_tokens[1].expand(b, 1, -1), full(1, MODALITY_SEP), nan.expand(b, 1), one),
             ]
         else:

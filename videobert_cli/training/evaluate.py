@@ -29,6 +29,11 @@ Baselines
       (ridge-regularised, see :func:`fit_cca`) and pairs are ranked by cosine in the CCA space.
       With ``all_files=True`` there is no training split: CCA is then fitted on the evaluated
       pairs themselves (transductive, optimistic) and flagged so.
+
+Minimal pairs
+    With a contrasts file (:mod:`videobert_cli.training.contrasts`), every model's entry also
+    has ``contrasts``: per subset (e.g. motion, speed, order) the two-way choice accuracy
+    between captions that differ only there (chance 0.5).
 """
 
 from __future__ import annotations
@@ -279,6 +284,7 @@ def evaluate(
     batch_size: int = 32,
     cca: bool = True,
     cca_fit_files: Sequence[str | Path] | None = None,
+    contrasts: str | Path | dict | None = None,
     on_message: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate fusion weights on held-out pairs; returns a JSON-safe dict (see module doc).
@@ -288,7 +294,8 @@ def evaluate(
     ``all_files`` every given file is evaluated. ``cca_fit_files`` are the files the CCA
     baseline is fitted on (e.g. the training corpus when ``files`` is a separate test
     corpus); by default the training split of ``files`` (with ``all_files``: ``files``
-    themselves, flagged as transductive).
+    themselves, flagged as transductive). ``contrasts`` (a contrasts file or mapping) adds
+    the minimal-pair subsets' two-way choice accuracies to every model.
 
     Raises:
         ConfigError: the files come from other feature extractors than the weights, they
@@ -298,6 +305,7 @@ def evaluate(
     from videobert_cli.fusion.checkpoint import load_fusion_weights
     from videobert_cli.fusion.model import build_fusion
     from videobert_cli.training.data import expand_feature_paths
+    from videobert_cli.training.contrasts import contrast_report, load_contrasts, pair_captions
     from videobert_cli.training.heads import heads_path, load_heads
 
     # directories as train reads them (the same files, so the same validation split)
@@ -310,6 +318,7 @@ def evaluate(
             on_message(f"skipped {reason}")
 
     say = on_message or (lambda message: None)
+    minimal_pairs = None if contrasts is None else load_contrasts(contrasts)
     device = resolve_device(device)
     infos = scan_files(files)
     space = common_space(infos)
@@ -340,11 +349,17 @@ def evaluate(
             hint="give more files, or use --all to evaluate every given file",
         )
     dataset = PairDataset(eval_refs, max_frames=max_frames, max_tokens=max_tokens)
+    captions = pair_captions(eval_refs) if minimal_pairs is not None else []
+
+    def add_contrasts(entry: dict[str, Any], video_emb: np.ndarray, text_emb: np.ndarray) -> None:
+        if minimal_pairs is not None:
+            entry["contrasts"] = contrast_report(video_emb, text_emb, captions, minimal_pairs)
 
     results: dict[str, Any] = {}
     model = model.to(device)
     v, t, keys = embed_pairs(model, dataset, device=device, batch_size=batch_size, layout=layout)
     trained = retrieval_metrics(v, t, keys)
+    add_contrasts(trained, v, t)
     hp = heads_path(weights)
     align_weight = float((meta.get("loss_weights") or {}).get("align", 0.0))
     if hp.is_file() and align_weight > 0:
@@ -364,6 +379,7 @@ def evaluate(
     untrained_model = build_fusion(fcfg, seed=init_seed).to(device)
     v0, t0, _ = embed_pairs(untrained_model, dataset, device=device, batch_size=batch_size, layout=layout)
     untrained = retrieval_metrics(v0, t0, keys)
+    add_contrasts(untrained, v0, t0)
     untrained["align_accuracy"] = None
     untrained["note"] = (
         f"seeded initialisation (seed {init_seed}) of the same architecture; it has no "
@@ -394,6 +410,7 @@ def evaluate(
             mx, a, my, b = fit_cca(fx, fy)
             ex, ey, _ = pooled_features(dataset)
             cca_res: dict[str, Any] = retrieval_metrics((ex - mx) @ a, (ey - my) @ b, keys)
+            add_contrasts(cca_res, (ex - mx) @ a, (ey - my) @ b)
             cca_res["align_accuracy"] = None
             cca_res["fit"] = fit_kind
             cca_res["fit_pairs"] = len(fit_refs)
@@ -421,6 +438,12 @@ def evaluate(
             "chance_R@1_if_unique": 1.0 / len(eval_refs),
         },
         "feature_space": space.to_dict(),
-        "checkpoint": {k: meta.get(k) for k in ("epochs", "trained_steps", "loss_weights")},
+        "checkpoint": {k: meta.get(k) for k in ("epochs", "trained_steps", "loss_weights", "seed")},
+        "contrasts": None if minimal_pairs is None else {
+            "source": str(contrasts) if not isinstance(contrasts, dict) else "mapping",
+            "subsets": {name: len(p) for name, p in minimal_pairs.items()},
+            "measure": "two-way choice accuracy: video closer to its own caption than to the other (tie = 0.5)",
+            "chance": 0.5,
+        },
         "results": results,
     }

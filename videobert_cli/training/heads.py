@@ -176,3 +176,24 @@ def load_state(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "epoch" not in state:
         raise ConfigError("not a videobert-cli training state file", path=path)
     return state
+
+
+def check_output_paths(output: Path, files) -> None:
+    """Before any training: the checkpoint files must not overwrite an input, and their folder
+    must exist (it is created) and take files - not found out after the first epoch."""
+    import os
+
+    from videobert_cli.errors import OutputError, UsageError
+
+    inputs = {Path(f).resolve() for f in files}
+    for path in (output, heads_path(output), state_path(output)):
+        if path.resolve() in inputs:
+            raise UsageError("-o would overwrite one of the feature files trained on", path=path,
+                             hint="write the weights elsewhere, e.g. -o fusion.safetensors")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder for the weights: {exc.strerror}", path=output.parent) from exc
+    if not os.access(output.parent, os.W_OK):
+        raise OutputError("cannot write the weights here: the folder is not writable", path=output.parent,
+                          hint="give -o a writable place")

@@ -8,6 +8,12 @@
 * :func:`feature_nce` - masked visual prediction without a vocabulary: the prediction at
   each masked position must pick out its own original feature among all masked features of
   the batch (InfoNCE, as CBT).
+* :func:`reverse_in_time` / :func:`shuffle_in_time` / :func:`resample_in_time` - a video's
+  own frames in another order or at another speed (times kept): the hard negatives of
+  :func:`time_contrastive`.
+* :func:`time_contrastive` - text-to-video InfoNCE whose candidates are the batch's videos
+  plus, per text, its own video with the frames reversed and shuffled: only the order of
+  events separates the positive from those.
 * :func:`masked_cross_entropy` - prediction of a class (token id, video word id) at masked
   positions; positions labelled :data:`~videobert_cli.training.data.IGNORE` do not count.
 """
@@ -116,3 +122,85 @@ def feature_nce(predicted: torch.Tensor, target: torch.Tensor, temperature: floa
     t = F.normalize(target.float(), dim=-1)
     logits = p @ t.T / float(temperature)
     return F.cross_entropy(logits, torch.arange(p.shape[0], device=p.device))
+
+
+def _valid_counts(mask: torch.Tensor) -> torch.Tensor:
+    return mask.to(torch.bool).sum(dim=1)
+
+
+def reverse_in_time(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each sample's valid rows (the first ``n`` of its ``mask``) in reverse order; padding stays.
+
+    Times are not touched by the caller, so frame ``j`` keeps time ``t_j`` but shows what was
+    shown at ``t_{n-1-j}``: the same content, played backwards.
+    """
+    b, n = mask.shape
+    counts = _valid_counts(mask)
+    idx = torch.arange(n, device=features.device).expand(b, n)
+    rev = torch.where(idx < counts[:, None], counts[:, None] - 1 - idx, idx)
+    return torch.gather(features, 1, rev[..., None].expand_as(features))
+
+
+def shuffle_in_time(features: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each sample's valid rows in a random order that differs from the original (n >= 2).
+
+    The permutation is drawn from ``generator`` (CPU); when the draw is the identity, the
+    rows are rotated by one instead, so the copy is never the original order.
+    """
+    b, n = mask.shape
+    counts = _valid_counts(mask).tolist()
+    rows = []
+    for c in counts:
+        perm = torch.randperm(c, generator=generator) if c else torch.zeros(0, dtype=torch.long)
+        if c >= 2 and bool(torch.equal(perm, torch.arange(c))):
+            perm = torch.roll(perm, 1)
+        rows.append(torch.cat([perm, torch.arange(c, n)]))
+    idx = torch.stack(rows).to(features.device) if rows else torch.zeros((0, n), dtype=torch.long)
+    return torch.gather(features, 1, idx[..., None].expand_as(features))
+
+
+def resample_in_time(features: torch.Tensor, mask: torch.Tensor, factor: float) -> torch.Tensor:
+    """Each sample's valid rows played ``factor`` times as fast; padding stays.
+
+    Row ``j`` of a sample with ``n`` valid rows shows old row ``floor(j * factor) mod n``:
+    factor 2 skips every other frame and starts over when the clip ends (0 2 4 6 0 2 4 6),
+    factor 0.5 shows each frame twice (0 0 1 1 2 2 3 3) and stops half-way.
+    """
+    b, n = mask.shape
+    counts = _valid_counts(mask)
+    idx = torch.arange(n, device=features.device).expand(b, n)
+    src = torch.floor(idx.to(torch.float64) * float(factor)).to(torch.long) % counts.clamp(min=1)[:, None]
+    src = torch.where(idx < counts[:, None], src, idx)
+    return torch.gather(features, 1, src[..., None].expand_as(features))
+
+
+def time_distortions(features: torch.Tensor, mask: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+    """The hard negatives of ``tnce``: reversed, shuffled, twice as fast, half as fast."""
+    return [reverse_in_time(features, mask), shuffle_in_time(features, mask, generator),
+            resample_in_time(features, mask, 2.0), resample_in_time(features, mask, 0.5)]
+
+
+def time_contrastive(
+    text: torch.Tensor,
+    video: torch.Tensor,
+    distorted: list[torch.Tensor],
+    temperature: float,
+    same: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Text-to-video InfoNCE with per-text hard negatives.
+
+    Text ``i``'s candidates are every video ``j`` of the batch (videos whose transcript is
+    token-identical, ``same``, are left out as negatives) and ``distorted[k][i]``: its own
+    video in another frame order. All are cosine similarities over ``temperature``; the
+    target is video ``i``. ``text``, ``video`` and each ``distorted[k]`` are (B, D).
+    """
+    t = F.normalize(text.float(), dim=-1)
+    v = F.normalize(video.float(), dim=-1)
+    n = t.shape[0]
+    logits = t @ v.T
+    if same is not None:
+        off = same.to(torch.bool) & ~torch.eye(n, dtype=torch.bool, device=t.device)
+        logits = logits.masked_fill(off, float("-inf"))
+    extra = [(t * F.normalize(d.float(), dim=-1)).sum(dim=-1, keepdim=True) for d in distorted]
+    logits = torch.cat([logits, *extra], dim=1) / float(temperature)
+    return F.cross_entropy(logits, torch.arange(n, device=t.device))

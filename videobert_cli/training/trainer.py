@@ -12,6 +12,12 @@ One optimisation step on a batch of B pairs computes the enabled objectives (wei
     token-identical to the match are dropped); the ``align`` head on [CLS] is trained with
     binary cross-entropy, matched = 1 (VideoBERT's linguistic-visual alignment). Unmasked
     inputs, so the presence of masking cannot give the answer away.
+``tnce``
+    Text-to-video InfoNCE where each text's candidates are the batch's videos *plus its own
+    video with the frames reversed, shuffled, played twice as fast and half as fast* (times
+    kept, :func:`losses.time_distortions`): the content is the video's own, only the order
+    and pace of events tell the positive apart (:func:`losses.time_contrastive`). Needs no
+    second sample.
 ``mvm`` / ``mlm``
     One more pass over the matched pairs with masked inputs (:func:`losses.choose_masked`,
     probability ``mask_prob``, at least one position per sample and modality; masked
@@ -35,7 +41,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +48,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from videobert_cli.errors import ConfigError, UsageError, VideoBertError
+from videobert_cli.errors import ConfigError, VideoBertError
 from videobert_cli.training import losses as L
 from videobert_cli.training.data import (
     LAYOUTS,
@@ -59,12 +64,12 @@ from videobert_cli.training.data import (
     split_files,
 )
 
-OBJECTIVES = ("align", "nce", "mvm", "mlm")
+OBJECTIVES = ("align", "nce", "mvm", "mlm", "tnce")
 DEFAULT_LOSSES = "align=1,nce=1,mvm=0.5,mlm=0.5"
 
 
 def parse_loss_weights(spec: str | dict[str, float]) -> dict[str, float]:
-    """``"align=1,nce=1,mvm=0.5"`` -> weights of all four objectives (unnamed ones are 0)."""
+    """``"align=1,nce=1,mvm=0.5"`` -> weights of all objectives (unnamed ones are 0)."""
     if isinstance(spec, dict):
         items = list(spec.items())
     else:
@@ -120,6 +125,8 @@ class TrainConfig:
     num_heads: int = 4
     ff_dim: int | None = None  # None: 4 * d_model
     dropout: float = 0.1
+    time_scale: float = 1.0  # seconds per unit of the sinusoidal time embedding
+    video_delta: bool = False  # neighbouring-frame differences as an input channel
     device: str = "auto"
     precision: str = "auto"  # fp32 | bf16 | fp16 | auto (fp32 on CPU, bf16/fp16 autocast on CUDA)
     num_workers: int = 0
@@ -138,6 +145,7 @@ class TrainConfig:
             (self.precision in ("auto", "fp32", "bf16", "fp16"), "--precision: auto, fp32, bf16 or fp16"),
             (self.pairs in LAYOUTS, f"--pairs must be one of {', '.join(LAYOUTS)}"),
             (0.0 <= self.val_fraction < 1.0, "--val-fraction must be in [0, 1)"),
+            (self.time_scale > 0 and math.isfinite(self.time_scale), "--time-scale must be a positive number"),
         ]
         for ok, message in checks:
             if not ok:
@@ -223,9 +231,18 @@ def batch_losses(
     keys = batch.text_key
     same = keys[:, None] == keys[None, :]
 
+    v = t = None
     if weights["nce"] > 0 and b >= 2:
         v, t = single_modality_cls(model, batch, layout)
         out["nce"] = L.info_nce(v, t, temperature, same=same)
+
+    if weights["tnce"] > 0:
+        if v is None:
+            v, t = single_modality_cls(model, batch, layout)
+        no_text = (batch.text[:, :0], batch.text_time[:, :0], batch.text_mask[:, :0])
+        distorted = [model(d, batch.video_time, batch.video_mask, *no_text, layout=layout).cls
+                     for d in L.time_distortions(batch.video, batch.video_mask, generator)]
+        out["tnce"] = L.time_contrastive(t, v, distorted, temperature, same=same)
 
     if weights["align"] > 0 and b >= 2:
         k = int(torch.randint(1, b, (1,), generator=generator))
@@ -331,25 +348,6 @@ def _check_resume_settings(meta: dict[str, Any], config: TrainConfig, path: Path
             )
 
 
-def _check_output(output: Path, files: Sequence[Path], heads_path, state_path) -> None:
-    """Before any training: the checkpoint files must not overwrite an input, and their folder
-    must exist (it is created) and take files - not found out after the first epoch."""
-    from videobert_cli.errors import OutputError
-
-    inputs = {Path(f).resolve() for f in files}
-    for path in (output, heads_path(output), state_path(output)):
-        if path.resolve() in inputs:
-            raise UsageError("-o would overwrite one of the feature files trained on", path=path,
-                             hint="write the weights elsewhere, e.g. -o fusion.safetensors")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create the folder for the weights: {exc.strerror}", path=output.parent) from exc
-    if not os.access(output.parent, os.W_OK):
-        raise OutputError("cannot write the weights here: the folder is not writable", path=output.parent,
-                          hint="give -o a writable place")
-
-
 def train(
     files: str | Path | Sequence[str | Path],
     output: str | Path,
@@ -374,7 +372,7 @@ def train(
     from videobert_cli.fusion.checkpoint import load_fusion_weights, save_fusion_weights
     from videobert_cli.fusion.model import FusionConfig, build_fusion
     from videobert_cli.training.heads import (
-        TrainingHeads, heads_path, load_heads, load_state, save_heads, save_state, state_path,
+        TrainingHeads, check_output_paths, heads_path, load_heads, load_state, save_heads, save_state, state_path,
     )
 
     config = config or TrainConfig()
@@ -389,7 +387,7 @@ def train(
     files = expand_feature_paths(files, skipped=skipped_files)
     for reason in skipped_files:
         emit(TrainEvent("message", message=f"skipped {reason}"))
-    _check_output(output, files, heads_path, state_path)
+    check_output_paths(output, files)
     infos = scan_files(files)
     space: FeatureSpace = common_space(infos)
     by_path = {info.path: info for info in infos}
@@ -448,6 +446,8 @@ def train(
             num_heads=config.num_heads,
             ff_dim=config.ff_dim or 4 * config.d_model,
             dropout=config.dropout,
+            time_scale=config.time_scale,
+            video_delta=config.video_delta,
         )
         init_seed = config.seed
         model = build_fusion(fcfg, seed=init_seed)
