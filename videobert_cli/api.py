@@ -258,6 +258,9 @@ def extract_video_files(
     quiet_decoder_logs()
     paths = [_path(v, "video") for v in _paths(videos, "videos")]
     destinations = _outputs_for(paths, output, ".h5")
+    from videobert_cli.pipeline.decode_worker import start_fork_server
+
+    start_fork_server()  # beside the model's loading
     stage = _stage("video", config)
     options = RunOptions()  # run's decoder timeout and chunk size
     feed = DecodeFeed(stage, [str(path) for path in paths], timeout=options.timeout,

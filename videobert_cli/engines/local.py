@@ -21,6 +21,7 @@ from videobert_cli.pipeline.core import (
     finish_video,
     load_transcript,
 )
+from videobert_cli.pipeline.decode_worker import start_fork_server
 from videobert_cli.pipeline.overlap import DecodeFeed, WriteBehind
 from videobert_cli.pipeline.plan import PlannedVideo
 from videobert_cli.pipeline.report import STATUS_OK, Manifest, RunRecord, RunReport, record_failure, record_input
@@ -57,6 +58,8 @@ class LocalRun:
         self.run = run
         self.manifest = manifest
         self.pipeline = pipeline
+        if run.todo:
+            start_fork_server()  # beside the model's loading
         video = self.pipeline.video
         options = run.spec.options
         self.feed = DecodeFeed(video, [str(planned.item.path) for planned in run.todo], timeout=options.timeout,
