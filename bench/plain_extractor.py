@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from videobert_cli.config import VideoModelConfig
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for rgb in frames(args.video, wanted):
         image = torch.from_numpy(rgb).permute(2, 0, 1)
-        image = F.resize(image, [prep.resize_size], antialias=True)
+        image = F.resize(image, [prep.resize_size], interpolation=InterpolationMode(prep.interpolation),
+                         antialias=prep.antialias)
         batch.append(F.center_crop(image, [prep.crop_size, prep.crop_size]))
         if len(batch) == BATCH:
             flush()

@@ -412,7 +412,7 @@ def test_dry_run_lists_decisions_and_loads_no_model(tmp_path, tiny_bert, monkeyp
         raise AssertionError("dry run loaded a model")
 
     monkeypatch.setattr("videobert_cli.pipeline.stages.load_video_model", no_models)
-    monkeypatch.setattr("videobert_cli.pipeline.stages.load_text_model", no_models)
+    monkeypatch.setattr("videobert_cli.pipeline.text_stages.load_text_model", no_models)
     result = invoke("run", str(source), "-o", str(out), *fast_args(tiny_bert), "--dry-run", "--json")
     assert result.exit_code == 0, result.output
     plan = {Path(p["input"]).name: (p["action"], p["why"]) for p in json.loads(result.stdout)["plan"]}
