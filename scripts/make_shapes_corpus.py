@@ -151,27 +151,38 @@ def srt(caption: str, seconds: float) -> str:
     return f"1\n00:00:00,000 --> {end}\n{caption}\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def corpus_arguments(description: str, *, count: int, fps: int) -> argparse.ArgumentParser:
+    """The options of the corpus scripts (this one and make_time_corpus.py; defaults differ)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--count", type=int, default=160, help="number of clips (default 160)")
+    parser.add_argument("--count", type=int, default=count, help=f"number of clips (default {count})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the instances (default 0)")
     parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--fps", type=int, default=10)
+    parser.add_argument("--fps", type=int, default=fps)
     parser.add_argument("--width", type=int, default=160)
     parser.add_argument("--height", type=int, default=120)
+    return parser
+
+
+def write_clips(out: Path, clips: list[dict], render_clip, args: argparse.Namespace) -> None:
+    """Each clip's .mp4 (drawn by ``render_clip``) and .srt, and ``corpus.jsonl``."""
+    for clip in clips:
+        render_clip(clip, out / f"{clip['name']}.mp4", args.width, args.height, args.fps, args.seconds)
+        (out / f"{clip['name']}.srt").write_text(srt(clip["caption"], args.seconds), encoding="utf-8", newline="\n")
+    with open(out / "corpus.jsonl", "w", encoding="utf-8", newline="\n") as f:
+        for clip in clips:
+            f.write(json.dumps(clip, sort_keys=True) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = corpus_arguments(__doc__.split("\n\n")[0], count=160, fps=10)
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")
     out: Path = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
     clips = plan(args.count, args.seed, args.width, args.height, args.seconds)
-    for clip in clips:
-        render(clip, out / f"{clip['name']}.mp4", args.width, args.height, args.fps, args.seconds)
-        (out / f"{clip['name']}.srt").write_text(srt(clip["caption"], args.seconds), encoding="utf-8", newline="\n")
-    with open(out / "corpus.jsonl", "w", encoding="utf-8", newline="\n") as f:
-        for clip in clips:
-            f.write(json.dumps(clip, sort_keys=True) + "\n")
+    write_clips(out, clips, render, args)
     print(f"wrote {len(clips)} clips ({len(KINDS)} kinds) to {out}")
     return 0
 

@@ -30,7 +30,6 @@ from ``make_shapes_corpus.py``: the same ``--count``/``--seed`` rewrite identica
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from fractions import Fraction
@@ -41,7 +40,9 @@ import av
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_shapes_corpus import COLOURS, VISIBLE_X, VISIBLE_Y, background, draw, srt, x264_options  # noqa: E402
+from make_shapes_corpus import (  # noqa: E402
+    COLOURS, VISIBLE_X, VISIBLE_Y, background, corpus_arguments, draw, write_clips, x264_options,
+)
 
 TIME_COLOURS = ("red", "green", "blue")
 SHAPES = ("square", "circle")
@@ -150,14 +151,7 @@ def render(clip: dict, path: Path, width: int, height: int, fps: int, seconds: f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--count", type=int, default=216, help="number of clips (default 216)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the instances (default 0)")
-    parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--fps", type=int, default=4)
-    parser.add_argument("--width", type=int, default=160)
-    parser.add_argument("--height", type=int, default=120)
+    parser = corpus_arguments(__doc__.split("\n\n")[0], count=216, fps=4)
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")
@@ -166,12 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
     clips = plan(args.count, args.seed, args.width, args.height)
-    for clip in clips:
-        render(clip, out / f"{clip['name']}.mp4", args.width, args.height, args.fps, args.seconds)
-        (out / f"{clip['name']}.srt").write_text(srt(clip["caption"], args.seconds), encoding="utf-8", newline="\n")
-    with open(out / "corpus.jsonl", "w", encoding="utf-8", newline="\n") as f:
-        for clip in clips:
-            f.write(json.dumps(clip, sort_keys=True) + "\n")
+    write_clips(out, clips, render, args)
     (out / "contrasts.json").write_text(json.dumps(contrasts(), indent=1) + "\n", encoding="utf-8", newline="\n")
     print(f"wrote {len(clips)} clips ({len(KINDS)} kinds) to {out}")
     return 0
