@@ -120,29 +120,38 @@ def plan(count: int, seed: int, width: int, height: int, seconds: float) -> list
     return clips
 
 
-def render(clip: dict, path: Path, width: int, height: int, fps: int, seconds: float) -> None:
-    dx, dy = DIRECTIONS[clip["direction"]]
-    colour = np.clip(np.array(COLOURS[clip["colour"]], np.float32) + clip["colour_jitter"], 0, 255)
-    bg = background(height, width, np.array(clip["background_tint"], np.float32))
-    frames = int(round(fps * seconds))
+def write_mp4(path: Path, images, width: int, height: int, fps: int) -> None:
+    """H.264 of float RGB ``images`` (bit-exact settings, one thread), written via a .part file."""
     tmp = path.with_name(path.name + ".part")
     with av.open(str(tmp), "w", format="mp4", container_options={"fflags": "+bitexact"}) as out:
         stream = out.add_stream("libx264", rate=Fraction(fps, 1), options=x264_options(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = Fraction(1, fps)
         stream.codec_context.thread_count = 1
-        for i in range(frames):
-            t = i / fps
-            img = bg.copy()
-            cx = clip["start"][0] + dx * clip["speed"] * t
-            cy = clip["start"][1] + dy * clip["speed"] * t
-            draw(img, clip["shape"], cx, cy, clip["size"], colour)
+        for i, img in enumerate(images):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img.round().astype(np.uint8)), format="rgb24")
             frame.pts = i
             frame.time_base = Fraction(1, fps)
             out.mux(stream.encode(frame.reformat(format="yuv420p")))
         out.mux(stream.encode(None))
     tmp.replace(path)
+
+
+def render(clip: dict, path: Path, width: int, height: int, fps: int, seconds: float) -> None:
+    dx, dy = DIRECTIONS[clip["direction"]]
+    colour = np.clip(np.array(COLOURS[clip["colour"]], np.float32) + clip["colour_jitter"], 0, 255)
+    bg = background(height, width, np.array(clip["background_tint"], np.float32))
+
+    def images():
+        for i in range(int(round(fps * seconds))):
+            t = i / fps
+            img = bg.copy()
+            cx = clip["start"][0] + dx * clip["speed"] * t
+            cy = clip["start"][1] + dy * clip["speed"] * t
+            draw(img, clip["shape"], cx, cy, clip["size"], colour)
+            yield img
+
+    write_mp4(path, images(), width, height, fps)
 
 
 def srt(caption: str, seconds: float) -> str:

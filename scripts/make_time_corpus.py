@@ -32,16 +32,14 @@ from __future__ import annotations
 
 import json
 import sys
-from fractions import Fraction
 from itertools import product
 from pathlib import Path
 
-import av
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_shapes_corpus import (  # noqa: E402
-    COLOURS, VISIBLE_X, VISIBLE_Y, background, corpus_arguments, draw, write_clips, x264_options,
+    COLOURS, VISIBLE_X, VISIBLE_Y, background, corpus_arguments, draw, write_clips, write_mp4,
 )
 
 TIME_COLOURS = ("red", "green", "blue")
@@ -131,23 +129,16 @@ def scene(clip: dict, frame: int, frames: int) -> list[tuple[str, float, float, 
 def render(clip: dict, path: Path, width: int, height: int, fps: int, seconds: float) -> None:
     bg = background(height, width, np.array(clip["background_tint"], np.float32))
     frames = int(round(fps * seconds))
-    tmp = path.with_name(path.name + ".part")
-    with av.open(str(tmp), "w", format="mp4", container_options={"fflags": "+bitexact"}) as out:
-        stream = out.add_stream("libx264", rate=Fraction(fps, 1), options=x264_options(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.time_base = Fraction(1, fps)
-        stream.codec_context.thread_count = 1
+
+    def images():
         for i in range(frames):
             img = bg.copy()
             for shape, x, y, colour in scene(clip, i, frames):
                 rgb = np.clip(np.array(COLOURS[colour], np.float32) + clip["colour_jitter"], 0, 255)
                 draw(img, shape, x, y, clip["size"], rgb)
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img.round().astype(np.uint8)), format="rgb24")
-            frame.pts = i
-            frame.time_base = Fraction(1, fps)
-            out.mux(stream.encode(frame.reformat(format="yuv420p")))
-        out.mux(stream.encode(None))
-    tmp.replace(path)
+            yield img
+
+    write_mp4(path, images(), width, height, fps)
 
 
 def main(argv: list[str] | None = None) -> int:
