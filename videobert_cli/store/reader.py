@@ -7,6 +7,7 @@ layout is documented in ``docs/hdf5-schema.md``.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -137,58 +138,22 @@ def _dataset(group: h5py.Group, name: str, path: Path) -> np.ndarray:
     return ds[()]
 
 
-def _load_video(g: h5py.Group, path: Path) -> VideoFeatures:
-    return VideoFeatures(
-        features=_dataset(g, "features", path),
-        timestamps=_dataset(g, "timestamps", path),
-        frame_indices=_dataset(g, "frame_indices", path),
-        attrs=decode_attrs(g),
-        extra={key: _dataset(g, key, path) for key in VIDEO_EXTRA_DATASETS if key in g},
-    )
+def _load_group(container: type, g: h5py.Group, path: Path):
+    """A feature container (``VideoFeatures``, ...) from its group: a dataset per array field,
+    named as the field (``list[str]`` fields as Python strings), the group's attributes, and
+    for video the optional per-row datasets."""
+    values: dict[str, Any] = {"attrs": decode_attrs(g)}
+    for name, hint in typing.get_type_hints(container).items():
+        if name in ("attrs", "extra"):
+            continue
+        data = _dataset(g, name, path)
+        values[name] = [str(s) for s in data] if hint == list[str] else data
+    if container is VideoFeatures:
+        values["extra"] = {key: _dataset(g, key, path) for key in VIDEO_EXTRA_DATASETS if key in g}
+    return container(**values)
 
 
-def _load_text(g: h5py.Group, path: Path) -> TextFeatures:
-    return TextFeatures(
-        token_features=_dataset(g, "token_features", path),
-        token_ids=_dataset(g, "token_ids", path),
-        tokens=[str(s) for s in _dataset(g, "tokens", path)],
-        token_start=_dataset(g, "token_start", path),
-        token_end=_dataset(g, "token_end", path),
-        token_cue=_dataset(g, "token_cue", path),
-        token_window=_dataset(g, "token_window", path),
-        cue_features=_dataset(g, "cue_features", path),
-        cue_start=_dataset(g, "cue_start", path),
-        cue_end=_dataset(g, "cue_end", path),
-        cue_text=[str(s) for s in _dataset(g, "cue_text", path)],
-        attrs=decode_attrs(g),
-    )
-
-
-def _load_fused(g: h5py.Group, path: Path) -> FusedFeatures:
-    return FusedFeatures(
-        sequence=_dataset(g, "sequence", path),
-        modality=_dataset(g, "modality", path),
-        time=_dataset(g, "time", path),
-        source_index=_dataset(g, "source_index", path),
-        cls=_dataset(g, "cls", path),
-        attrs=decode_attrs(g),
-    )
-
-
-def _load_segments(g: h5py.Group, path: Path) -> FusedSegments:
-    return FusedSegments(
-        sequence=_dataset(g, "sequence", path),
-        modality=_dataset(g, "modality", path),
-        time=_dataset(g, "time", path),
-        source_index=_dataset(g, "source_index", path),
-        offsets=_dataset(g, "offsets", path),
-        cue_index=_dataset(g, "cue_index", path),
-        cls=_dataset(g, "cls", path),
-        attrs=decode_attrs(g),
-    )
-
-
-_LOADERS = {"video": _load_video, "text": _load_text, "fused": _load_fused, "segments": _load_segments}
+_CONTAINERS = {"video": VideoFeatures, "text": TextFeatures, "fused": FusedFeatures, "segments": FusedSegments}
 
 
 def load(path: str | Path, *, groups: Iterable[str] | None = None) -> FeatureFile:
@@ -234,7 +199,7 @@ def load(path: str | Path, *, groups: Iterable[str] | None = None) -> FeatureFil
                     f"{name} is not a group", path=p, hint="re-run extraction"
                 )
             try:
-                setattr(result, name, _LOADERS[name](g, p))
+                setattr(result, name, _load_group(_CONTAINERS[name], g, p))
             except FeatureFileError:
                 raise
             except (OSError, ValueError, TypeError) as exc:
