@@ -8,6 +8,7 @@ feature containers; writing is the runner's business.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 import traceback
 from dataclasses import replace
@@ -238,9 +239,10 @@ class VideoStage:
 
         return worker_cpu_count(), torch.cuda.device_count() if self.device.startswith("cuda") else 0
 
-    @property
+    @functools.cached_property
     def decode_workers(self) -> int:
-        """Decode worker processes feeding this model (``RuntimeConfig.decode_workers``)."""
+        """Decode worker processes feeding this model (``RuntimeConfig.decode_workers``); decided
+        once, as the default reads the memory available now."""
         if self.config.runtime.decode_workers is not None:
             return self.config.runtime.decode_workers
         return default_decode_workers(self.device, *self._cpus_and_gpus())
