@@ -35,6 +35,7 @@ import h5py
 import numpy as np
 
 from bench.measure import PeakRss
+from videobert_cli.video.runtimes import agreement
 from bench.run import (ROOT, ensure_inputs, machine_facts, measurement_env, run_measurement, table, verdict,
                        weights_for)
 
@@ -119,10 +120,6 @@ def run_command(command: list[str], env: dict) -> dict:
             "processes": len(mine), "stdout": stdout}
 
 
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
 def bench_model(model: str, video: str, rounds: int, env: dict, work: Path) -> dict:
     weights = weights_for(model)
     videobert = [sys.executable, "-c", "from videobert_cli.cli.app import main; main()"]
@@ -154,8 +151,9 @@ def bench_model(model: str, video: str, rounds: int, env: dict, work: Path) -> d
     plain = np.load(work / f"{model}-plain.npy")
     for path in ("torch", "auto"):
         other = np.load(work / f"{model}-{path}.npy")
-        result["model_only"][path]["min_cosine_vs_plain"] = float(cosine_rows(plain, other).min())
-        result["model_only"][path]["max_abs_diff_vs_plain"] = float(np.abs(plain - other).max())
+        cosine, diff = agreement(plain, other)
+        result["model_only"][path]["min_cosine_vs_plain"] = cosine
+        result["model_only"][path]["max_abs_diff_vs_plain"] = diff
 
     folder = work / f"{model}-in"
     folder.mkdir(exist_ok=True)
@@ -188,7 +186,7 @@ def bench_model(model: str, video: str, rounds: int, env: dict, work: Path) -> d
         for name, measured in runs.items()
     }
     peer = np.load(work / f"{model}-peer.npy")
-    result["ours_vs_plain_extractor_min_cosine"] = float(cosine_rows(peer, ours_features).min())
+    result["ours_vs_plain_extractor_min_cosine"] = agreement(peer, ours_features)[0]
     return result
 
 
