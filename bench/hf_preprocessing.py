@@ -41,7 +41,7 @@ def main() -> None:
         prep = preprocessing_from_processor(fast, label)
         for height, width in SIZES:
             batch = frames(height, width)
-            ours_u8 = resize_and_crop(batch, prep)
+            ours_u8 = torch.from_numpy(resize_and_crop(batch, prep))
             theirs_u8 = fast(images=list(batch), do_rescale=False, do_normalize=False, return_tensors="pt")["pixel_values"]
             ours = normalize(ours_u8, prep)
             theirs = fast(images=list(batch), return_tensors="pt")["pixel_values"]

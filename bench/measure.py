@@ -200,7 +200,7 @@ def measure_decode(spec: dict) -> dict:
     for chunk in chunks:
         frames += len(chunk.frame_indices)
         if sum(len(s) for s in saved) < save_max:
-            saved.append(chunk.crops.numpy().copy())
+            saved.append(chunk.crops.copy())
     seconds = time.perf_counter() - started
     cpu_s = time.process_time() - cpu_started
     if spec.get("save_crops") and saved:

@@ -67,6 +67,17 @@ def record_new_imports(job, emit) -> None:
     Path(job.path + ".imports").write_text("\n".join(sorted(set(sys.modules) - before)))
 
 
+def record_loaded_modules(job, emit) -> None:
+    """Decode normally; write every module this process holds afterwards to ``<video>.modules``."""
+    default_decode(job, emit)
+    Path(job.path + ".modules").write_text("\n".join(sorted(sys.modules)))
+
+
+def recorded_modules(video: Path) -> list[str]:
+    """What :func:`record_loaded_modules` wrote for ``video``."""
+    return Path(str(video) + ".modules").read_text().split()
+
+
 def recorded_imports(video: Path) -> list[str]:
     """What :func:`record_new_imports` wrote for ``video``."""
     return Path(str(video) + ".imports").read_text().split()

@@ -151,7 +151,7 @@ def test_frame_preprocessing_equals_the_processor(family, size, clip_dir, siglip
     assert ours.shape == expected.shape == (3, 3, 32, 32)
     assert (ours - expected).abs().max().item() <= PIXEL_TOLERANCE
     crops = processor(images=list(frames), do_rescale=False, do_normalize=False, return_tensors="pt")["pixel_values"]
-    assert torch.equal(resize_and_crop(frames, loaded.preprocessing), crops.to(torch.uint8))
+    assert torch.equal(torch.from_numpy(resize_and_crop(frames, loaded.preprocessing)), crops.to(torch.uint8))
 
 
 def test_video_preprocessing_equals_the_video_processor(videomae_dir) -> None:
@@ -165,7 +165,7 @@ def test_video_preprocessing_equals_the_video_processor(videomae_dir) -> None:
     assert (_our_input(loaded, video) - expected).abs().max().item() <= PIXEL_TOLERANCE
     crops = AutoVideoProcessor.from_pretrained(str(videomae_dir))(
         videos=[video], do_rescale=False, do_normalize=False, return_tensors="pt")["pixel_values"][0]
-    assert torch.equal(resize_and_crop(video, loaded.preprocessing), crops.to(torch.uint8))
+    assert torch.equal(torch.from_numpy(resize_and_crop(video, loaded.preprocessing)), crops.to(torch.uint8))
 
 
 def test_existing_models_keep_their_preprocessing_identity() -> None:

@@ -146,7 +146,7 @@ def test_decode_crops_with_pyav_equals_decord(tmp_path: Path) -> None:
         info, stream = decode_crops(path, config, CROP, chunk_frames=4)
         assert stream.decoder == ("pyav" if decoder == "auto" else decoder)
         chunks = list(stream)
-        crops[decoder] = np.concatenate([chunk.crops.numpy() for chunk in chunks])
+        crops[decoder] = np.concatenate([chunk.crops for chunk in chunks])
         timestamps = np.concatenate([chunk.timestamps for chunk in chunks])
         np.testing.assert_array_equal(timestamps, info.frame_starts[np.concatenate([c.frame_indices for c in chunks])])
     np.testing.assert_array_equal(crops["pyav"], crops["decord"])
@@ -253,7 +253,7 @@ def test_decoding_threads_give_the_same_crops(tmp_path: Path, monkeypatch: pytes
         used.clear()
         _, stream = decode_crops(path, config, CROP, chunk_frames=4)
         assert stream.decoder == decoder
-        crops[threads] = np.concatenate([chunk.crops.numpy() for chunk in stream])
+        crops[threads] = np.concatenate([chunk.crops for chunk in stream])
         assert set(used) == {threads}, used  # decord's reader (both decoders open one) and PyAV's stream
     assert len(crops[1]) == 9
     np.testing.assert_array_equal(crops[2], crops[1])
@@ -425,7 +425,7 @@ def _write_streams(path: Path, sizes: list[tuple[int, int]], default: int | None
 def _crops(path: Path, decoder: str) -> tuple[str, np.ndarray]:
     config = PipelineConfig(sampling=SamplingConfig(fps=5.0), runtime=RuntimeConfig(device="cpu", decoder=decoder))
     info, stream = decode_crops(path, config, CROP)
-    return info.decoder, np.concatenate([chunk.crops.numpy() for chunk in stream])
+    return info.decoder, np.concatenate([chunk.crops for chunk in stream])
 
 
 @pytest.mark.parametrize(

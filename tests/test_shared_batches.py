@@ -104,7 +104,7 @@ def test_a_failing_shared_batch_is_retried_per_video(stage_and_videos, tmp_path)
     batches = SharedBatches(stage)
     first = stage.stream_into(batches, *_decoded(stage, videos[0]), StageTimer(), path="first")
     info, stream = _decoded(stage, other)
-    poisoned.update(crop.numpy().tobytes() for chunk in stream._chunks for crop in chunk.crops)
+    poisoned.update(crop.tobytes() for chunk in stream._chunks for crop in chunk.crops)
     stage.encoder.encode = encode
     try:
         # 10 + 3 frames < 16: nothing is encoded until the flush at the end

@@ -21,7 +21,7 @@ from videobert_cli import PipelineConfig, RuntimeConfig, SamplingConfig, VideoMo
 from videobert_cli.errors import ModelUnavailableError
 from videobert_cli.decoders.decord import open_reader as open_video
 from videobert_cli.video.models import Preprocessing, get_video_model_entry, load_video_model
-from videobert_cli.video.preprocess import normalize, resize_and_crop
+from videobert_cli.video.preprocess import antialias_weights, normalize, resize_and_crop
 
 RESNET18_RANDOM = VideoModelConfig(name="resnet18", weights="none", seed=0)
 
@@ -160,7 +160,7 @@ def banded(height: int, width: int, *, vertical_bands: bool) -> np.ndarray:
 def test_preprocessing_is_centre_crop_not_squash(height: int, width: int) -> None:
     preprocessing = load_video_model(RESNET18_RANDOM).preprocessing
     frame = banded(height, width, vertical_bands=width > height)
-    crops = resize_and_crop(frame[None], preprocessing)
+    crops = torch.from_numpy(resize_and_crop(frame[None], preprocessing))
     assert crops.shape == (1, 3, 224, 224) and crops.dtype == torch.uint8
     # the short side is scaled to 256 and the central 224 kept: only the middle (green) band
     # is visible; squashing the frame to a square would show all three bands
@@ -191,7 +191,20 @@ def test_preprocessing_matches_torchvision_on_decoded_frames(tmp_path: Path) -> 
     assert (difference > 1e-6).float().mean().item() < 0.01
 
 
-@pytest.mark.parametrize("interpolation", ["bicubic", "nearest"])
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("in_size, out_size", [(720, 256), (1280, 455), (1920, 341), (45, 224), (3, 7), (7, 3), (100, 100)])
+def test_antialias_weights_are_torchs(interpolation, in_size, out_size) -> None:
+    """The numpy filter weights (decode processes do without torch) are interpolate's own: resizing
+    identity rows along one axis gives, row by row, each input's weight in every output."""
+    identity = torch.eye(in_size).view(1, 1, in_size, in_size)
+    expected = torch.nn.functional.interpolate(identity, size=(in_size, out_size), mode=interpolation,
+                                               align_corners=False, antialias=True)[0, 0].T.numpy()
+    ours = antialias_weights(in_size, out_size, interpolation)
+    assert ours.shape == expected.shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
 @pytest.mark.parametrize(
     "height, width, resize_size, crop_size",
     [(720, 1280, 256, 224), (1080, 1920, 256, 224), (321, 97, 256, 224), (48, 64, 256, 224), (240, 320, 128, 112)],
@@ -205,7 +218,7 @@ def test_crop_plan_equals_torchvision_v1_resize(interpolation, height, width, re
     frames = (ramp[None, :, :, None] + torch.randn(2, height, width, 3, generator=generator) * 60)
     frames = frames.clamp(0, 255).to(torch.uint8)
     preprocessing = Preprocessing(resize_size, crop_size, (0.5,) * 3, (0.5,) * 3, interpolation=interpolation)
-    ours = resize_and_crop(frames.numpy(), preprocessing)
+    ours = torch.from_numpy(resize_and_crop(frames.numpy(), preprocessing))
     expected = torchvision.transforms.functional.center_crop(
         torchvision.transforms.functional.resize(
             frames.permute(0, 3, 1, 2), [resize_size],
@@ -223,7 +236,7 @@ def test_crop_plan_equals_torchvision_v1_resize(interpolation, height, width, re
 def test_crop_larger_than_resized_frame_pads_like_torchvision() -> None:
     frames = torch.full((1, 40, 60, 3), 200, dtype=torch.uint8)
     preprocessing = Preprocessing(32, 48, (0.5,) * 3, (0.5,) * 3, interpolation="bicubic")
-    ours = resize_and_crop(frames, preprocessing)
+    ours = torch.from_numpy(resize_and_crop(frames, preprocessing))
     expected = torchvision.transforms.functional.center_crop(
         torchvision.transforms.functional.resize(
             frames.permute(0, 3, 1, 2), [32], interpolation=torchvision.transforms.InterpolationMode.BICUBIC,

@@ -15,7 +15,8 @@ time), and decodes in a thread of its own. Known faults, each handled here or do
 - it hangs in ``get_batch`` on some corrupt files (dmlc/decord #269) or crashes: decoding runs
   in a worker process with a timeout (``pipeline/decode_worker.py``);
 - importing decord before torch initialises CUDA can segfault (dmlc/decord #293, #324): torch
-  is imported first here.
+  is imported first here, except in decode processes (``pipeline/decode_process.py``), which
+  never start CUDA and do without torch.
 """
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterator
 
+import sys
+
 import numpy as np
-import torch  # noqa: F401  (import order matters, see module docstring)
+
+if "videobert_cli.pipeline.decode_process" not in sys.modules:
+    import torch  # noqa: F401  (import order matters, see module docstring)
 
 from videobert_cli.decoders.base import (
     DEFAULT_CHUNK_FRAMES,

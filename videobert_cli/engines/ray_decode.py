@@ -61,10 +61,9 @@ def decode_task(request: DecodeRequest, cwd: str | None, hook):
     ``("timings", dict)``; or ``("error", InputError)`` - the messages of the local decode worker."""
     if cwd and os.path.isdir(cwd):
         os.chdir(cwd)  # relative input paths mean what they meant to the driver
-    import torch
+    from videobert_cli.pipeline.decoding import decode, one_compute_thread
 
-    torch.set_num_threads(1)  # resize/crop is light; leave the cores to the encoders
-    from videobert_cli.pipeline.decoding import decode
+    one_compute_thread()  # resize/crop is light; leave the cores to the encoders
 
     path = request.path
     yield ("started", os.getpid())
@@ -76,7 +75,7 @@ def decode_task(request: DecodeRequest, cwd: str | None, hook):
         info, chunks = decode(request, timer)
         yield ("info", info)
         for chunk in chunks:
-            yield ("chunk", chunk.frame_indices, chunk.timestamps, chunk.crops.numpy())
+            yield ("chunk", chunk.frame_indices, chunk.timestamps, chunk.crops)
         yield ("timings", timer.as_dict())
     except InputError as error:
         if getattr(error, "raw", None) is not None:
@@ -230,8 +229,6 @@ class DecodeStream:
         deadline = time.monotonic() + self.timeout + 20.0 * max(info.duration, 0.0)
 
         def chunks():
-            import torch
-
             while True:
                 message = self._receive(deadline, "decoding frames")
                 if message is None:
@@ -244,7 +241,7 @@ class DecodeStream:
                     _, indices, stamps, crops = message
                     if not crops.flags.writeable:  # zero-copy from the object store
                         crops = np.array(crops)
-                    yield CropChunk(np.asarray(indices), np.asarray(stamps), torch.from_numpy(crops))
+                    yield CropChunk(np.asarray(indices), np.asarray(stamps), crops)
                 elif kind == "timings":
                     timings.update(message[1])
                 elif kind == "error":

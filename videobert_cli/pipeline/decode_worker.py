@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from videobert_cli.errors import DecodeTimeoutError, InputError, VideoDecodeError
-from videobert_cli.pipeline.decoding import CropChunk, CropStream, DecodeRequest
+from videobert_cli.pipeline.decoding import CropChunk, CropStream, DecodeRequest, one_compute_thread
 
 #: decoded chunks allowed in flight between the worker and the parent (bounds memory)
 _QUEUE_CHUNKS = 4
@@ -68,7 +68,7 @@ def default_decode(job: DecodeJob, emit: Callable[[tuple], None]) -> None:
     info, chunks = decode(job.request, timer)
     emit(("info", info))
     for chunk in chunks.read_ahead():
-        emit(("chunk", chunk.frame_indices, chunk.timestamps, chunk.crops.numpy()))
+        emit(("chunk", chunk.frame_indices, chunk.timestamps, chunk.crops))
         del chunk
         # full-resolution frames are freed in one thread and the queue's feeder thread frees
         # the pickled chunks in another; without this the worker grew on long videos
@@ -147,9 +147,7 @@ def _worker_main(
         os.nice(niceness)
     if owner_pid is not None:
         exit_with_owner(owner_pid)
-    import torch
-
-    torch.set_num_threads(1)  # resize/crop is light; leave the cores to the encoder
+    one_compute_thread()  # resize/crop is light; leave the cores to the encoder
     log = _capture_stderr() if quiet_decoder else None
     while True:
         job = jobs.get()
@@ -212,7 +210,7 @@ def main_module_hidden():
 #: what the fork server imports for its workers (tests/test_batch.py checks that a worker's
 #: first video imports nothing more)
 _WORKER_PRELOAD = [
-    "av", "av.subtitles.stream", "numpy.ma",
+    "videobert_cli.pipeline.decode_process", "av", "av.subtitles.stream", "numpy.ma",
     "videobert_cli.pipeline.decode_worker", "videobert_cli.pipeline.decoding", "videobert_cli.pipeline.prefetch",
     "videobert_cli.memory", "videobert_cli.video.container", "videobert_cli.decoders", "decord",
 ]
@@ -380,8 +378,6 @@ class DecodeWorker:
         deadline = time.monotonic() + self.timeout + 20.0 * max(info.duration, 0.0)
 
         def chunks() -> Iterator[CropChunk]:
-            import torch
-
             while True:
                 try:
                     message = self._receive(job, deadline)
@@ -390,7 +386,7 @@ class DecodeWorker:
                 kind = message[0]
                 if kind == "chunk":
                     _, indices, stamps, crops = message
-                    yield CropChunk(np.asarray(indices), np.asarray(stamps), torch.from_numpy(crops))
+                    yield CropChunk(np.asarray(indices), np.asarray(stamps), crops)
                 elif kind == "timings":
                     if timings is not None:
                         timings.update(message[1])

@@ -1,18 +1,19 @@
 """Decoding stage: open, plan, decode and crop in bounded chunks, from a :class:`DecodeRequest`.
 
 Kept apart from the model stages so that decode processes (the local decode worker, Ray decode
-tasks) import torch, torchvision and the decoders only, not transformers.
+tasks) import numpy and the decoders only: neither torch nor transformers.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import torch
 
 from videobert_cli.config import PipelineConfig, SamplingConfig
 from videobert_cli.decoders import base as decoders
@@ -20,8 +21,21 @@ from videobert_cli.decoders.base import DEFAULT_CHUNK_FRAMES, VideoInfo
 from videobert_cli.decoders.sampling import plan_sampling
 from videobert_cli.pipeline.prefetch import Prefetched, prefetch
 from videobert_cli.pipeline.timing import StageTimer
-from videobert_cli.video.models import Preprocessing
-from videobert_cli.video.preprocess import resize_and_crop
+from videobert_cli.video.preprocess import Preprocessing, resize_and_crop
+
+def one_compute_thread() -> None:
+    """Resize and crop on one thread in this (decode) process: the cores belong to the encoder.
+
+    numpy's BLAS is limited now; torch, which only a few preprocessings import, reads
+    ``OMP_NUM_THREADS`` when it is first imported (or is limited now if it already is).
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
 
 #: check a decoder name before any work (unknown, or its package missing: ConfigError)
 check_frame_decoder = decoders.check
@@ -53,7 +67,7 @@ class CropChunk:
 
     frame_indices: np.ndarray  # (n,) int64
     timestamps: np.ndarray  # (n,) float64 seconds
-    crops: torch.Tensor  # (n, 3, S, S) uint8
+    crops: np.ndarray  # (n, 3, S, S) uint8
 
 
 #: decoded crops a decoder may run ahead of a slower encoder before it is suspended: ~430
@@ -91,7 +105,7 @@ class CropStream:
         if self._suspend is None:
             return prefetch(self, depth=READ_AHEAD_CHUNKS)
         return prefetch(self, depth=1 << 20, max_bytes=READ_AHEAD_BYTES, on_full=self.suspend,
-                        size_of=lambda chunk: chunk.crops.numel())
+                        size_of=lambda chunk: chunk.crops.nbytes)
 
 
 def read_ahead(chunks: Iterator[CropChunk]) -> Prefetched[CropChunk]:
@@ -116,7 +130,7 @@ def decode(request: DecodeRequest, timer: StageTimer | None = None) -> tuple[Vid
         # one full-resolution frame alive at a time instead of a chunk of them (16 x 6 MB at
         # 1080p, 16 x 24 MB at 4K)
         started = time.perf_counter()
-        cropped = resize_and_crop(frame[None], request.preprocessing)[0].numpy()
+        cropped = resize_and_crop(frame[None], request.preprocessing)[0]
         cropping[0] += time.perf_counter() - started
         return cropped
 
@@ -131,7 +145,7 @@ def decode(request: DecodeRequest, timer: StageTimer | None = None) -> tuple[Vid
                 return
             timer.add("decode", time.perf_counter() - started - cropping[0])
             timer.add("preprocess", cropping[0])
-            yield CropChunk(chunk_indices, info.frame_starts[chunk_indices], torch.from_numpy(crops))
+            yield CropChunk(chunk_indices, info.frame_starts[chunk_indices], crops)
 
     return info, CropStream(chunks(), video.suspend, info.decoder)
 

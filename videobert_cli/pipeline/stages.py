@@ -203,7 +203,7 @@ class VideoStage:
             frames, frame_indices, first_kept = frames[drop:], frame_indices[drop:], first_kept + drop
 
         for chunk in _timed_stream(read_ahead(chunks), timer):
-            frames.extend(chunk.crops.unbind(0))
+            frames.extend(torch.from_numpy(chunk.crops).unbind(0))
             frame_indices.extend(int(i) for i in chunk.frame_indices)
             emit_ready(final=False)
         emit_ready(final=True)
@@ -331,7 +331,7 @@ class SharedBatches:
 
     def __init__(self, stage: VideoStage):
         self.stage = stage
-        self._parts: list[tuple[PendingVideo, torch.Tensor]] = []
+        self._parts: list[tuple[PendingVideo, np.ndarray]] = []
         self.rows = 0
 
     def add(self, owner: PendingVideo, chunk: CropChunk) -> None:
@@ -373,7 +373,7 @@ class SharedBatches:
             self.rows -= count
             self._encode(taken)
 
-    def _encode(self, parts: list[tuple[PendingVideo, torch.Tensor]]) -> None:
+    def _encode(self, parts: list[tuple[PendingVideo, np.ndarray]]) -> None:
         try:
             features = self._timed_encode(parts)
         except Exception as error:
@@ -398,11 +398,11 @@ class SharedBatches:
             except Exception as own_error:
                 owner.fail(_released(own_error))
 
-    def _timed_encode(self, parts: list[tuple[PendingVideo, torch.Tensor]]) -> np.ndarray:
+    def _timed_encode(self, parts: list[tuple[PendingVideo, np.ndarray]]) -> np.ndarray:
         """One forward pass; each video's "encode" time gets its share of it, by frames."""
         started = time.perf_counter()
         try:
-            return self.stage.encoder.encode(torch.cat([crops for _, crops in parts]))
+            return self.stage.encoder.encode(torch.from_numpy(np.concatenate([crops for _, crops in parts])))
         finally:
             seconds = time.perf_counter() - started
             total = sum(len(crops) for _, crops in parts)

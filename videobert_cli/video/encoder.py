@@ -40,12 +40,13 @@ class FrameEncoder:
     def feature_dim(self) -> int:
         return self.model.feature_dim
 
-    def encode(self, crops: torch.Tensor) -> np.ndarray:
+    def encode(self, crops: torch.Tensor | np.ndarray) -> np.ndarray:
         """uint8 crops -> float32 (N, feature_dim) features.
 
         Frame models take (N, 3, S, S); clip models take (N, T, 3, S, S) and see
         (N, 3, T, S, S), torchvision's video layout.
         """
+        crops = torch.as_tensor(crops)
         if crops.shape[0] == 0:
             return np.zeros((0, self.feature_dim), dtype=np.float32)
         if self.device.startswith("cuda"):

@@ -18,7 +18,7 @@ import importlib
 import os
 import urllib.error
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,46 +28,7 @@ from torch import nn
 from videobert_cli.config import VideoModelConfig, offline_mode
 from videobert_cli.errors import ConfigError, ModelUnavailableError
 from videobert_cli.hashing import cached_file_sha256
-
-
-#: resize modes: scale the short side to ``resize_size`` then centre-crop (torchvision presets,
-#: CLIP), or resize to exactly ``crop_size`` x ``crop_size`` with no crop (SigLIP)
-RESIZE_MODES = ("short_side", "square")
-#: how the resize is computed: "torchvision" as torchvision's classification presets (v1 float
-#: resize, crop offsets rounded), "transformers" as transformers' torchvision backend (v2 resize
-#: of the uint8 frames, crop offsets rounded down)
-RESIZE_METHODS = ("torchvision", "transformers")
-#: fields added after models were first fingerprinted, with the default they had implicitly
-_LATER_FIELDS = {"resize_mode": "short_side", "method": "torchvision"}
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """Resize (short side + centre crop, or to an exact square), then normalise."""
-
-    resize_size: int
-    crop_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bilinear"  # torchvision InterpolationMode value
-    antialias: bool = True
-    resize_mode: str = "short_side"
-    method: str = "torchvision"
-
-    def __post_init__(self) -> None:
-        if self.resize_mode not in RESIZE_MODES:
-            raise ConfigError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
-        if self.method not in RESIZE_METHODS:
-            raise ConfigError(f"method must be one of {RESIZE_METHODS}, got {self.method!r}")
-
-    def to_dict(self) -> dict:
-        # Later fields are stored only when they differ from their default, so the identity
-        # (and run fingerprints) of the models that existed before them stay byte-identical.
-        values = asdict(self)
-        for key, default in _LATER_FIELDS.items():
-            if values[key] == default:
-                del values[key]
-        return values
+from videobert_cli.video.preprocess import Preprocessing
 
 
 @dataclass(frozen=True)
