@@ -74,6 +74,30 @@ def test_an_explicit_onnxruntime_that_cannot_apply_is_refused_naming_why(device,
     assert caught.value.field == "model_runtime"
 
 
+def test_onnxruntime_runs_a_batch_in_bounded_calls_with_the_same_features(monkeypatch):
+    # a batch of --batch-size frames goes to the session SESSION_FRAMES at a time (a larger call
+    # only adds activation memory on the CPU); the features are the whole batch's
+    seen = []
+    real = runtimes.onnx_session
+
+    class Recording:
+        def __init__(self, session):
+            self.session = session
+
+        def run(self, outputs, feeds):
+            seen.append(len(feeds["x"]))
+            return self.session.run(outputs, feeds)
+
+    monkeypatch.setattr(runtimes, "onnx_session", lambda model, threads: Recording(real(model, threads)))
+    batch = crops(2 * runtimes.SESSION_FRAMES + 3)
+    encoder = FrameEncoder(load_video_model(TINY), device="cpu", precision="fp32")
+    assert encoder.runtime.startswith("onnxruntime ")
+    seen.clear()  # the agreement check's call
+    fast = encoder.encode(batch)
+    assert seen == [runtimes.SESSION_FRAMES, runtimes.SESSION_FRAMES, 3]
+    np.testing.assert_allclose(fast, eager_reference(TINY, batch), atol=1e-4, rtol=1e-4)
+
+
 def test_without_onnxruntime_auto_is_torch_and_an_explicit_request_says_how_to_install(monkeypatch):
     monkeypatch.setattr(runtimes, "onnxruntime_version", lambda: None)
     assert runtimes.choose_runtime("auto", device="cpu", precision="fp32", kind="frame") == "torch"

@@ -273,6 +273,7 @@ def extract_video_files(
                                            extra={"created_by": "videobert extract-video"}, video=features)
 
     try:
+        stage.ready()
         return _run_file_jobs(
             ((str(path), lambda i=i, p=path, d=destination: work(i, p, d))
              for i, (path, destination) in enumerate(zip(paths, destinations))),

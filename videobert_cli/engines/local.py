@@ -52,23 +52,19 @@ class EncodedVideo:
 class LocalRun:
     """The work of one open run on this machine's single device."""
 
-    def __init__(self, run: OpenRun, pipeline: Pipeline, manifest: Manifest):
+    def __init__(self, run: OpenRun, pipeline: Pipeline, manifest: Manifest, feed: DecodeFeed | None):
         from videobert_cli.pipeline.stages import SharedBatches
 
         self.run = run
         self.manifest = manifest
         self.pipeline = pipeline
-        if run.todo:
-            start_fork_server()  # beside the model's loading
-        video = self.pipeline.video
-        options = run.spec.options
-        self.feed = DecodeFeed(video, [str(planned.item.path) for planned in run.todo], timeout=options.timeout,
-                               chunk_frames=options.chunk_frames, decode=hooks.current().decode)
+        self.feed = feed  # None: nothing to do (no model is loaded)
         self.writer = WriteBehind()
         # Cross-video batching: a video's last frames wait in `batches` for the next video's
         # first ones, so short videos fill the model's batches together. A video is finished
         # (text, fusion, file) once its frames are all encoded; records keep the input order.
-        self.batches = SharedBatches(video) if video.model.kind != "clip" else None
+        video = self.pipeline.video if feed is not None else None
+        self.batches = SharedBatches(video) if video is not None and video.model.kind != "clip" else None
         self.waiting: list[EncodedVideo] = []
 
     @property
@@ -172,8 +168,6 @@ class LocalRun:
                 self.writer.drain()  # a file being written is finished, not dropped
             except KeyboardInterrupt:
                 self.report.interrupted = True
-            finally:
-                self.feed.close()
 
 
 def place_locally(run: OpenRun) -> None:
@@ -182,9 +176,21 @@ def place_locally(run: OpenRun) -> None:
     pipeline = Pipeline(run.spec.config, run.vocab)
     if run.todo:
         run.request.observer.on_message("loading models")
-        pipeline.load()
-    with run.recording(stopping="finishing the current video") as manifest:
-        LocalRun(run, pipeline, manifest).process()
+        start_fork_server()  # beside the video model's loading
+        options = run.spec.options
+        # the first videos decode while the text and fusion models load
+        feed = DecodeFeed(pipeline.video, [str(planned.item.path) for planned in run.todo],
+                          timeout=options.timeout, chunk_frames=options.chunk_frames, decode=hooks.current().decode)
+    else:
+        feed = None
+    try:
+        if feed is not None:
+            pipeline.load()
+        with run.recording(stopping="finishing the current video") as manifest:
+            LocalRun(run, pipeline, manifest, feed).process()
+    finally:
+        if feed is not None:
+            feed.close()
 
 
 def run_single(request: RunRequest) -> RunReport:

@@ -129,6 +129,7 @@ class Pipeline:
         """Load every model now (a missing model fails here, before any video is written) and
         check the vocabulary against the video model."""
         self.fusion
+        self.video.ready()
         if self.vocab is not None:
             from videobert_cli.vocab import check_compatible
 

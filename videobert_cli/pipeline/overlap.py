@@ -35,6 +35,8 @@ class DecodeFeed:
         self.workers = [DecodeWorker(timeout=timeout, decode=decode or default_decode,
                                      niceness=decoder_niceness(stage.device)) for _ in range(count)]
         self.submitted: dict[int, object] = {}
+        for position in range(count):  # decoding starts now, while the models finish loading
+            self.submit(position)
 
     def _worker(self, position: int):
         return self.workers[position % len(self.workers)]

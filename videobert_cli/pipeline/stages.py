@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import time
 import traceback
 from dataclasses import replace
@@ -70,9 +71,33 @@ class VideoStage:
         self.device = resolve_device(device or config.runtime.device)
         self.precision = resolve_precision(config.runtime.precision, self.device)
         self.model = load_video_model(config.video_model)
-        self.encoder = FrameEncoder(self.model, device=self.device, precision=self.precision,
-                                    model_runtime=config.runtime.model_runtime)
         self.sampling = resolve_sampling(config.sampling, self.model.kind, self.model.name, self.model.clip_len)
+        self._encoder: FrameEncoder | None = None
+        self._encoder_error: BaseException | None = None
+        # the encoder (ONNX Runtime's check and session: ~1 s for ResNet-50) is built in a thread,
+        # beside the first videos' decoding, which needs only the model's preprocessing
+        # (not a daemon: ONNX Runtime aborts the process if it exits in the middle of a build)
+        self._encoder_build = threading.Thread(target=self._build_encoder, name="videobert-encoder-build")
+        self._encoder_build.start()
+
+    def _build_encoder(self) -> None:
+        try:
+            self._encoder = FrameEncoder(self.model, device=self.device, precision=self.precision,
+                                         model_runtime=self.config.runtime.model_runtime)
+        except BaseException as error:  # raised by ready(), in the caller's thread
+            self._encoder_error = error
+
+    def ready(self) -> "VideoStage":
+        """Wait for the encoder; raise what building it raised (a model runtime that fails)."""
+        self._encoder_build.join()
+        if self._encoder_error is not None:
+            raise self._encoder_error
+        return self
+
+    @property
+    def encoder(self) -> FrameEncoder:
+        self.ready()
+        return self._encoder
 
     @property
     def feature_dim(self) -> int:
