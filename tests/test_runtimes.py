@@ -173,6 +173,59 @@ def test_a_wrong_model_in_the_cache_is_exported_again(monkeypatch, tmp_path):
     assert cosine_rows(fast, eager_reference(TINY, batch)).min() >= 0.9999
 
 
+def reload_counting(config: VideoModelConfig, calls: list):
+    def reload():
+        calls.append(1)
+        return load_video_model(config).module.eval()
+
+    return reload
+
+
+def test_with_reload_the_session_is_built_after_torchs_weights_are_freed(monkeypatch, tmp_path):
+    monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
+    FrameEncoder(load_video_model(TINY), model_runtime="onnxruntime")  # fills the cache
+    model, calls, freed_at_build = load_video_model(TINY), [], []
+    real = runtimes.onnx_session
+
+    def session(source, threads):
+        freed_at_build.append(not runtimes.has_weights(model.module))
+        return real(source, threads)
+
+    monkeypatch.setattr(runtimes, "onnx_session", session)
+    batch = crops(3)
+    fast = FrameEncoder(model, model_runtime="onnxruntime", reload=reload_counting(TINY, calls)).encode(batch)
+    assert freed_at_build == [True] and calls == []  # both copies were never held at once
+    assert cosine_rows(fast, eager_reference(TINY, batch)).min() >= 0.9999
+
+
+def test_with_reload_a_wrong_cached_model_is_exported_again_from_reloaded_weights(monkeypatch, tmp_path):
+    monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
+    FrameEncoder(load_video_model(TINY), model_runtime="onnxruntime")
+    [entry] = (tmp_path / "cache" / "onnx").glob("*.onnx")
+    other = load_video_model(VideoModelConfig(name=TINY.name, weights="none", seed=99)).module.eval()
+    entry.write_bytes(runtimes.export_onnx(other, 224))
+    calls, batch = [], crops(3)
+    encoder = FrameEncoder(load_video_model(TINY), model_runtime="onnxruntime", reload=reload_counting(TINY, calls))
+    assert calls == [1] and encoder.runtime.startswith("onnxruntime ")
+    assert cosine_rows(encoder.encode(batch), eager_reference(TINY, batch)).min() >= 0.9999
+
+
+def test_with_reload_a_failing_session_falls_back_to_reloaded_torch(monkeypatch, tmp_path, caplog):
+    monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
+    FrameEncoder(load_video_model(TINY), model_runtime="onnxruntime")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no session here")
+
+    monkeypatch.setattr(runtimes, "onnx_session", broken)
+    calls, batch = [], crops(3)
+    with caplog.at_level(logging.WARNING):
+        encoder = FrameEncoder(load_video_model(TINY), model_runtime="auto", reload=reload_counting(TINY, calls))
+    assert calls == [1] and encoder.runtime.startswith("torch ")
+    assert any("no session here" in record.getMessage() for record in caplog.records)
+    np.testing.assert_allclose(encoder.encode(batch), eager_reference(TINY, batch), atol=1e-4, rtol=1e-4)
+
+
 def test_an_unwritable_cache_still_runs_onnxruntime(monkeypatch, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")

@@ -83,7 +83,8 @@ class VideoStage:
     def _build_encoder(self) -> None:
         try:
             self._encoder = FrameEncoder(self.model, device=self.device, precision=self.precision,
-                                         model_runtime=self.config.runtime.model_runtime)
+                                         model_runtime=self.config.runtime.model_runtime,
+                                         reload=lambda: load_video_model(self.config.video_model).module)
         except BaseException as error:  # raised by ready(), in the caller's thread
             self._encoder_error = error
 

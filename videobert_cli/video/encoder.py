@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
+from torch import nn
 
 from videobert_cli.memory import release_freed_memory
 from videobert_cli.devices import autocast, check_precision
@@ -16,7 +19,9 @@ class FrameEncoder:
     """Holds one video model on one device and turns uint8 crops into feature rows."""
 
     def __init__(self, model: LoadedVideoModel, *, device: str = "cpu", precision: str = "fp32",
-                 model_runtime: str = "auto"):
+                 model_runtime: str = "auto", reload: Callable[[], nn.Module] | None = None):
+        """``reload`` builds ``model.module`` again: given, ONNX Runtime's session is built after
+        torch's weights are freed (see :func:`videobert_cli.video.runtimes.onnx_runner`)."""
         check_precision(precision, device)
         self.model = model
         self.device = device
@@ -27,7 +32,7 @@ class FrameEncoder:
         # input) keep torch and the default layout.
         self.runner = build_runner(model.module.to(device).eval(), asked=model_runtime, device=device,
                                    precision=precision, kind=model.kind,
-                                   crop_size=model.preprocessing.crop_size)
+                                   crop_size=model.preprocessing.crop_size, reload=reload)
         if device.startswith("cuda"):
             torch.backends.cudnn.benchmark = True
 

@@ -155,11 +155,16 @@ def onnx_session(model: str | bytes, threads: int):
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def cached_export(module: nn.Module, crop_size: int, *, fresh: bool = False) -> str | bytes:
+def export_path(key: str) -> Path:
+    """Where the export of the module with :func:`module_key` ``key`` is cached."""
+    return cache_root() / "onnx" / f"{key}.onnx"
+
+
+def cached_export(module: nn.Module, crop_size: int, *, key: str, fresh: bool = False) -> str | bytes:
     """The exported model: its path in the cache (unless ``fresh``), which ONNX Runtime reads
     without a Python copy of it (94 MB for ResNet-50); the bytes where the cache is unwritable,
     which only costs the export next time."""
-    path = cache_root() / "onnx" / f"{module_key(module, crop_size)}.onnx"
+    path = export_path(key)
     if not fresh and path.is_file():
         return str(path)
     blob = export_onnx(module, crop_size)
@@ -172,16 +177,30 @@ def cached_export(module: nn.Module, crop_size: int, *, fresh: bool = False) -> 
     return str(path)
 
 
-def onnx_runner(module: nn.Module, crop_size: int) -> Runner:
+def has_weights(module: nn.Module) -> bool:
+    return not any(tensor.is_meta for tensor in module.state_dict().values())
+
+
+def onnx_runner(module: nn.Module, crop_size: int, reload: Callable[[], nn.Module] | None = None) -> Runner:
     """An ONNX Runtime session for ``module``, exported or taken from the cache, checked against
-    torch on :func:`check_batch`. Raises ``RuntimeError`` where it cannot be used."""
+    torch on :func:`check_batch`. Raises ``RuntimeError`` where it cannot be used.
+
+    With ``reload`` (which builds the module again), torch's weights are freed before a cached
+    export's session is built, so both copies are never held at once (100 MB less at the peak
+    for ResNet-50); a re-export reloads them.
+    """
     import onnxruntime
 
     batch = check_batch(crop_size)
     with torch.inference_mode():
         reference = module(batch).float().numpy()
+    key = module_key(module, crop_size)
+    if reload is not None and export_path(key).is_file():
+        module.to("meta")
     for fresh in (False, True):  # a stale or damaged cache entry is exported again once
-        session = onnx_session(cached_export(module, crop_size, fresh=fresh), torch.get_num_threads())
+        if fresh and not has_weights(module):
+            module = reload()
+        session = onnx_session(cached_export(module, crop_size, key=key, fresh=fresh), torch.get_num_threads())
         cosine, diff = agreement(reference, session.run(None, {"x": batch.numpy()})[0])
         if cosine >= MIN_COSINE:
             break
@@ -199,13 +218,14 @@ def onnx_runner(module: nn.Module, crop_size: int) -> Runner:
 
 
 def build_runner(module: nn.Module, *, asked: str, device: str, precision: str, kind: str,
-                 crop_size: int) -> Runner:
-    """The runner for ``module`` (already on ``device``, in eval mode)."""
+                 crop_size: int, reload: Callable[[], nn.Module] | None = None) -> Runner:
+    """The runner for ``module`` (already on ``device``, in eval mode); ``reload`` builds it again
+    (see :func:`onnx_runner`)."""
     channels_last = kind == "frame"
     runtime = choose_runtime(asked, device=device, precision=precision, kind=kind)
     if runtime == ONNXRUNTIME:
         try:
-            runner = onnx_runner(module, crop_size)
+            runner = onnx_runner(module, crop_size, reload)
             # the session holds its own copy of the weights: free torch's (100 MB for ResNet-50);
             # a later forward of this module fails loudly on its meta tensors
             module.to("meta")
@@ -216,6 +236,8 @@ def build_runner(module: nn.Module, *, asked: str, device: str, precision: str, 
                 raise ConfigError(f"model runtime onnxruntime failed for this model: {message}",
                                   field="model_runtime", hint="use --model-runtime torch") from error
             log.warning("running the model in torch: ONNX Runtime could not be used (%s)", message)
+            if not has_weights(module):
+                module = reload().to(device).eval()
     if channels_last:
         module.to(memory_format=torch.channels_last)
     return torch_runner(module, channels_last=channels_last)
