@@ -2,18 +2,23 @@
 
     python -m bench.peer                                  # efficientnet-lite0 and resnet50, 720p --fps 5
     python -m bench.peer --models resnet50 --rounds 3 --json peer.json
+    python -m bench.peer --copies 3 --rounds 2            # a folder of 3 videos: start-up paid once
 
 Model-only, on the same saved crops (each in a fresh interpreter):
   plain     eager torch, default memory format, fp32, batch 32 (what video_features runs)
   torch     videobert's torch path (channels-last)         --model-runtime torch
   ours      videobert's default (ONNX Runtime on the CPU)  --model-runtime auto
-End to end, as a user runs them, alternating over ``--rounds`` rounds (medians reported):
-  plain extractor   ``bench.plain_extractor`` (decode, resize, crop, eager batch 32, .npy)
-  extract-video     ``videobert extract-video VIDEO -o F.h5``
+End to end, as a user runs them, on ``--copies`` links to the video, alternating over
+``--rounds`` rounds (medians reported):
+  plain extractor   ``bench.plain_extractor`` (decode, resize, crop, eager batch 32, .npy; one
+                    process for all the videos, as video_features runs a list)
+  extract-video     ``videobert extract-video VIDEO... -o DIR``
   run               ``videobert run DIR -o OUT``
 frames/s are the sampled frames over the whole command's wall time (start-up and model
-loading included). Memory: the peak of the summed PSS of the command's processes (shared pages
-counted once: what the command holds) and the peak RSS of its largest process.
+loading included), timed with nothing else running. Memory comes from one more run of each
+command, sampled every 50 ms (the sampling reads /proc and would slow the timed runs): the peak
+of the summed PSS of the command's processes (shared pages counted once: what the command
+holds) and the peak RSS of its largest process.
 Targets (issue 18): end to end >= 1.25 x plain model-only frames/s; peak RSS <= the plain
 extractor's; model agreement with plain eager: per-frame cosine >= 0.9999.
 """
@@ -99,6 +104,16 @@ def tree_pss_kb(root: int) -> int:
     return total
 
 
+def timed_command(command: list[str], env: dict) -> dict:
+    """Wall time of ``command``, with nothing sampling it."""
+    started = time.perf_counter()
+    out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{out.stderr[-2000:]}")
+    return {"wall_s": wall}
+
+
 def run_command(command: list[str], env: dict) -> dict:
     """Wall time, the peak of the summed PSS of ``command``'s process tree (what it really holds),
     and the peak RSS of its largest process (what ``/usr/bin/time`` reports), in MB."""
@@ -120,7 +135,7 @@ def run_command(command: list[str], env: dict) -> dict:
             "processes": len(mine), "stdout": stdout}
 
 
-def bench_model(model: str, video: str, rounds: int, env: dict, work: Path) -> dict:
+def bench_model(model: str, video: str, rounds: int, env: dict, work: Path, copies: int = 1) -> dict:
     weights = weights_for(model)
     videobert = [sys.executable, "-c", "from videobert_cli.cli.app import main; main()"]
     flags = ["--video-model", model, "--video-weights", weights, "--fps", f"{FPS:g}", "--device", "cpu",
@@ -139,7 +154,8 @@ def bench_model(model: str, video: str, rounds: int, env: dict, work: Path) -> d
             "save_crops": str(crops), "save_max": len(indices)}
     run_measurement(spec, env=env)
 
-    result: dict = {"model": model, "weights": weights, "frames": int(len(indices)), "model_only": {}}
+    result: dict = {"model": model, "weights": weights, "frames": int(len(indices)) * copies, "copies": copies,
+                    "model_only": {}}
     for path in ("plain", "torch", "auto"):
         spec = {"crops": str(crops), "model": model, "weights": weights, "path": path, "min_frames": 256,
                 "features": str(work / f"{model}-{path}.npy")}
@@ -157,35 +173,42 @@ def bench_model(model: str, video: str, rounds: int, env: dict, work: Path) -> d
 
     folder = work / f"{model}-in"
     folder.mkdir(exist_ok=True)
-    linked = folder / Path(video).name
-    if not linked.exists():
-        linked.symlink_to(video)
+    videos = []
+    for copy in range(copies):
+        linked = folder / f"{copy}-{Path(video).name}"
+        if not linked.exists():
+            linked.symlink_to(video)
+        videos.append(str(linked))
+    extract_output = str(work / f"{model}-xv.h5") if copies == 1 else str(work / f"{model}-xv")
     commands = {
-        "plain extractor": [sys.executable, "-m", "bench.plain_extractor", video, "--indices",
+        "plain extractor": [sys.executable, "-m", "bench.plain_extractor", *videos, "--indices",
                             str(work / "indices.npy"), "--model", model, "--weights", weights,
                             "-o", str(work / f"{model}-peer.npy")],
-        "extract-video": [*videobert, "--quiet", "extract-video", video, "-o", str(work / f"{model}-xv.h5"), *flags],
+        "extract-video": [*videobert, "--quiet", "extract-video", *videos, "-o", extract_output, *flags],
         "run": [*videobert, "--quiet", "run", str(folder), "-o", str(work / f"{model}-run"), "--force", *flags],
     }
+    frames = len(indices) * copies
     runs: dict[str, list[dict]] = {name: [] for name in commands}
     for round_ in range(rounds):
         order = list(commands) if round_ % 2 == 0 else list(reversed(commands))
         for name in order:
-            measured = run_command(commands[name], env)
-            measured["fps"] = len(indices) / measured["wall_s"]
+            measured = timed_command(commands[name], env)
+            measured["fps"] = frames / measured["wall_s"]
             runs[name].append(measured)
-            print(f"  {model} round {round_} {name}: {measured['fps']:.1f} f/s, peak PSS "
-                  f"{measured['peak_pss_mb']:.0f} MB, largest process {measured['largest_process_peak_rss_mb']:.0f} MB",
-                  flush=True)
+            print(f"  {model} round {round_} {name}: {measured['fps']:.1f} f/s", flush=True)
+    memory = {}
+    for name in commands:
+        memory[name] = run_command(commands[name], env)
+        print(f"  {model} memory run {name}: peak PSS {memory[name]['peak_pss_mb']:.0f} MB, largest process "
+              f"{memory[name]['largest_process_peak_rss_mb']:.0f} MB", flush=True)
     result["end_to_end"] = {
         name: {"fps_median": statistics.median(r["fps"] for r in measured),
                "fps_all": [round(r["fps"], 2) for r in measured],
-               "peak_pss_mb_median": statistics.median(r["peak_pss_mb"] for r in measured),
-               "largest_process_peak_rss_mb_median": statistics.median(r["largest_process_peak_rss_mb"]
-                                                                       for r in measured)}
+               "peak_pss_mb": memory[name]["peak_pss_mb"],
+               "largest_process_peak_rss_mb": memory[name]["largest_process_peak_rss_mb"]}
         for name, measured in runs.items()
     }
-    peer = np.load(work / f"{model}-peer.npy")
+    peer = np.load(work / f"{model}-peer.npy")[: len(indices)]  # the first video's frames
     result["ours_vs_plain_extractor_min_cosine"] = agreement(peer, ours_features)[0]
     return result
 
@@ -198,15 +221,15 @@ def report(results: list[dict]) -> str:
             m = r["model_only"][path]
             rows.append([r["model"], f"model-only {label}", f"{m['fps']:.1f}", f"{m['fps'] / plain:.2f}", "-",
                          f"{m.get('min_cosine_vs_plain', 1.0):.7f}", m["runtime"]])
-        peer_pss = r["end_to_end"]["plain extractor"]["peak_pss_mb_median"]
+        peer_pss = r["end_to_end"]["plain extractor"]["peak_pss_mb"]
         for name, e in r["end_to_end"].items():
             rows.append([r["model"], f"end to end, {name}", f"{e['fps_median']:.1f}", f"{e['fps_median'] / plain:.2f}",
-                         f"{e['peak_pss_mb_median']:.0f} / {e['largest_process_peak_rss_mb_median']:.0f}", "-",
+                         f"{e['peak_pss_mb']:.0f} / {e['largest_process_peak_rss_mb']:.0f}", "-",
                          ", ".join(f"{x:g}" for x in e["fps_all"])])
             if name != "plain extractor":
                 checks.append(f"{r['model']} {name}: {e['fps_median'] / plain:.2f} x plain model-only "
-                              f"{verdict(e['fps_median'] >= TARGET_SPEEDUP * plain)}; peak memory (PSS) {e['peak_pss_mb_median']:.0f}"
-                              f" vs {peer_pss:.0f} MB {verdict(e['peak_pss_mb_median'] <= peer_pss)}")
+                              f"{verdict(e['fps_median'] >= TARGET_SPEEDUP * plain)}; peak memory (PSS) {e['peak_pss_mb']:.0f}"
+                              f" vs {peer_pss:.0f} MB {verdict(e['peak_pss_mb'] <= peer_pss)}")
         cosine = r["model_only"]["auto"]["min_cosine_vs_plain"]
         checks.append(f"{r['model']} features, ours vs plain eager on the same crops: min cosine {cosine:.7f}, max abs "
                       f"diff {r['model_only']['auto']['max_abs_diff_vs_plain']:.1e} {verdict(cosine >= MIN_COSINE)}; "
@@ -220,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="efficientnet-lite0,resnet50")
     parser.add_argument("--video", default="720p_1min")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--copies", type=int, default=1, help="videos per command (links to the video)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     env = measurement_env()
@@ -228,14 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="videobert-peer-"))
     env = dict(env, VIDEOBERT_CACHE=str(work / "cache"))  # exported once below, by the untimed run
     try:
-        results = [bench_model(model, video, args.rounds, env, work) for model in args.models.split(",")]
+        results = [bench_model(model, video, args.rounds, env, work, args.copies) for model in args.models.split(",")]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = report(results)
-    print(f"\n{started}, {args.video} at --fps {FPS:g}, {args.rounds} rounds\n{text}")
+    print(f"\n{started}, {args.copies} x {args.video} at --fps {FPS:g}, {args.rounds} rounds\n{text}")
     if args.json:
         Path(args.json).write_text(json.dumps({"started": started, "machine": machine_facts(), "video": args.video,
-                                               "results": results}, indent=1))
+                                               "copies": args.copies, "results": results}, indent=1))
     return 0
 
 

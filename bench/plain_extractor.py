@@ -1,12 +1,14 @@
 """The peers' way, as a baseline: decode, resize, crop, eager torch at fp32, batch 32, save .npy.
 
-    python -m bench.plain_extractor VIDEO --indices idx.npy --model resnet50 --weights none -o out.npy
+    python -m bench.plain_extractor VIDEO [VIDEO ...] --indices idx.npy --model resnet50 --weights none -o out.npy
 
 What v-iashin/video_features does per frame model (eager torchvision, default memory format,
 batch 32, features to .npy), here on exactly the frames given by ``--indices`` (frame numbers
 in decoding order, as videobert stores them in ``video/frame_indices``) so that its features can be
 compared frame by frame. Decoding is PyAV's, sequential, converting only the wanted frames.
 The model and its preprocessing come from videobert's registry (plain torchvision modules).
+Several videos (the same indices in each) are extracted by one process with the model loaded
+once, as video_features does for a list of videos; their features are saved one after another.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def frames(path: str, wanted: set[int]):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("video")
+    parser.add_argument("videos", nargs="+")
     parser.add_argument("--indices", required=True)
     parser.add_argument("--model", default="efficientnet-lite0")
     parser.add_argument("--weights", default="default")
@@ -58,15 +60,16 @@ def main(argv: list[str] | None = None) -> int:
             features.append(module(x).numpy())
         batch.clear()
 
-    for rgb in frames(args.video, wanted):
-        image = torch.from_numpy(rgb).permute(2, 0, 1)
-        image = F.resize(image, [prep.resize_size], interpolation=InterpolationMode(prep.interpolation),
-                         antialias=prep.antialias)
-        batch.append(F.center_crop(image, [prep.crop_size, prep.crop_size]))
-        if len(batch) == BATCH:
+    for video in args.videos:
+        for rgb in frames(video, wanted):
+            image = torch.from_numpy(rgb).permute(2, 0, 1)
+            image = F.resize(image, [prep.resize_size], interpolation=InterpolationMode(prep.interpolation),
+                             antialias=prep.antialias)
+            batch.append(F.center_crop(image, [prep.crop_size, prep.crop_size]))
+            if len(batch) == BATCH:
+                flush()
+        if batch:
             flush()
-    if batch:
-        flush()
     np.save(Path(args.output), np.concatenate(features).astype(np.float32))
     return 0
 
