@@ -114,3 +114,85 @@ def test_workers_share_the_decoding_threads_of_a_gpu():
     workers = default_decode_workers("cuda:0", 16, 1, 64 << 30)
     assert default_decode_threads("cuda:0", 16 // workers, 1) == 1
     assert default_decode_threads("cuda:0", 16, 1) == 4  # one worker: FFmpeg's threads instead
+
+
+# --- decoding starts before the model is loaded ---------------------------------------------------
+def record_decode_start(job, emit) -> None:
+    """Decode normally, after writing ``<video>.started``."""
+    from videobert_cli.pipeline.decode_worker import default_decode
+
+    Path(job.path + ".started").write_text("")
+    default_decode(job, emit)
+
+
+def decoded_indices(feed, count: int) -> list[list[int]]:
+    indices = []
+    for position in range(count):
+        _, chunks = feed.open(position)
+        indices.append([int(i) for chunk in chunks for i in chunk.frame_indices])
+    return indices
+
+
+def test_a_remembered_plan_starts_decoding_before_the_model_loads(folder, tmp_path, fast_config, monkeypatch):
+    import time
+
+    from videobert_cli.pipeline import overlap
+    from videobert_cli.pipeline.stages import VideoStage
+
+    monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
+    config = fast_config.with_(sampling=SamplingConfig(fps=4.0), runtime=RuntimeConfig(device="cpu", precision="fp32"))
+    videos = [str(folder / "v0.mp4"), str(folder / "v2.mp4")]
+    stage = VideoStage(config)
+    expected = [stage.extract(path).frame_indices.tolist() for path in videos]
+    assert overlap.remembered_plan(config, 16) is None
+    first = overlap.open_feed(config, videos, lambda: stage, timeout=60, chunk_frames=16)  # the first run
+    try:
+        assert decoded_indices(first, 2) == expected
+    finally:
+        first.close()
+    assert overlap.remembered_plan(config, 16) == stage.decode_plan(16)
+
+    started = Path(videos[0] + ".started")
+    started.unlink(missing_ok=True)
+    seen_while_loading = []
+
+    def load_stage():  # the model "loads" until the first video's decoding has started
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen_while_loading.append(started.exists())
+        return stage
+
+    feed = overlap.open_feed(config, videos, load_stage, timeout=60, chunk_frames=16, decode=record_decode_start)
+    try:
+        assert seen_while_loading == [True]
+        assert feed.plan == stage.decode_plan(16)
+        assert decoded_indices(feed, 2) == expected
+    finally:
+        feed.close()
+
+
+def test_a_stale_remembered_plan_is_dropped_for_the_stages_own(folder, tmp_path, fast_config, monkeypatch):
+    from dataclasses import replace
+
+    from videobert_cli.pipeline import overlap
+    from videobert_cli.pipeline.stages import VideoStage
+
+    monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
+    config = fast_config.with_(sampling=SamplingConfig(fps=4.0), runtime=RuntimeConfig(device="cpu", precision="fp32"))
+    videos = [str(folder / "v0.mp4"), str(folder / "v4.mp4")]
+    stage = VideoStage(config)
+    expected = [stage.extract(path).frame_indices.tolist() for path in videos]
+    real = stage.decode_plan(16)
+    # e.g. new weights with another preprocessing since the last run
+    stale = replace(real, request=replace(real.request, sampling=SamplingConfig(fps=1.0)))
+    overlap.remember_plan(config, 16, stale)
+    feed = overlap.open_feed(config, videos, lambda: stage, timeout=60, chunk_frames=16)
+    try:
+        assert feed.plan == real
+        assert decoded_indices(feed, 2) == expected
+    finally:
+        feed.close()
+    assert overlap.remembered_plan(config, 16) == real
+    overlap.plan_path(config, 16).write_text("{not json")  # a damaged entry is no plan
+    assert overlap.remembered_plan(config, 16) is None

@@ -21,7 +21,7 @@ from videobert_cli.pipeline.decoding import check_frame_decoder
 from videobert_cli.errors import FeatureFileError, InputError, UsageError, out_of_memory
 from videobert_cli.features import FusedFeatures, SourceInfo, TextFeatures, VideoFeatures
 from videobert_cli.pipeline.inputs import output_names, plan_inputs
-from videobert_cli.pipeline.overlap import DecodeFeed, WriteBehind
+from videobert_cli.pipeline.overlap import WriteBehind, open_feed
 from videobert_cli.pipeline.plan import source_info
 from videobert_cli.pipeline.report import RunObserver, RunOptions, RunReport
 from videobert_cli.pipeline.signals import StopFlag
@@ -261,10 +261,10 @@ def extract_video_files(
     from videobert_cli.pipeline.decode_worker import start_fork_server
 
     start_fork_server()  # beside the model's loading
-    stage = _stage("video", config)
     options = RunOptions()  # run's decoder timeout and chunk size
-    feed = DecodeFeed(stage, [str(path) for path in paths], timeout=options.timeout,
-                      chunk_frames=options.chunk_frames, decode=hooks.current().decode)
+    feed = open_feed(config, [str(path) for path in paths], lambda: _stage("video", config), timeout=options.timeout,
+                     chunk_frames=options.chunk_frames, decode=hooks.current().decode)
+    stage = _stage("video", config)
 
     def work(position: int, path: Path, destination: Path):
         info, chunks = feed.open(position)

@@ -22,7 +22,7 @@ from videobert_cli.pipeline.core import (
     load_transcript,
 )
 from videobert_cli.pipeline.decode_worker import start_fork_server
-from videobert_cli.pipeline.overlap import DecodeFeed, WriteBehind
+from videobert_cli.pipeline.overlap import DecodeFeed, WriteBehind, open_feed
 from videobert_cli.pipeline.plan import PlannedVideo
 from videobert_cli.pipeline.report import STATUS_OK, Manifest, RunRecord, RunReport, record_failure, record_input
 
@@ -178,9 +178,9 @@ def place_locally(run: OpenRun) -> None:
         run.request.observer.on_message("loading models")
         start_fork_server()  # beside the video model's loading
         options = run.spec.options
-        # the first videos decode while the text and fusion models load
-        feed = DecodeFeed(pipeline.video, [str(planned.item.path) for planned in run.todo],
-                          timeout=options.timeout, chunk_frames=options.chunk_frames, decode=hooks.current().decode)
+        # the first videos decode while the models load
+        feed = open_feed(run.spec.config, [str(planned.item.path) for planned in run.todo], lambda: pipeline.video,
+                         timeout=options.timeout, chunk_frames=options.chunk_frames, decode=hooks.current().decode)
     else:
         feed = None
     try:

@@ -2,20 +2,120 @@
 
 :class:`DecodeFeed`: videos are decoded in the decode worker process
 (:class:`~videobert_cli.pipeline.decode_worker.DecodeWorker`), one video ahead, while this process
-encodes. :class:`WriteBehind`: feature files are written in a background thread while the next
-inputs are worked on.
+encodes; :func:`open_feed` starts it before the model is loaded where an earlier run left the
+:class:`DecodePlan` of this configuration. :class:`WriteBehind`: feature files are written in a
+background thread while the next inputs are worked on.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import logging
 import threading
 from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
+
+from videobert_cli.config import PipelineConfig, SamplingConfig
+from videobert_cli.errors import OutputError
+from videobert_cli.pipeline.decoding import DecodeRequest
+from videobert_cli.video.preprocess import Preprocessing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """What decoding needs from the video stage: the request of any video (its path aside), how
+    many decode workers, and their niceness (``VideoStage.decode_plan``)."""
+
+    request: DecodeRequest  # path ""
+    workers: int
+    niceness: int
+
+    def request_for(self, path: str) -> DecodeRequest:
+        return dataclasses.replace(self.request, path=str(path))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "DecodePlan":
+        data = json.loads(text)
+        request = dict(data["request"])
+        preprocessing = dict(request["preprocessing"], mean=tuple(request["preprocessing"]["mean"]),
+                             std=tuple(request["preprocessing"]["std"]))
+        request.update(sampling=SamplingConfig(**request["sampling"]), preprocessing=Preprocessing(**preprocessing))
+        return cls(DecodeRequest(**request), int(data["workers"]), int(data["niceness"]))
+
+
+def plan_path(config: PipelineConfig, chunk_frames: int) -> Path:
+    """Where the plan of ``config`` is remembered (keyed by what decides it)."""
+    from videobert_cli.version import __version__
+    from videobert_cli.video.runtimes import cache_root
+
+    runtime = config.runtime
+    facts = repr((__version__, config.video_model, config.sampling, runtime.device, runtime.decoder,
+                  runtime.decode_threads, runtime.decode_workers, chunk_frames))
+    return cache_root() / "decode-plans" / f"{hashlib.sha256(facts.encode()).hexdigest()[:32]}.json"
+
+
+def remembered_plan(config: PipelineConfig, chunk_frames: int) -> DecodePlan | None:
+    """The plan the last run with this configuration used, or None."""
+    try:
+        return DecodePlan.from_json(plan_path(config, chunk_frames).read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def remember_plan(config: PipelineConfig, chunk_frames: int, plan: DecodePlan) -> None:
+    from videobert_cli.store.atomic import atomic_write, make_parent
+
+    path = plan_path(config, chunk_frames)
+    try:
+        make_parent(path)
+        atomic_write(path, plan.to_json().encode(), what="decode plan cache")
+    except OutputError as error:
+        log.info("decode plan not cached: %s", error)
+
+
+def open_feed(config: PipelineConfig, paths: Sequence[str], stage: Callable[[], object], *, timeout: float,
+              chunk_frames: int, decode: Callable | None = None) -> "DecodeFeed":
+    """The feed of ``paths`` for the video stage that ``stage()`` loads.
+
+    Where an earlier run with this configuration left its plan, decoding starts with it at
+    once, beside the model's loading (imports and weights: seconds), and is kept if the loaded
+    stage's own plan is the same; otherwise (new weights, another device) those workers are
+    stopped and the feed starts again with the stage's plan, which is remembered for next time.
+    """
+    guess = remembered_plan(config, chunk_frames) if paths else None
+    early: list[DecodeFeed] = []
+    starting = None
+    if guess is not None:
+        # in a thread: the first worker waits for the fork server, the model need not
+        starting = threading.Thread(target=lambda: early.append(DecodeFeed(guess, paths, timeout=timeout,
+                                                                           decode=decode)),
+                                    name="videobert-early-decode", daemon=True)
+        starting.start()
+    try:
+        plan = stage().decode_plan(chunk_frames)
+    finally:
+        if starting is not None:
+            starting.join()
+    if early and plan == guess:
+        return early[0]
+    for feed in early:
+        feed.close()
+    if paths:
+        remember_plan(config, chunk_frames, plan)
+    return DecodeFeed(plan, paths, timeout=timeout, decode=decode)
 
 
 class DecodeFeed:
-    """The videos ``paths`` decoded for ``stage`` (a
-    :class:`~videobert_cli.pipeline.stages.VideoStage`) by ``stage.decode_workers`` decode worker
+    """The videos ``paths`` decoded as ``plan`` says by ``plan.workers`` decode worker
     processes, each on its own video, and handed over in order. Video ``p`` goes to worker
     ``p mod workers``; each worker starts its next video as soon as its current one is decoded,
     so the workers decode the next ``workers`` videos side by side while the model encodes.
@@ -24,16 +124,14 @@ class DecodeFeed:
     :mod:`videobert_cli.engines.hooks`).
     """
 
-    def __init__(self, stage, paths: Sequence[str], *, timeout: float, chunk_frames: int,
-                 decode: Callable | None = None):
-        from videobert_cli.pipeline.decode_worker import DecodeWorker, decoder_niceness, default_decode
+    def __init__(self, plan: DecodePlan, paths: Sequence[str], *, timeout: float, decode: Callable | None = None):
+        from videobert_cli.pipeline.decode_worker import DecodeWorker, default_decode
 
-        self.stage = stage
+        self.plan = plan
         self.paths = list(paths)
-        self.chunk_frames = chunk_frames
-        count = max(1, min(stage.decode_workers, len(self.paths)))
-        self.workers = [DecodeWorker(timeout=timeout, decode=decode or default_decode,
-                                     niceness=decoder_niceness(stage.device)) for _ in range(count)]
+        count = max(1, min(plan.workers, len(self.paths)))
+        self.workers = [DecodeWorker(timeout=timeout, decode=decode or default_decode, niceness=plan.niceness)
+                        for _ in range(count)]
         self.submitted: dict[int, object] = {}
         for position in range(count):  # decoding starts now, while the models finish loading
             self.submit(position)
@@ -44,8 +142,7 @@ class DecodeFeed:
     def submit(self, position: int) -> None:
         """Start decoding the ``position``-th video (if not started yet)."""
         if position < len(self.paths) and position not in self.submitted:
-            self.submitted[position] = self._worker(position).submit(
-                self.stage.decode_request(self.paths[position], self.chunk_frames))
+            self.submitted[position] = self._worker(position).submit(self.plan.request_for(self.paths[position]))
 
     def open(self, position: int, timings: dict | None = None):
         """``(VideoInfo, iterator of CropChunk)`` of the ``position``-th video; ``timings`` gets

@@ -30,6 +30,7 @@ from videobert_cli.decoders.sampling import plan_clips, plan_sampling
 from videobert_cli.pipeline.decoding import (  # noqa: F401  (CropChunk, decode_crops re-exported)
     DEFAULT_CHUNK_FRAMES, CropChunk, DecodeRequest, check_frame_decoder, decode_crops, read_ahead,
 )
+from videobert_cli.pipeline.overlap import DecodePlan
 from videobert_cli.pipeline.timing import StageTimer
 from videobert_cli.video.encoder import FrameEncoder
 from videobert_cli.video.models import load_video_model
@@ -287,6 +288,12 @@ class VideoStage:
     def decode_request(self, path: str | Path, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> DecodeRequest:
         """What a decode worker or task needs for ``path`` (and nothing else of the configuration)."""
         return DecodeRequest.of(path, self.decode_config, self.model.preprocessing, chunk_frames)
+
+    def decode_plan(self, chunk_frames: int = DEFAULT_CHUNK_FRAMES) -> DecodePlan:
+        """How this stage's videos are decoded by a :class:`~videobert_cli.pipeline.overlap.DecodeFeed`."""
+        from videobert_cli.pipeline.decode_worker import decoder_niceness
+
+        return DecodePlan(self.decode_request("", chunk_frames), self.decode_workers, decoder_niceness(self.device))
 
 
 class PendingVideo:
