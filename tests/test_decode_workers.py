@@ -133,17 +133,23 @@ def decoded_indices(feed, count: int) -> list[list[int]]:
     return indices
 
 
-def test_a_remembered_plan_starts_decoding_before_the_model_loads(folder, tmp_path, fast_config, monkeypatch):
-    import time
-
-    from videobert_cli.pipeline import overlap
+def stage_of(fast_config, tmp_path, monkeypatch, videos: list[str]):
+    """(config, its loaded VideoStage, each video's frame indices) with a fresh cache."""
     from videobert_cli.pipeline.stages import VideoStage
 
     monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
     config = fast_config.with_(sampling=SamplingConfig(fps=4.0), runtime=RuntimeConfig(device="cpu", precision="fp32"))
-    videos = [str(folder / "v0.mp4"), str(folder / "v2.mp4")]
     stage = VideoStage(config)
-    expected = [stage.extract(path).frame_indices.tolist() for path in videos]
+    return config, stage, [stage.extract(path).frame_indices.tolist() for path in videos]
+
+
+def test_a_remembered_plan_starts_decoding_before_the_model_loads(folder, tmp_path, fast_config, monkeypatch):
+    import time
+
+    from videobert_cli.pipeline import overlap
+
+    videos = [str(folder / "v0.mp4"), str(folder / "v2.mp4")]
+    config, stage, expected = stage_of(fast_config, tmp_path, monkeypatch, videos)
     assert overlap.remembered_plan(config, 16) is None
     first = overlap.open_feed(config, videos, lambda: stage, timeout=60, chunk_frames=16)  # the first run
     try:
@@ -176,13 +182,9 @@ def test_a_stale_remembered_plan_is_dropped_for_the_stages_own(folder, tmp_path,
     from dataclasses import replace
 
     from videobert_cli.pipeline import overlap
-    from videobert_cli.pipeline.stages import VideoStage
 
-    monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
-    config = fast_config.with_(sampling=SamplingConfig(fps=4.0), runtime=RuntimeConfig(device="cpu", precision="fp32"))
     videos = [str(folder / "v0.mp4"), str(folder / "v4.mp4")]
-    stage = VideoStage(config)
-    expected = [stage.extract(path).frame_indices.tolist() for path in videos]
+    config, stage, expected = stage_of(fast_config, tmp_path, monkeypatch, videos)
     real = stage.decode_plan(16)
     # e.g. new weights with another preprocessing since the last run
     stale = replace(real, request=replace(real.request, sampling=SamplingConfig(fps=1.0)))

@@ -161,13 +161,17 @@ def test_other_weights_get_their_own_export(monkeypatch, tmp_path):
     assert cosine_rows(fast, eager_reference(other, batch)).min() >= 0.9999
 
 
-def test_a_wrong_model_in_the_cache_is_exported_again(monkeypatch, tmp_path):
+def cache_holding_another_model(monkeypatch, tmp_path) -> None:
+    """TINY's cache entry holding another model's graph (e.g. a cache copied between machines)."""
     monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
     FrameEncoder(load_video_model(TINY), model_runtime="onnxruntime")
     [entry] = (tmp_path / "cache" / "onnx").glob("*.onnx")
-    # another model's graph under this model's key (e.g. a cache copied between machines)
     other = load_video_model(VideoModelConfig(name=TINY.name, weights="none", seed=99)).module.eval()
     entry.write_bytes(runtimes.export_onnx(other, 224))
+
+
+def test_a_wrong_model_in_the_cache_is_exported_again(monkeypatch, tmp_path):
+    cache_holding_another_model(monkeypatch, tmp_path)
     batch = crops(3)
     fast = FrameEncoder(load_video_model(TINY), model_runtime="onnxruntime").encode(batch)
     assert cosine_rows(fast, eager_reference(TINY, batch)).min() >= 0.9999
@@ -199,11 +203,7 @@ def test_with_reload_the_session_is_built_after_torchs_weights_are_freed(monkeyp
 
 
 def test_with_reload_a_wrong_cached_model_is_exported_again_from_reloaded_weights(monkeypatch, tmp_path):
-    monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
-    FrameEncoder(load_video_model(TINY), model_runtime="onnxruntime")
-    [entry] = (tmp_path / "cache" / "onnx").glob("*.onnx")
-    other = load_video_model(VideoModelConfig(name=TINY.name, weights="none", seed=99)).module.eval()
-    entry.write_bytes(runtimes.export_onnx(other, 224))
+    cache_holding_another_model(monkeypatch, tmp_path)
     calls, batch = [], crops(3)
     encoder = FrameEncoder(load_video_model(TINY), model_runtime="onnxruntime", reload=reload_counting(TINY, calls))
     assert calls == [1] and encoder.runtime.startswith("onnxruntime ")
