@@ -889,6 +889,35 @@ def test_library_run_from_a_script_without_main_guard(tmp_path, tiny_bert):
     assert marker.read_text() == "ran\nran\n"  # once per invocation, never again in the worker
 
 
+def test_the_main_script_stays_hidden_while_two_threads_start_children(monkeypatch):
+    """The fork server (started beside the model's loading) and an early decode worker start in
+    two threads: each start must see the script hidden, and the script must come back after."""
+    import threading
+    import time
+    import types
+
+    from videobert_cli.pipeline.decode_worker import main_module_hidden
+
+    script = types.ModuleType("__main__")
+    script.__file__, script.__spec__ = "/home/user/script.py", "the script's spec"
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    seen = []
+
+    def start(seconds: float) -> None:
+        with main_module_hidden():
+            time.sleep(seconds)  # a child starting
+            seen.append((hasattr(script, "__file__"), script.__spec__))
+
+    first, second = (threading.Thread(target=start, args=(s,)) for s in (0.3, 0.3))
+    first.start()
+    time.sleep(0.1)
+    second.start()
+    first.join()
+    second.join()
+    assert seen == [(False, None), (False, None)]
+    assert (script.__file__, script.__spec__) == ("/home/user/script.py", "the script's spec")
+
+
 # --- writing off the critical path ---------------------------------------------------------------
 def test_a_video_is_written_while_later_ones_are_encoded(tmp_path, tiny_bert, monkeypatch):
     """a.h5's write is held until the model encodes another batch: that can only happen if

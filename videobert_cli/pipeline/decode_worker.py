@@ -191,20 +191,26 @@ def main_module_hidden():
     multiprocessing's spawn/forkserver children re-import ``__main__`` by default, which runs
     a user's script again when it has no ``if __name__ == "__main__"`` guard, and fails for
     ``python - < script``. The worker needs nothing from ``__main__``, so its path and spec are
-    hidden while the child starts.
+    hidden while the child starts. One thread at a time: two starts overlapping (the fork server
+    started beside the model's loading, a worker for the early decoding) would each save the
+    other's hidden state and restore the script for the later start.
     """
-    main = sys.modules.get("__main__")
-    saved = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
-    try:
-        for name in saved:
-            if name == "__spec__":
-                main.__spec__ = None
-            else:
-                delattr(main, name)
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(main, name, value)
+    with _HIDING:
+        main = sys.modules.get("__main__")
+        saved = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
+        try:
+            for name in saved:
+                if name == "__spec__":
+                    main.__spec__ = None
+                else:
+                    delattr(main, name)
+            yield
+        finally:
+            for name, value in saved.items():
+                setattr(main, name, value)
+
+
+_HIDING = threading.RLock()
 
 
 #: what the fork server imports for its workers (tests/test_batch.py checks that a worker's
