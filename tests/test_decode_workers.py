@@ -198,3 +198,25 @@ def test_a_stale_remembered_plan_is_dropped_for_the_stages_own(folder, tmp_path,
     assert overlap.remembered_plan(config, 16) == real
     overlap.plan_path(config, 16).write_text("{not json")  # a damaged entry is no plan
     assert overlap.remembered_plan(config, 16) is None
+
+
+def test_an_early_feed_that_cannot_start_leaves_the_run_its_own(folder, tmp_path, fast_config, monkeypatch):
+    from videobert_cli.pipeline import overlap
+
+    videos = [str(folder / "v0.mp4")]
+    config, stage, expected = stage_of(fast_config, tmp_path, monkeypatch, videos)
+    overlap.remember_plan(config, 16, stage.decode_plan(16))
+    real, built = overlap.DecodeFeed, []
+
+    def feed_failing_first(*args, **kwargs):
+        built.append(1)
+        if len(built) == 1:  # the early one, in its thread
+            raise OSError("no fork server")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(overlap, "DecodeFeed", feed_failing_first)
+    feed = overlap.open_feed(config, videos, lambda: stage, timeout=60, chunk_frames=16)
+    try:
+        assert len(built) == 2 and decoded_indices(feed, 1) == expected
+    finally:
+        feed.close()

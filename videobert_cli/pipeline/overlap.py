@@ -95,10 +95,14 @@ def open_feed(config: PipelineConfig, paths: Sequence[str], stage: Callable[[], 
     early: list[DecodeFeed] = []
     starting = None
     if guess is not None:
+        def start_early() -> None:
+            try:
+                early.append(DecodeFeed(guess, paths, timeout=timeout, decode=decode))
+            except Exception as error:  # the feed below starts (and reports) the workers again
+                log.info("early decoding did not start: %s", error)
+
         # in a thread: the first worker waits for the fork server, the model need not
-        starting = threading.Thread(target=lambda: early.append(DecodeFeed(guess, paths, timeout=timeout,
-                                                                           decode=decode)),
-                                    name="videobert-early-decode", daemon=True)
+        starting = threading.Thread(target=start_early, name="videobert-early-decode", daemon=True)
         starting.start()
     try:
         plan = stage().decode_plan(chunk_frames)
