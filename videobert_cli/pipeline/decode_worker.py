@@ -227,14 +227,14 @@ def worker_context():
 
     Forking the main process after torch or decord started threads is unsafe, and spawning a
     fresh interpreter costs seconds of imports per worker (restarts after a crash or timeout
-    included). A fork server imports torch and decord once and forks cheap workers from that
-    clean state.
+    included). A fork server imports the decode stack (numpy, PyAV, decord; not torch) once and
+    forks cheap workers from that clean state.
 
     Everything a worker's first video imports is preloaded too, or each new worker pays for it
     again, at its lower priority: a fresh worker took 0.43 s instead of 0.08 s to open a
     1080p video, 0.3 s of it for ``numpy.ma``, which ``np.unique`` imports on first use.
-    The order keeps torch (imported by ``decoding``) before decord (see ``decoders/decord.py``);
-    a module that is not installed is skipped by multiprocessing.
+    ``decode_process`` comes first, so that decord comes without torch (see
+    ``decoders/decord.py``); a module that is not installed is skipped by multiprocessing.
     """
     context = mp.get_context("forkserver")
     context.set_forkserver_preload(_WORKER_PRELOAD)
@@ -243,8 +243,8 @@ def worker_context():
 
 def start_fork_server() -> None:
     """Start the fork server in a background thread now, while this process imports and loads its
-    models: it is a fresh interpreter that imports the decode stack (about 3 s on 2 cores, which
-    the first decode worker would otherwise wait for)."""
+    models: it is a fresh interpreter that imports the decode stack, which the first decode
+    worker would otherwise wait for."""
     from multiprocessing import forkserver
 
     worker_context()  # sets the preload list the server imports

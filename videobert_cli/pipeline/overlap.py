@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from videobert_cli.config import PipelineConfig, SamplingConfig
-from videobert_cli.errors import OutputError
 from videobert_cli.pipeline.decoding import DecodeRequest
 from videobert_cli.video.preprocess import Preprocessing
 
@@ -72,14 +71,9 @@ def remembered_plan(config: PipelineConfig, chunk_frames: int) -> DecodePlan | N
 
 
 def remember_plan(config: PipelineConfig, chunk_frames: int, plan: DecodePlan) -> None:
-    from videobert_cli.store.atomic import atomic_write, make_parent
+    from videobert_cli.store.atomic import write_cache_file
 
-    path = plan_path(config, chunk_frames)
-    try:
-        make_parent(path)
-        atomic_write(path, plan.to_json().encode(), what="decode plan cache")
-    except OutputError as error:
-        log.info("decode plan not cached: %s", error)
+    write_cache_file(plan_path(config, chunk_frames), plan.to_json().encode(), what="decode plan cache")
 
 
 def open_feed(config: PipelineConfig, paths: Sequence[str], stage: Callable[[], object], *, timeout: float,

@@ -435,7 +435,7 @@ class SharedBatches:
         """One forward pass; each video's "encode" time gets its share of it, by frames."""
         started = time.perf_counter()
         try:
-            return self.stage.encoder.encode(torch.from_numpy(np.concatenate([crops for _, crops in parts])))
+            return self.stage.encoder.encode(np.concatenate([crops for _, crops in parts]))
         finally:
             seconds = time.perf_counter() - started
             total = sum(len(crops) for _, crops in parts)

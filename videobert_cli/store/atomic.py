@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import os
 import re
 import secrets
@@ -261,3 +262,15 @@ def atomic_write(path: str | Path, blob: bytes, *, what: str | None = None) -> N
             f.write(blob)
 
     atomic_replace(path, fill, f"cannot write {what or path.name}", errors=_file_error)
+
+
+def write_cache_file(path: str | Path, blob: bytes, *, what: str) -> bool:
+    """:func:`atomic_write` for a cache entry, creating its folder: an unwritable cache is not an
+    error (the entry is only missing next time), so this logs and returns False."""
+    try:
+        make_parent(Path(path))
+        atomic_write(path, blob, what=what)
+    except OutputError as error:
+        logging.getLogger(__name__).info("%s not written: %s", what, error)
+        return False
+    return True

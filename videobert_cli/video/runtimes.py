@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from videobert_cli.config import MODEL_RUNTIMES
-from videobert_cli.errors import ConfigError, OutputError
-from videobert_cli.store.atomic import atomic_write, make_parent
+from videobert_cli.errors import ConfigError
+from videobert_cli.store.atomic import write_cache_file
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +168,7 @@ def cached_export(module: nn.Module, crop_size: int, *, key: str, fresh: bool = 
     if not fresh and path.is_file():
         return str(path)
     blob = export_onnx(module, crop_size)
-    try:
-        make_parent(path)
-        atomic_write(path, blob, what="ONNX model cache")
-    except OutputError as error:
-        log.info("ONNX model not cached: %s", error)
-        return blob
-    return str(path)
+    return str(path) if write_cache_file(path, blob, what="ONNX model cache") else blob
 
 
 def has_weights(module: nn.Module) -> bool:
