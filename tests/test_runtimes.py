@@ -281,3 +281,116 @@ def test_onnxruntime_frees_torchs_copy_of_the_weights_and_torch_keeps_it():
     kept = load_video_model(TINY)
     FrameEncoder(kept, model_runtime="torch")
     assert all(p.device.type == "cpu" for p in kept.module.parameters())
+
+
+# --- export cards: a verified export starts later runs without the torch model ---------------
+def video_stage(config: VideoModelConfig, **runtime):
+    from videobert_cli.config import PipelineConfig
+    from videobert_cli.pipeline.stages import VideoStage
+
+    runtime = RuntimeConfig(**{"device": "cpu", "precision": "fp32", **runtime})
+    return VideoStage(PipelineConfig(video_model=config, runtime=runtime)).ready()
+
+
+def counting_loads(monkeypatch) -> list:
+    """Counts the torch models the video stage builds (a first load and every reload)."""
+    from videobert_cli.pipeline import stages
+
+    calls, real = [], stages.load_video_model
+
+    def load(config):
+        calls.append(config)
+        return real(config)
+
+    monkeypatch.setattr(stages, "load_video_model", load)
+    return calls
+
+
+def test_a_verified_export_starts_the_next_run_without_building_the_torch_model(monkeypatch, tmp_path):
+    monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
+    first = video_stage(TINY)
+    assert len(list((tmp_path / "cache" / "onnx").glob("card-*.npz"))) == 1
+    loads = counting_loads(monkeypatch)
+    second = video_stage(TINY)
+    assert loads == [] and second.model.module is None
+    assert second.identity() == first.identity() and second.encoder.runtime == first.encoder.runtime
+    batch = crops(3)
+    np.testing.assert_array_equal(second.encoder.encode(batch), first.encoder.encode(batch))
+    assert cosine_rows(second.encoder.encode(batch), eager_reference(TINY, batch)).min() >= 0.9999
+
+
+def test_a_changed_weights_file_retires_its_card(monkeypatch, tmp_path):
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "w.safetensors"
+
+    def save(seed: int) -> None:
+        from torchvision.models import get_model
+
+        torch.manual_seed(seed)
+        save_file(get_model(TINY.name, weights=None).state_dict(), str(weights))
+
+    save(1)
+    config = VideoModelConfig(name=TINY.name, weights=str(weights))
+    video_stage(config)
+    save(2)
+    loads = counting_loads(monkeypatch)
+    stage = video_stage(config)
+    assert len(loads) == 1  # the card of the old file does not stand in
+    batch = crops(3)
+    assert cosine_rows(stage.encoder.encode(batch), eager_reference(config, batch)).min() >= 0.9999
+
+
+def test_a_card_that_disagrees_with_the_session_is_checked_against_torch_again(monkeypatch, tmp_path):
+    monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
+    video_stage(TINY)
+    [card] = (tmp_path / "cache" / "onnx").glob("card-*.npz")
+    with np.load(card) as stored:
+        facts, reference = stored["facts"], stored["reference"]
+    np.savez(card, facts=facts, reference=-reference)  # as if another runtime's numbers
+    loads = counting_loads(monkeypatch)
+    stage = video_stage(TINY)
+    assert len(loads) == 1 and stage.encoder.runtime.startswith("onnxruntime ")
+    batch = crops(3)
+    assert cosine_rows(stage.encoder.encode(batch), eager_reference(TINY, batch)).min() >= 0.9999
+    with np.load(card) as stored:
+        np.testing.assert_array_equal(stored["reference"], reference)  # written again, from torch
+
+
+def test_a_damaged_card_is_ignored_and_written_again(monkeypatch, tmp_path):
+    monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
+    video_stage(TINY)
+    [card] = (tmp_path / "cache" / "onnx").glob("card-*.npz")
+    card.write_bytes(b"not a card")
+    loads = counting_loads(monkeypatch)
+    stage = video_stage(TINY)
+    assert len(loads) == 1 and stage.encoder.runtime.startswith("onnxruntime ")
+    assert np.load(card)["reference"].shape == (runtimes.CHECK_FRAMES, stage.feature_dim)
+
+
+def test_without_onnxruntime_or_for_a_plugin_model_no_card_stands_in(monkeypatch, tmp_path):
+    from videobert_cli.video.models import VideoModelEntry, register_video_model
+
+    monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
+    video_stage(TINY)
+    loads = counting_loads(monkeypatch)
+    assert video_stage(TINY, model_runtime="torch").model.module is not None and len(loads) == 1
+    register_video_model(VideoModelEntry("card-plugin", "a plugin model", lambda config: load_video_model(TINY),
+                                         lambda weights: True, lambda: 576))
+    for _ in range(2):
+        video_stage(VideoModelConfig(name="card-plugin", weights="none", seed=TINY.seed))
+    assert len(loads) == 3  # built every time: what a plugin builds is not decided by its name
+    assert len(list((tmp_path / "cache" / "onnx").glob("card-*.npz"))) == 1
+
+
+def test_a_relative_weights_path_is_a_file_of_its_own_folder(monkeypatch, tmp_path):
+    from videobert_cli.video.export_card import card_path
+
+    config = VideoModelConfig(name=TINY.name, weights="w.safetensors")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    in_a = card_path(config)
+    monkeypatch.chdir(tmp_path / "b")
+    assert card_path(config) != in_a

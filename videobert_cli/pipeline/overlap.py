@@ -45,9 +45,8 @@ class DecodePlan:
     def from_json(cls, text: str) -> "DecodePlan":
         data = json.loads(text)
         request = dict(data["request"])
-        preprocessing = dict(request["preprocessing"], mean=tuple(request["preprocessing"]["mean"]),
-                             std=tuple(request["preprocessing"]["std"]))
-        request.update(sampling=SamplingConfig(**request["sampling"]), preprocessing=Preprocessing(**preprocessing))
+        request.update(sampling=SamplingConfig(**request["sampling"]),
+                       preprocessing=Preprocessing.from_dict(request["preprocessing"]))
         return cls(DecodeRequest(**request), int(data["workers"]), int(data["niceness"]))
 
 

@@ -33,7 +33,9 @@ from videobert_cli.pipeline.decoding import (  # noqa: F401  (CropChunk, decode_
 from videobert_cli.pipeline.overlap import DecodePlan
 from videobert_cli.pipeline.timing import StageTimer
 from videobert_cli.video.encoder import FrameEncoder
-from videobert_cli.video.models import load_video_model
+from videobert_cli.video.export_card import ExportCard, card_path, read_card
+from videobert_cli.video.models import load_video_model, may_have_export_card
+from videobert_cli.video.runtimes import ONNXRUNTIME, choose_runtime
 
 
 def _timed_stream(stream: Iterator[CropChunk], timer: StageTimer) -> Iterator[CropChunk]:
@@ -71,7 +73,10 @@ class VideoStage:
         self.config = config
         self.device = resolve_device(device or config.runtime.device)
         self.precision = resolve_precision(config.runtime.precision, self.device)
-        self.model = load_video_model(config.video_model)
+        self.card_path = card_path(config.video_model) if may_have_export_card(config.video_model.name) else None
+        self._card = self._export_card()
+        # with a card, the torch model is built only if ONNX Runtime turns out to need it
+        self.model = self._card.model if self._card is not None else load_video_model(config.video_model)
         self.sampling = resolve_sampling(config.sampling, self.model.kind, self.model.name, self.model.clip_len)
         self._encoder: FrameEncoder | None = None
         self._encoder_error: BaseException | None = None
@@ -81,11 +86,23 @@ class VideoStage:
         self._encoder_build = threading.Thread(target=self._build_encoder, name="videobert-encoder-build")
         self._encoder_build.start()
 
+    def _export_card(self) -> ExportCard | None:
+        """The card of this model's verified export, where ONNX Runtime will run it."""
+        if self.card_path is None:
+            return None
+        try:
+            runtime = choose_runtime(self.config.runtime.model_runtime, device=self.device,
+                                     precision=self.precision, kind="frame")
+        except ConfigError:  # an explicit onnxruntime that cannot apply: the encoder says why
+            return None
+        return read_card(self.card_path) if runtime == ONNXRUNTIME else None
+
     def _build_encoder(self) -> None:
         try:
             self._encoder = FrameEncoder(self.model, device=self.device, precision=self.precision,
                                          model_runtime=self.config.runtime.model_runtime,
-                                         reload=lambda: load_video_model(self.config.video_model).module)
+                                         reload=lambda: load_video_model(self.config.video_model).module,
+                                         card=self._card, card_path=self.card_path)
         except BaseException as error:  # raised by ready(), in the caller's thread
             self._encoder_error = error
 

