@@ -498,7 +498,7 @@ def measure_text(spec: dict) -> dict:
 def measure_fusion(spec: dict) -> dict:
     """fuse_one on random features of length L (video only): time and peak RSS growth."""
     from videobert_cli.config import PipelineConfig
-    from videobert_cli.pipeline.stages import FusionStage
+    from videobert_cli.pipeline.text_stages import FusionStage
 
     stage = FusionStage(PipelineConfig(), video_dim=1280, text_dim=384, device=spec.get("device", "cpu"))
     length = int(spec["length"])

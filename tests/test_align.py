@@ -18,7 +18,7 @@ from videobert_cli.features import (
     VideoFeatures,
 )
 from videobert_cli.fusion.align import align_segments, video_spans
-from videobert_cli.pipeline.stages import FusionStage
+from videobert_cli.pipeline.text_stages import FusionStage
 
 NAN = math.nan
 

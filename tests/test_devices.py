@@ -72,6 +72,9 @@ def no_gpu(monkeypatch) -> None:
 def two_gpus(monkeypatch) -> None:
     import torch
 
+    from videobert_cli import devices
+
+    monkeypatch.setattr(devices, "cuda_possible", lambda: True)  # a GPU driver is there
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
 
@@ -544,3 +547,29 @@ def test_bf16_is_refused_on_gpus_that_only_emulate_it(monkeypatch):
         training_precision("bf16", "cuda:0")
     assert {device.index for device in asked} == {0, 1}  # the GPU asked about, not the current one
 
+
+
+def test_auto_means_the_cpu_without_asking_torch_where_no_gpu_driver_is_present(monkeypatch):
+    import torch
+
+    from videobert_cli import devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # torch is not asked
+    monkeypatch.setattr(devices, "cuda_possible", lambda: False)
+    assert devices.resolve_device("auto") == "cpu" and devices.uses_gpu("auto") is False
+    monkeypatch.setattr(devices, "cuda_possible", lambda: True)
+    assert devices.resolve_device("auto") == "cuda"
+
+
+def test_physical_cores_counts_cores_not_hyperthreads(tmp_path):
+    import os
+
+    from videobert_cli.devices import physical_cores
+
+    allowed = sorted(os.sched_getaffinity(0))
+    blocks = [f"processor\t: {cpu}\nphysical id\t: 0\ncore id\t\t: {index // 2}\n"
+              for index, cpu in enumerate(allowed)]
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("\n".join(blocks))
+    assert physical_cores(str(cpuinfo)) == (len(allowed) + 1) // 2
+    assert physical_cores(str(tmp_path / "missing")) == len(allowed)

@@ -43,7 +43,8 @@ def test_prefetch_byte_budget_calls_on_full_and_waits():
 
 def test_encoder_takes_what_is_there_when_the_decoder_is_behind(tmp_path):
     """A slow decoder: the encoder does not wait for a full batch; it encodes each chunk as it
-    comes, on one torch thread fewer (the decoder's core), and the features do not change."""
+    comes, on one torch thread fewer (the decoder's core; torch's threads, so with torch as the
+    runtime), and the features do not change."""
     import torch
 
     from videobert_cli.config import PipelineConfig, RuntimeConfig, SamplingConfig, VideoModelConfig
@@ -55,7 +56,7 @@ def test_encoder_takes_what_is_there_when_the_decoder_is_behind(tmp_path):
     config = PipelineConfig(
         sampling=SamplingConfig(fps=10.0),
         video_model=VideoModelConfig(name="mobilenet_v3_small", weights="none", seed=0),
-        runtime=RuntimeConfig(device="cpu", precision="fp32", batch_size=32),
+        runtime=RuntimeConfig(device="cpu", precision="fp32", batch_size=32, model_runtime="torch"),
     )
     stage = VideoStage(config)
     info, chunks = decode_crops(path, stage.decode_config, stage.model.preprocessing, chunk_frames=4)

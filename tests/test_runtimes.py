@@ -394,3 +394,47 @@ def test_a_relative_weights_path_is_a_file_of_its_own_folder(monkeypatch, tmp_pa
     in_a = card_path(config)
     monkeypatch.chdir(tmp_path / "b")
     assert card_path(config) != in_a
+
+
+NO_TORCH = r"""
+import sys, importlib.abc
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "transformers"):
+            raise ImportError(f"this run imported {name}")
+sys.meta_path.insert(0, Refuse())
+from videobert_cli.cli.app import main
+sys.argv = ["videobert", *sys.argv[1:]]
+main()
+"""
+
+
+def test_extract_video_from_a_card_runs_without_torch_in_the_process(tmp_path, tiny_video):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "VIDEOBERT_CACHE": str(tmp_path / "cache")}
+    flags = ["--video-model", TINY.name, "--video-weights", "none", "--device", "cpu", "--precision", "fp32"]
+
+    def extract(out: str, *prefix: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *prefix, "--debug", "extract-video", str(tiny_video), "-o",
+                               str(tmp_path / out), *flags], env=env, capture_output=True, text=True)
+
+    first = extract("first.h5", "-c", "from videobert_cli.cli.app import main; main()")
+    assert first.returncode == 0, first.stderr
+    second = extract("second.h5", "-c", NO_TORCH)  # torch, torchvision, transformers refused
+    assert second.returncode == 0, second.stderr
+    with h5py.File(tmp_path / "first.h5") as a, h5py.File(tmp_path / "second.h5") as b:
+        np.testing.assert_array_equal(a["video/features"][()], b["video/features"][()])
+        assert b["video"].attrs["model_runtime"].startswith("onnxruntime ")
+        assert a["video"].attrs["weights_name"] == b["video"].attrs["weights_name"]
+
+
+def test_normalize_array_gives_the_model_exactly_torchs_input():
+    from videobert_cli.video.preprocess import normalize_array
+
+    model = load_video_model(TINY)
+    batch = crops(4)
+    np.testing.assert_array_equal(normalize_array(batch.numpy(), model.preprocessing),
+                                  normalize(batch, model.preprocessing).numpy())

@@ -230,7 +230,7 @@ def test_split_is_deterministic_by_seed_and_name(tmp_path):
 
 
 def test_sentence_and_video_pairs_read_the_right_rows(tmp_path):
-    from videobert_cli.pipeline.stages import fusion_token_times
+    from videobert_cli.pipeline.text_stages import fusion_token_times
 
     video = np.arange(6 * VD, dtype=float).reshape(6, VD)
     text = np.arange(5 * TD, dtype=float).reshape(5, TD)

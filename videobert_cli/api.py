@@ -29,12 +29,18 @@ from videobert_cli.pipeline.signals import StopFlag
 _STAGES: dict[tuple[str, PipelineConfig], object] = {}
 
 
+#: where each kind of stage is defined (imported when first used: the text stages need torch)
+_STAGE_CLASSES = {"video": ("stages", "VideoStage"), "text": ("text_stages", "TextStage"),
+                  "fusion": ("text_stages", "FusionStage")}
+
+
 def _stage(kind: str, config: PipelineConfig, **extra):
-    from videobert_cli.pipeline import stages
+    import importlib
 
     key = (kind, config, tuple(sorted(extra.items())))
     if key not in _STAGES:
-        factory = {"video": stages.VideoStage, "text": stages.TextStage, "fusion": stages.FusionStage}[kind]
+        module, name = _STAGE_CLASSES[kind]
+        factory = getattr(importlib.import_module(f"videobert_cli.pipeline.{module}"), name)
         _STAGES[key] = factory(config, **extra)
     return _STAGES[key]
 

@@ -15,8 +15,8 @@ time), and decodes in a thread of its own. Known faults, each handled here or do
 - it hangs in ``get_batch`` on some corrupt files (dmlc/decord #269) or crashes: decoding runs
   in a worker process with a timeout (``pipeline/decode_worker.py``);
 - importing decord before torch initialises CUDA can segfault (dmlc/decord #293, #324): torch
-  is imported first here, except in decode processes (``pipeline/decode_process.py``), which
-  never start CUDA and do without torch.
+  is imported first (:func:`import_decord`) wherever CUDA may start, so not in decode processes
+  (``pipeline/decode_process.py``) nor on a machine without a GPU driver.
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ from typing import Callable, Iterator
 import sys
 
 import numpy as np
-
-if "videobert_cli.pipeline.decode_process" not in sys.modules:
-    import torch  # noqa: F401  (import order matters, see module docstring)
 
 from videobert_cli.decoders.base import (
     DEFAULT_CHUNK_FRAMES,
@@ -46,11 +43,21 @@ from videobert_cli.decoders.base import (
     register,
     video_ended_early,
 )
+from videobert_cli.devices import cuda_possible
 from videobert_cli.errors import VideoDecodeError
 
 #: the manifest warning for open-GOP streams decoded by decord
 OPEN_GOP_WARNING = ("decord may return shifted frames here: this stream has open GOPs (decord counts frames in "
                     "decoding order when it skips or seeks); --decoder auto decodes such MP4/Matroska/AVI files with PyAV")
+
+
+def import_decord():
+    """decord, after torch wherever this process may start CUDA (see the module docstring)."""
+    if "videobert_cli.pipeline.decode_process" not in sys.modules and cuda_possible():
+        import torch  # noqa: F401  (import order matters)
+    import decord
+
+    return decord
 
 
 def open_reader(path: str | Path, *, num_threads: int = 0, decoder_log: str = ""):
@@ -59,8 +66,7 @@ def open_reader(path: str | Path, *, num_threads: int = 0, decoder_log: str = ""
     ``decoder_log`` is whatever ffmpeg printed so far (captured by the decode worker); it
     often holds the real reason ("moov atom not found") that decord's exception lacks.
     """
-    import decord
-
+    decord = import_decord()
     path = Path(path)
     check_input_file(path)
     refuse_cut_mp4(path)
@@ -77,8 +83,7 @@ def quiet_decoder_logs() -> None:
     For decoding in the calling process, where each file's failure is reported in one line of
     its own; decode workers capture those lines instead, to read the reason in them.
     """
-    import decord.logging
-
+    decord = import_decord()
     decord.logging.set_level(decord.logging.QUIET)
 
 

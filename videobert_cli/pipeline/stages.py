@@ -1,5 +1,5 @@
-"""The pipeline stages: video (decode -> preprocess -> encode) here; text and fusion in
-:mod:`videobert_cli.pipeline.text_stages` (re-exported).
+"""The video stage (decode -> preprocess -> encode); text and fusion are in
+:mod:`videobert_cli.pipeline.text_stages`.
 
 Each stage owns its model, built once and reused for every input. Stages return in-memory
 feature containers; writing is the runner's business.
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import torch
 
 from videobert_cli.config import PipelineConfig
 from videobert_cli.devices import (
@@ -133,11 +132,16 @@ class VideoStage:
         intra-op threads share the CPU. When frames are queued the decoder is idle, so the
         model takes every core; when the model has caught up with the decoder, a thread per
         core for the model would take CPU time from the decoder, which is now what limits the
-        run. Only when torch's thread count is the default (``--threads`` pins it) and the
-        model runs on the CPU.
+        run. Only when torch runs the model on the CPU with its default thread count
+        (``--threads`` pins it).
         """
+        if self.config.runtime.num_threads or self.device != "cpu" or not self.encoder.runner.in_torch:
+            yield
+            return
+        import torch
+
         threads = torch.get_num_threads()
-        if self.config.runtime.num_threads or self.device != "cpu" or threads < 2:
+        if threads < 2:
             yield
             return
         torch.set_num_threads(threads - 1)
@@ -204,16 +208,18 @@ class VideoStage:
 
     def _encode_clips(self, info: VideoInfo, chunks: Iterator[CropChunk], timer: StageTimer, *, path: str) -> VideoFeatures:
         """Group streamed frames into clips (bounded buffer) and encode batches of clips."""
+        import torch
+
         sampling = self.sampling
         num_sampled = len(self._planned(info))
         origin = float(np.min(info.frame_starts))
         plan = plan_clips(num_sampled, sampling, origin=origin, duration=info.duration)
         clips_per_batch = max(1, self.config.runtime.batch_size // sampling.clip_len)
-        frames: list[torch.Tensor] = []  # sampled crops not yet released
+        frames: list["torch.Tensor"] = []  # sampled crops not yet released
         frame_indices: list[int] = []
         first_kept = 0  # sampled-frame number of frames[0]
         features: list[np.ndarray] = []
-        pending: list[torch.Tensor] = []
+        pending: list["torch.Tensor"] = []
         clip_frame_indices = np.zeros((len(plan.starts), sampling.clip_len), dtype=np.int64)
         next_clip = 0
 
@@ -281,7 +287,11 @@ class VideoStage:
     def _cpus_and_gpus(self) -> tuple[int, int]:
         from videobert_cli.pipeline.decode_worker import worker_cpu_count
 
-        return worker_cpu_count(), torch.cuda.device_count() if self.device.startswith("cuda") else 0
+        if not self.device.startswith("cuda"):
+            return worker_cpu_count(), 0
+        import torch
+
+        return worker_cpu_count(), torch.cuda.device_count()
 
     @functools.cached_property
     def decode_workers(self) -> int:
@@ -465,8 +475,3 @@ class SharedBatches:
         owner.queued = 0
         self._parts, self.rows = kept, sum(len(crops) for _, crops in kept)
 
-
-# the text and fusion stages, importable from here as before
-from videobert_cli.pipeline.text_stages import (  # noqa: E402,F401
-    FusionStage, TextStage, fusion_token_times, require_group,
-)

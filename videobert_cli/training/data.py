@@ -365,7 +365,7 @@ class PairDataset(torch.utils.data.Dataset):
             ) from exc
 
     def _read(self, ref: PairRef) -> Sample:
-        from videobert_cli.pipeline.stages import fusion_token_times
+        from videobert_cli.pipeline.text_stages import fusion_token_times
 
         with _open(ref.path) as f:
             v, t = f["video"], f["text"]

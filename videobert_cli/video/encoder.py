@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
-from torch import nn
 
 from videobert_cli.memory import release_freed_memory
 from videobert_cli.devices import autocast, check_precision
 from videobert_cli.video.export_card import write_card
 from videobert_cli.video.models import LoadedVideoModel
-from videobert_cli.video.preprocess import normalize
+from videobert_cli.video.preprocess import normalize, normalize_array
 from videobert_cli.video.runtimes import build_runner
+
+if TYPE_CHECKING:  # torch is imported where it runs: ONNX Runtime from a card needs none
+    import torch
+    from torch import nn
 
 
 class FrameEncoder:
@@ -46,6 +48,8 @@ class FrameEncoder:
                                    kind=model.kind, crop_size=model.preprocessing.crop_size, reload=reload,
                                    card=card, remember=remember)
         if device.startswith("cuda"):
+            import torch
+
             torch.backends.cudnn.benchmark = True
 
     @property
@@ -63,9 +67,15 @@ class FrameEncoder:
         Frame models take (N, 3, S, S); clip models take (N, T, 3, S, S) and see
         (N, 3, T, S, S), torchvision's video layout.
         """
-        crops = torch.as_tensor(crops)
-        if crops.shape[0] == 0:
+        if len(crops) == 0:
             return np.zeros((0, self.feature_dim), dtype=np.float32)
+        if not self.runner.in_torch:  # ONNX Runtime: frame models on the CPU, arrays in and out
+            features = self.runner.run(normalize_array(crops, self.model.preprocessing))
+            release_freed_memory()
+            return features
+        import torch
+
+        crops = torch.as_tensor(crops)
         if self.device.startswith("cuda"):
             crops = crops.pin_memory()  # lets the host-to-device copy run asynchronously
         with torch.inference_mode(), autocast(self.precision, self.device):

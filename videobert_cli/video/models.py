@@ -20,15 +20,16 @@ import urllib.error
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Callable
 
 from videobert_cli.config import VideoModelConfig, offline_mode
 from videobert_cli.errors import ConfigError, ModelUnavailableError
 from videobert_cli.hashing import cached_file_sha256
 from videobert_cli.video.preprocess import Preprocessing
+
+if TYPE_CHECKING:  # torch is imported where models are built: a run from an export card needs none
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,8 @@ def strip_classifier(model: nn.Module) -> tuple[int, str]:
     VGG's 4096-d fc7 (after ReLU and dropout, which is the identity in eval mode),
     EfficientNet's 1280-d pool, ViT's class token. Returns (feature_dim, layer description).
     """
+    from torch import nn
+
     last_name, last_linear = None, None
     for module_name, module in model.named_modules():
         if isinstance(module, nn.Linear):
@@ -189,6 +192,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
         return load_file(str(path))
     try:
+        import torch
+
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
         raise ModelUnavailableError(
@@ -205,6 +210,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 @contextlib.contextmanager
 def _seeded(seed: int):
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
@@ -338,6 +345,8 @@ def _torchvision_weights_enum(name: str):
 
 
 def _torchvision_checkpoint_path(weights_member) -> Path:
+    import torch
+
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights_member.url)
 
 
@@ -430,6 +439,7 @@ def _torchvision_entry(name: str) -> VideoModelEntry | None:
         return _torchvision_checkpoint_path(member).is_file()
 
     def feature_dim() -> int:
+        import torch
         import torchvision
 
         # Building on the meta device allocates nothing and runs in milliseconds; a few

@@ -282,3 +282,13 @@ def normalize(crops, preprocessing: Preprocessing, *, device="cpu", channels_las
     if channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
     return batch
+
+
+def normalize_array(crops, preprocessing: Preprocessing) -> np.ndarray:
+    """:func:`normalize` in numpy, for a runtime that takes arrays: the same float32 operations
+    in the same order, so the same input to the model."""
+    batch = np.asarray(crops).astype(np.float32)
+    batch /= np.float32(255.0)
+    batch -= np.asarray(preprocessing.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    batch /= np.asarray(preprocessing.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    return batch

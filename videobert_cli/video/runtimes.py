@@ -13,14 +13,17 @@ import importlib.util
 import io
 import logging
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:  # torch is imported where it runs: an ONNX Runtime run from a card needs none
+    import torch
+    from torch import nn
 
 from videobert_cli.config import MODEL_RUNTIMES
 from videobert_cli.errors import ConfigError
@@ -91,17 +94,23 @@ class Runner:
     run: Callable[[torch.Tensor], np.ndarray]
     channels_last: bool = False  # whether the input should be channels-last (torch only)
     max_abs_diff: float | None = None  # vs torch on the check batch (ONNX Runtime only)
+    in_torch: bool = False  # torch runs it: it takes tensors, and torch.set_num_threads applies
 
 
 def torch_runner(module: nn.Module, *, channels_last: bool) -> Runner:
+    import torch
+
     def run(batch: torch.Tensor) -> np.ndarray:
         return module(batch).float().cpu().numpy()
 
-    return Runner(name=f"torch {torch.__version__.split('+')[0]}", run=run, channels_last=channels_last)
+    return Runner(name=f"torch {torch.__version__.split('+')[0]}", run=run, channels_last=channels_last,
+                  in_torch=True)
 
 
 def module_key(module: nn.Module, crop_size: int) -> str:
     """What the exported graph depends on: the architecture, every weight, the torch version."""
+    import torch
+
     digest = hashlib.sha256()
     digest.update(f"{torch.__version__}|opset{ONNX_OPSET}|{crop_size}|{module!r}".encode())
     for name, tensor in module.state_dict().items():
@@ -112,6 +121,8 @@ def module_key(module: nn.Module, crop_size: int) -> str:
 
 def export_onnx(module: nn.Module, crop_size: int) -> bytes:
     """The model as ONNX (dynamic batch), from torch's TorchScript-based exporter."""
+    import torch
+
     example = torch.zeros(1, 3, crop_size, crop_size)
     blob = io.BytesIO()
     with warnings.catch_warnings():
@@ -136,6 +147,17 @@ def agreement(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
     dots = (reference * other).sum(axis=1)
     cosine = np.where(norms > 0, dots / np.maximum(norms, 1e-30), np.where(np.abs(reference - other).max(axis=1) < 1e-6, 1.0, 0.0))
     return float(cosine.min()) if cosine.size else 1.0, diff
+
+
+def intra_op_threads() -> int:
+    """The session's threads: torch's intra-op threads where torch is loaded (``--threads`` sets
+    them), else torch's default, one per physical core (:func:`~videobert_cli.devices.physical_cores`)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.get_num_threads()
+    from videobert_cli.devices import physical_cores
+
+    return physical_cores()
 
 
 def onnx_session(model: str | bytes, threads: int):
@@ -191,7 +213,7 @@ def onnx_runner(module: nn.Module | None, crop_size: int, reload: Callable[[], n
     import onnxruntime
 
     batch = check_batch(crop_size)
-    threads = torch.get_num_threads()
+    threads = intra_op_threads()
 
     def runner(session, diff: float) -> Runner:
         def run(batch: torch.Tensor | np.ndarray, session=session) -> np.ndarray:
@@ -210,6 +232,8 @@ def onnx_runner(module: nn.Module | None, crop_size: int, reload: Callable[[], n
         log.info("ONNX Runtime disagrees with the export card (lowest cosine %.6f): checking against torch", cosine)
         del session
         module = module if module is not None else reload()
+    import torch
+
     with torch.inference_mode():
         reference = module(torch.from_numpy(batch)).float().numpy()
     key = module_key(module, crop_size)
@@ -256,5 +280,7 @@ def build_runner(module: nn.Module | None, *, asked: str, device: str, precision
     elif module is None:
         module = reload().to(device).eval()
     if channels_last:
+        import torch
+
         module.to(memory_format=torch.channels_last)
     return torch_runner(module, channels_last=channels_last)
