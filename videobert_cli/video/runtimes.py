@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # torch is imported where it runs: an ONNX Runtime run from a
 
 from videobert_cli.config import MODEL_RUNTIMES
 from videobert_cli.errors import ConfigError
+from videobert_cli.memory import release_freed_memory
 from videobert_cli.store.atomic import write_cache_file
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,11 @@ def onnx_session(model: str | bytes, threads: int):
     # no busy-waiting between batches: the decoder shares these cores
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    # building parses the file and rewrites the graph, freeing as much again as the model holds
+    # (ResNet-50: ~150 MB) into malloc's heaps, where it stayed until the first batch
+    release_freed_memory()
+    return session
 
 
 def export_path(key: str) -> Path:
