@@ -107,3 +107,23 @@ def test_gpu_facts_come_from_torch_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert system.gpus() == []
     assert "  none" in invoke("doctor").output
+
+
+def test_doctor_lists_the_onnx_exports_that_start_runs_without_torch(tmp_path, monkeypatch):
+    from videobert_cli import RuntimeConfig, VideoModelConfig
+    from videobert_cli.config import PipelineConfig
+    from videobert_cli.pipeline.stages import VideoStage
+
+    monkeypatch.setenv("VIDEOBERT_CACHE", str(tmp_path / "cache"))
+    assert system.cached_weights()["onnx_exports"] == {"path": str(tmp_path / "cache" / "onnx"), "exists": False,
+                                                      "cards": []}
+    config = PipelineConfig(video_model=VideoModelConfig(name="mobilenet_v3_small", weights="none", seed=3),
+                            runtime=RuntimeConfig(device="cpu", precision="fp32"))
+    VideoStage(config).ready()
+    [card] = system.cached_weights()["onnx_exports"]["cards"]
+    assert card["model"] == "mobilenet_v3_small" and card["weights"] == "none (random init, seed 3)"
+    assert card["usable"] and card["mb"] > 0
+    assert "mobilenet_v3_small none (random init, seed 3)" in invoke("doctor").output
+    next((tmp_path / "cache" / "onnx").glob("*.onnx")).unlink()  # the export is gone: the card is stale
+    assert system.cached_weights()["onnx_exports"]["cards"][0]["usable"] is False
+    assert "(stale)" in invoke("doctor").output

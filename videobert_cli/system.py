@@ -133,7 +133,8 @@ def _size(path: Path) -> int:
 
 
 def cached_weights() -> dict:
-    """The weights caches and what is in them: torch hub checkpoints and Hugging Face models."""
+    """The weights caches and what is in them: torch hub checkpoints, Hugging Face models, and
+    the verified ONNX exports that start CPU runs without torch."""
     hub = torch_hub_dir()
     checkpoints = hub / "checkpoints"
     torch_items = sorted(
@@ -155,10 +156,13 @@ def cached_weights() -> dict:
         bundled = {"efficientnet-lite0": str(lite0) if lite0 else None}
     except Exception:
         pass
+    from videobert_cli.video.export_card import export_cards
+
     return {
         "torch_hub": {"path": str(hub), "exists": hub.is_dir(), "checkpoints": torch_items},
         "huggingface_hub": {"path": str(hf), "exists": hf.is_dir(), "models": hf_items},
         "bundled": bundled,
+        "onnx_exports": export_cards(),
     }
 
 

@@ -71,6 +71,10 @@ def render_text(report: dict) -> str:
     lines.append(f"  {'hugging face':<17} {hf['path']}: {items}")
     for name, path in (weights.get("bundled") or {}).items():
         lines.append(f"  {name:<17} {'bundled: ' + path if path else 'not installed'}")
+    exports = weights["onnx_exports"]
+    items = ", ".join(f"{c['model']} {c['weights']} ({c['mb']:.0f} MB)" if c["usable"] else f"{c['card']} (stale)"
+                      for c in exports["cards"]) or "nothing cached"
+    lines.append(f"  {'onnx exports':<17} {exports['path']}: {items}")
     lines.append(f"offline          {_yes(report['offline'])}")
     return "\n".join(lines)
 

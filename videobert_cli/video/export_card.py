@@ -111,3 +111,20 @@ def read_card(path: Path) -> ExportCard | None:
         log.info("export card %s unreadable: %s", path, error)
         return None
     return ExportCard(model=model, export=export, reference=reference)
+
+
+def export_cards() -> dict:
+    """The cached exports that start runs without torch (``videobert doctor``): the folder, and
+    per card the model, its weights, the export's size and whether the card still applies."""
+    from videobert_cli.video.runtimes import cache_root
+
+    folder = cache_root() / "onnx"
+    cards = []
+    for path in sorted(folder.glob("card-*.npz")) if folder.is_dir() else []:
+        card = read_card(path)
+        if card is not None:
+            cards.append({"model": card.model.name, "weights": card.model.weights_name,
+                          "mb": round(card.export.stat().st_size / 1e6, 1), "usable": True})
+        else:
+            cards.append({"model": None, "weights": None, "mb": None, "usable": False, "card": path.name})
+    return {"path": str(folder), "exists": folder.is_dir(), "cards": cards}
