@@ -276,13 +276,19 @@ def cuda_has_native_bf16(device: str) -> bool:
     return torch.cuda.get_device_capability(torch.device(device)) >= (8, 0)
 
 
-# --- the CPU's bf16 units ------------------------------------------------------------------
-#: flags that mean the CPU computes in bf16 natively (x86: AVX-512 BF16 or AMX; Arm: BF16)
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# --- the CPU's cores ---------------------------------------------------------------------------
+def allowed_cpus() -> set[int]:
+    """The CPUs this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    try:
+        return os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        return set(range(os.cpu_count() or 1))
+
+
 def physical_cores(path: str = "/proc/cpuinfo") -> int:
     """The physical cores among the CPUs this process may use: torch's default intra-op threads
     (hyperthreads share a core's arithmetic units), found without importing torch."""
-    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    allowed = allowed_cpus()
     cores, processor, socket = set(), None, "0"
     try:
         with open(path) as handle:
@@ -297,6 +303,11 @@ def physical_cores(path: str = "/proc/cpuinfo") -> int:
     except (OSError, ValueError):
         pass
     return max(1, min(len(cores) or len(allowed), len(allowed)))
+
+
+# --- the CPU's bf16 units ------------------------------------------------------------------
+#: flags that mean the CPU computes in bf16 natively (x86: AVX-512 BF16 or AMX; Arm: BF16)
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def cpuinfo(path: str = "/proc/cpuinfo") -> dict[str, str]:

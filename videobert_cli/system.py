@@ -41,10 +41,7 @@ def cpu_model_name() -> str:
 
 def cpus_available() -> int:
     """Cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    return len(devices.allowed_cpus())
 
 
 def torch_cpu_capability() -> str:

@@ -421,4 +421,6 @@ class DecodeWorker:
 
 
 def worker_cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from videobert_cli.devices import allowed_cpus
+
+    return len(allowed_cpus())

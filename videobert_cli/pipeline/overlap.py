@@ -10,7 +10,6 @@ background thread while the next inputs are worked on.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import threading
@@ -53,12 +52,12 @@ class DecodePlan:
 def plan_path(config: PipelineConfig, chunk_frames: int) -> Path:
     """Where the plan of ``config`` is remembered (keyed by what decides it)."""
     from videobert_cli.version import __version__
-    from videobert_cli.video.runtimes import cache_root
+    from videobert_cli.video.runtimes import cache_entry
 
     runtime = config.runtime
-    facts = repr((__version__, config.video_model, config.sampling, runtime.device, runtime.decoder,
-                  runtime.decode_threads, runtime.decode_workers, chunk_frames))
-    return cache_root() / "decode-plans" / f"{hashlib.sha256(facts.encode()).hexdigest()[:32]}.json"
+    facts = (__version__, config.video_model, config.sampling, runtime.device, runtime.decoder,
+             runtime.decode_threads, runtime.decode_workers, chunk_frames)
+    return cache_entry("decode-plans", facts, "{}.json")
 
 
 def remembered_plan(config: PipelineConfig, chunk_frames: int) -> DecodePlan | None:

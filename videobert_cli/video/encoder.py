@@ -69,10 +69,18 @@ class FrameEncoder:
         """
         if len(crops) == 0:
             return np.zeros((0, self.feature_dim), dtype=np.float32)
-        if not self.runner.in_torch:  # ONNX Runtime: frame models on the CPU, arrays in and out
+        if self.runner.in_torch:
+            features = self._encode_in_torch(crops)
+        else:  # ONNX Runtime: frame models on the CPU, arrays in and out
             features = self.runner.run(normalize_array(crops, self.model.preprocessing))
+        if self.device == "cpu":
+            # the forward's activations (~0.45 GB for EfficientNet-Lite0 at batch 32) were
+            # freed into glibc's heaps; left there, fragmentation made a long run's peak RSS
+            # creep up with the number of batches
             release_freed_memory()
-            return features
+        return features
+
+    def _encode_in_torch(self, crops) -> np.ndarray:
         import torch
 
         crops = torch.as_tensor(crops)
@@ -87,11 +95,4 @@ class FrameEncoder:
                 batch = normalize(
                     crops, self.model.preprocessing, device=self.device, channels_last=self.runner.channels_last
                 )
-            features = self.runner.run(batch)
-        del batch
-        if self.device == "cpu":
-            # the forward's activations (~0.45 GB for EfficientNet-Lite0 at batch 32) were
-            # freed into glibc's heaps; left there, fragmentation made a long run's peak RSS
-            # creep up with the number of batches
-            release_freed_memory()
-        return features
+            return self.runner.run(batch)

@@ -9,7 +9,6 @@ the check batch, against which the session is checked at every start instead of 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import io
 import json
@@ -48,14 +47,13 @@ def _version(package: str) -> str:
 
 def card_path(config: VideoModelConfig) -> Path:
     """Where the card of the model ``config`` loads is kept."""
-    from videobert_cli.video.runtimes import ONNX_OPSET, cache_root
-
     from videobert_cli.video.models import is_weights_path
+    from videobert_cli.video.runtimes import ONNX_OPSET, cache_entry
 
     # a weights file by its absolute path: the same relative path elsewhere is another file
     weights = str(Path(config.weights).resolve()) if is_weights_path(config.weights) else config.weights
-    facts = repr((config.name, weights, config.seed, ONNX_OPSET, [_version(p) for p in CARD_PACKAGES]))
-    return cache_root() / "onnx" / f"card-{hashlib.sha256(facts.encode()).hexdigest()[:32]}.npz"
+    facts = (config.name, weights, config.seed, ONNX_OPSET, [_version(p) for p in CARD_PACKAGES])
+    return cache_entry("onnx", facts, "card-{}.npz")
 
 
 def _file_facts(path: str) -> list:

@@ -51,6 +51,13 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "videobert"
 
 
+def cache_entry(folder: str, facts: object, name: str = "{}") -> Path:
+    """A cache file in ``folder`` named by a hash of ``facts`` (what decides its content);
+    ``name`` formats the hash, e.g. ``"card-{}.npz"``."""
+    digest = hashlib.sha256(repr(facts).encode()).hexdigest()[:32]
+    return cache_root() / folder / name.format(digest)
+
+
 def onnxruntime_version() -> str | None:
     """The installed ONNX Runtime's version (and that the ONNX exporter can run), or None."""
     if importlib.util.find_spec("onnx") is None:  # torch's exporter needs it (importing it costs ~1 s)
